@@ -1,0 +1,76 @@
+"""``carcheck dataset stats|check``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..data.check import check_dataset, dataset_stats
+from ._common import console, emit_json, track
+
+app = typer.Typer(help="Inspect and validate datasets (COCO, YOLO, folder-per-class, pairs CSV).",
+                  no_args_is_help=True)
+
+
+@app.command("stats")
+def stats(path: Path = typer.Argument(..., help="Dataset folder (or a folder of datasets)."),
+          json_out: bool = typer.Option(False, "--json", help="Print the numbers as JSON on stdout.")) -> None:
+    """Per-class image and instance counts, with CarDD's small / medium / large split
+    (instance area < 128², < 256², >= 256² px)."""
+    try:
+        result = dataset_stats(path, track=track)
+    except FileNotFoundError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    if json_out:
+        emit_json(result.to_dict())
+        return
+    if not result.sources:
+        console.print(f"[yellow]no dataset found under {path}[/]")
+        raise typer.Exit(1)
+    for src in result.sources:
+        t = Table(title=f"{src['format']} · {src['split']} · {src['images']} images\n{src['source']}", title_justify="left")
+        keys = [k for k in src["classes"][0].keys() if k != "area"] if src["classes"] else ["class"]
+        for k in keys:
+            t.add_column(k, justify="left" if k == "class" else "right")
+        for row in src["classes"]:
+            t.add_row(*[str(row.get(k, "")) for k in keys])
+        console.print(t)
+
+
+@app.command("check")
+def check(path: Path = typer.Argument(..., help="Dataset folder (or a folder of datasets)."),
+          hash_threshold: int = typer.Option(10, help="Max Hamming distance (dHash and pHash, 64 bits each) "
+                                                       "for near-duplicates."),
+          no_duplicates: bool = typer.Option(False, "--no-duplicates", help="Skip the near-duplicate search."),
+          max_shown: int = typer.Option(30, help="Problems listed in the text output."),
+          json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout.")) -> None:
+    """Validate a dataset: missing/unreadable images, unknown image or category ids, degenerate
+    polygons, size mismatches, near-duplicates across splits. Exits 1 when there are errors."""
+    try:
+        report = check_dataset(path, hash_threshold=hash_threshold, duplicates=not no_duplicates, track=track)
+    except FileNotFoundError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    if json_out:
+        emit_json(report.to_dict())
+    else:
+        d = report.to_dict()
+        t = Table(title=f"dataset check: {path}", title_justify="left")
+        for c in ("dataset", "split", "format", "images"):
+            t.add_column(c)
+        for s in d["splits"]:
+            t.add_row(s["dataset"], s["split"], s["format"], str(s["images"]))
+        console.print(t)
+        for p in report.problems[:max_shown]:
+            console.print(f"[{'red' if p.severity == 'error' else 'yellow'}]{escape(str(p))}[/]", highlight=False)
+        if len(report.problems) > max_shown:
+            console.print(f"... {len(report.problems) - max_shown} more (use --json for all)")
+        console.print(f"{report.images_checked} images checked: {len(report.errors)} errors, "
+                      f"{len(report.problems) - len(report.errors)} warnings; counts {d['problem_counts']}")
+        console.print("[green]OK[/]" if report.ok else "[red]FAILED[/]")
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,340 @@
+"""COCO instance-segmentation reader: per-instance masks and semantic masks.
+
+Polygons (single and multi-polygon), uncompressed and compressed RLE are decoded with
+pycocotools. Category names are mapped to a target taxonomy through the declared tables
+of :mod:`carcheck.data.taxonomy`.
+
+Overlap rule for semantic masks: instances are painted from lowest to highest priority,
+so the highest priority wins a pixel. For damage taxonomies the priority is CarDD's
+(crack > dent > scratch, :data:`~carcheck.data.taxonomy.DAMAGE_PRIORITY`); ties, and all
+part taxonomies, are broken by area: a smaller instance is painted over a larger one
+(a mirror over the door it overlaps).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from torch.utils.data import Dataset
+
+from .images import ImageLoadError, load_image
+from .taxonomy import DAMAGE_PRIORITY, MAPPINGS, TAXONOMIES, Taxonomy, TaxonomyError, get_taxonomy
+
+__all__ = [
+    "CocoFormatError",
+    "CocoImage",
+    "CocoInstance",
+    "CocoSource",
+    "CocoSegmentationDataset",
+    "category_map_for",
+    "find_coco_files",
+]
+
+
+class CocoFormatError(ValueError):
+    """A COCO annotation file is unreadable or not COCO instances; the message names the file."""
+
+
+@dataclass(frozen=True)
+class CocoImage:
+    """One image entry: COCO id, resolved file path, declared width/height in pixels."""
+
+    id: int
+    path: Path
+    width: int
+    height: int
+
+
+@dataclass
+class CocoInstance:
+    """One annotation object.
+
+    Attributes:
+        ann_id: COCO annotation id.
+        category: COCO category name (source taxonomy).
+        segmentation: raw COCO segmentation (polygon list or RLE dict).
+        bbox: ``(x, y, w, h)`` in pixels as stored.
+        iscrowd: COCO crowd flag.
+    """
+
+    ann_id: int
+    category: str
+    segmentation: Any
+    bbox: tuple[float, float, float, float]
+    iscrowd: bool = False
+
+    def to_rle(self, height: int, width: int) -> dict:
+        """Compressed RLE of this instance on an image of ``height x width`` pixels.
+
+        Raises:
+            CocoFormatError: if the segmentation is empty or malformed.
+        """
+        seg = self.segmentation
+        try:
+            if isinstance(seg, list):
+                polys = [p for p in seg if len(p) >= 6]
+                if not polys:
+                    raise CocoFormatError(f"annotation {self.ann_id}: no polygon with >= 3 points")
+                rles = mask_utils.frPyObjects(polys, height, width)
+                return mask_utils.merge(rles)
+            if isinstance(seg, dict) and "counts" in seg:
+                if isinstance(seg["counts"], list):
+                    return mask_utils.frPyObjects(seg, height, width)
+                return seg
+        except CocoFormatError:
+            raise
+        except Exception as e:  # pycocotools raises bare Exceptions / TypeErrors
+            raise CocoFormatError(f"annotation {self.ann_id}: bad segmentation ({e})") from None
+        raise CocoFormatError(f"annotation {self.ann_id}: segmentation is neither polygons nor RLE")
+
+    def to_mask(self, height: int, width: int) -> np.ndarray:
+        """Binary mask, shape ``(height, width)``, dtype ``bool``."""
+        return mask_utils.decode(self.to_rle(height, width)).astype(bool)
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CocoFormatError(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
+        raise CocoFormatError(f"{path}: not a COCO instances file (needs images, annotations, categories)")
+    return data
+
+
+def is_coco_file(path: Path) -> bool:
+    """Cheap test: a ``.json`` file whose top level has ``images`` and ``annotations``."""
+    if path.suffix.lower() != ".json":
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    return '"images"' in head or '"annotations"' in head
+
+
+def find_coco_files(root: Path) -> list[Path]:
+    """All COCO instance JSON files under ``root``, sorted."""
+    return sorted(p for p in Path(root).rglob("*.json") if is_coco_file(p))
+
+
+class CocoSource:
+    """A parsed COCO annotation file with image paths resolved.
+
+    Image files are looked up, in order, at: the entry's ``path`` field and its
+    ``file_name`` relative to the JSON's folder, ``<json dir>/JPEGImages``,
+    ``<json dir>/images``, and ``<json dir>/../images/<split>`` where ``split`` comes
+    from a file named ``instances_<split>.json`` (Roboflow / COCO layout). The first
+    root that holds the first images wins for the whole file.
+
+    Args:
+        json_path: the annotation file.
+        image_root: force the folder image ``file_name`` values are relative to.
+
+    Raises:
+        CocoFormatError: if the file is not COCO instances JSON.
+    """
+
+    def __init__(self, json_path: str | Path, image_root: str | Path | None = None) -> None:
+        self.json_path = Path(json_path)
+        self.raw = _load_json(self.json_path)
+        self.categories: dict[int, str] = {int(c["id"]): str(c["name"]) for c in self.raw["categories"]}
+        self.image_root = Path(image_root) if image_root is not None else self._guess_image_root()
+        self.images: list[CocoImage] = [
+            CocoImage(int(im["id"]), self._image_path(im), int(im.get("width", 0)), int(im.get("height", 0)))
+            for im in self.raw["images"]
+        ]
+        self._by_id = {im.id: im for im in self.images}
+        self.annotations_by_image: dict[int, list[dict]] = {}
+        for ann in self.raw["annotations"]:
+            self.annotations_by_image.setdefault(ann.get("image_id"), []).append(ann)
+
+    @property
+    def split(self) -> str:
+        """Split name: ``val`` for ``instances_val.json``, else the JSON's folder name."""
+        stem = self.json_path.stem
+        if stem.startswith("instances_"):
+            return stem[len("instances_"):]
+        return self.json_path.parent.name
+
+    def _candidate_roots(self) -> list[Path]:
+        d = self.json_path.parent
+        roots = [d, d / "JPEGImages", d / "images"]
+        stem = self.json_path.stem
+        if stem.startswith("instances_"):
+            roots.append(d.parent / "images" / stem[len("instances_"):])
+        return roots
+
+    def _guess_image_root(self) -> Path:
+        entries = self.raw["images"][:20]
+        best, best_hits = self.json_path.parent, -1
+        for root in self._candidate_roots():
+            hits = sum((root / im.get("path", im.get("file_name", ""))).is_file()
+                       or (root / im.get("file_name", "")).is_file() for im in entries)
+            if hits > best_hits:
+                best, best_hits = root, hits
+        return best
+
+    def _image_path(self, entry: Mapping[str, Any]) -> Path:
+        fn = str(entry.get("file_name", ""))
+        if "path" in entry and (self.image_root / str(entry["path"])).is_file():
+            return self.image_root / str(entry["path"])
+        return self.image_root / fn
+
+    def image(self, image_id: int) -> CocoImage:
+        """The image entry with COCO id ``image_id`` (KeyError if absent)."""
+        return self._by_id[image_id]
+
+    def category_names(self, annotated_only: bool = True) -> list[str]:
+        """Category names, in id order; only those with annotations when ``annotated_only``."""
+        if not annotated_only:
+            return [self.categories[k] for k in sorted(self.categories)]
+        used = {a.get("category_id") for a in self.raw["annotations"]}
+        return [self.categories[k] for k in sorted(self.categories) if k in used]
+
+    def instances(self, image_id: int) -> list[CocoInstance]:
+        """Annotation objects of one image. Annotations with unknown categories are skipped
+        (``carcheck dataset check`` reports them)."""
+        out = []
+        for ann in self.annotations_by_image.get(image_id, []):
+            name = self.categories.get(ann.get("category_id"))
+            if name is None:
+                continue
+            out.append(CocoInstance(int(ann.get("id", -1)), name, ann.get("segmentation"),
+                                    tuple(ann.get("bbox", (0, 0, 0, 0))), bool(ann.get("iscrowd", False))))
+        return out
+
+
+def category_map_for(names: Sequence[str], target: Taxonomy) -> dict[str, str | None]:
+    """Map COCO category names onto ``target`` using the declared taxonomy tables.
+
+    A name that is a class of ``target`` maps to itself; otherwise the first declared
+    mapping from a taxonomy containing the name to ``target`` is used; names covered by
+    neither are dropped (``None``), e.g. the part categories of lplenka's merged file
+    when the target is a damage taxonomy.
+    """
+    out: dict[str, str | None] = {}
+    for name in names:
+        if name in target.classes:
+            out[name] = name
+            continue
+        out[name] = None
+        for (src, dst), m in MAPPINGS.items():
+            if dst == target.name and name in TAXONOMIES[src].classes:
+                out[name] = m.map_name(name)
+                break
+    return out
+
+
+def _is_damage(target: Taxonomy) -> bool:
+    return any(c in DAMAGE_PRIORITY for c in target.classes)
+
+
+def semantic_mask(instances: Sequence[CocoInstance], height: int, width: int, target: Taxonomy,
+                  category_map: Mapping[str, str | None]) -> np.ndarray:
+    """Rasterise instances into one semantic mask with the module's overlap rule.
+
+    Returns:
+        ``np.ndarray`` ``(height, width)``, ``uint8``; 0 = background, ``i + 1`` =
+        ``target.classes[i]``.
+    """
+    damage = _is_damage(target)
+    painted = []
+    for inst in instances:
+        cls = category_map.get(inst.category)
+        if cls is None:
+            continue
+        m = inst.to_mask(height, width)
+        rank = DAMAGE_PRIORITY.index(cls) if damage and cls in DAMAGE_PRIORITY else len(DAMAGE_PRIORITY)
+        painted.append((rank, int(m.sum()), target.index(cls) + 1, m))
+    # paint low priority first: higher rank number = lower priority; larger area first
+    painted.sort(key=lambda t: (-t[0], -t[1]))
+    out = np.zeros((height, width), dtype=np.uint8)
+    for _, _, label, m in painted:
+        out[m] = label
+    return out
+
+
+@dataclass
+class CocoSegmentationDataset(Dataset):
+    """Torch dataset over one or more COCO files: image + semantic mask (+ instances).
+
+    Args:
+        sources: COCO JSON paths (or :class:`CocoSource` objects).
+        target: target taxonomy name, e.g. ``"dsmlr_parts"`` or ``"damage_type"``.
+        transform: optional callable ``(image, mask) -> (image, mask)`` applied to the
+            uint8 CHW image tensor and int64 HW mask tensor (torchvision transforms v2
+            with ``tv_tensors.Mask`` fit here).
+        with_instances: also return per-instance binary masks and target labels.
+
+    Items are dicts: ``image`` (``uint8`` tensor ``(3, H, W)``), ``mask`` (``int64``
+    ``(H, W)``), ``path`` (str), ``image_id`` (int) and, with instances, ``instance_masks``
+    (``bool`` ``(N, H, W)``) and ``instance_labels`` (``int64`` ``(N,)``, 1-based).
+
+    Raises:
+        ImageLoadError: from ``__getitem__``, naming the file, for unreadable images.
+    """
+
+    sources: Sequence[str | Path | CocoSource]
+    target: str
+    transform: Callable | None = None
+    with_instances: bool = False
+    _items: list[tuple[CocoSource, CocoImage]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.taxonomy = get_taxonomy(self.target)
+        self.coco_sources = [s if isinstance(s, CocoSource) else CocoSource(s) for s in self.sources]
+        self._items = [(src, im) for src in self.coco_sources for im in src.images]
+        names = sorted({n for s in self.coco_sources for n in s.category_names()})
+        self.category_map = category_map_for(names, self.taxonomy)
+        if not any(v is not None for v in self.category_map.values()):
+            raise TaxonomyError(f"no category of {names} maps to taxonomy {self.target!r}")
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def image_paths(self) -> list[Path]:
+        """Resolved image paths, in item order."""
+        return [im.path for _, im in self._items]
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, list[CocoInstance]]:
+        """Untransformed ``(image HxWx3 uint8, mask HxW uint8, instances)`` of item ``index``.
+
+        The mask is rasterised at the file's real size; a declared size that differs is
+        an error (``carcheck dataset check`` finds these up front).
+
+        Raises:
+            ImageLoadError: unreadable image or annotation/file size mismatch.
+        """
+        src, im = self._items[index]
+        image = load_image(im.path)
+        h, w = image.shape[:2]
+        if (im.width, im.height) != (w, h) and im.width and im.height:
+            raise ImageLoadError(im.path, f"annotation says {im.width}x{im.height}, file is {w}x{h}")
+        insts = src.instances(im.id)
+        return image, semantic_mask(insts, h, w, self.taxonomy, self.category_map), insts
+
+    def __getitem__(self, index: int) -> dict:
+        src, im = self._items[index]
+        image, mask, insts = self.load(index)
+        img_t = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+        mask_t = torch.from_numpy(mask.astype(np.int64))
+        if self.transform is not None:
+            img_t, mask_t = self.transform(img_t, mask_t)
+        item = {"image": img_t, "mask": mask_t, "path": str(im.path), "image_id": im.id}
+        if self.with_instances:
+            h, w = image.shape[:2]
+            kept = [(i, self.category_map.get(i.category)) for i in insts]
+            kept = [(i, c) for i, c in kept if c is not None]
+            masks = np.stack([i.to_mask(h, w) for i, _ in kept]) if kept else np.zeros((0, h, w), bool)
+            item["instance_masks"] = torch.from_numpy(masks)
+            item["instance_labels"] = torch.tensor([self.taxonomy.index(c) + 1 for _, c in kept], dtype=torch.int64)
+        return item

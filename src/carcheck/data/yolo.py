@@ -1,0 +1,164 @@
+"""YOLO detection / segmentation reader (Ultralytics ``data.yaml`` layout).
+
+Label files hold one object per line, coordinates normalised to [0, 1]:
+detection ``cls cx cy w h``; segmentation ``cls x1 y1 x2 y2 ...`` (polygon).
+The label of ``.../images/<rest>/<name>.jpg`` is ``.../labels/<rest>/<name>.txt``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import Dataset
+
+from .images import is_image_path, load_image
+
+__all__ = ["YoloFormatError", "YoloObject", "YoloSource", "YoloDataset", "find_yolo_configs"]
+
+
+class YoloFormatError(ValueError):
+    """A YOLO config or label file is malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class YoloObject:
+    """One labelled object: class id, box ``(cx, cy, w, h)`` normalised, optional polygon ``(K, 2)`` normalised."""
+
+    class_id: int
+    box: tuple[float, float, float, float]
+    polygon: np.ndarray | None = None
+
+
+def find_yolo_configs(root: Path) -> list[Path]:
+    """YAML files under ``root`` that declare ``names`` and sit beside an ``images/`` folder."""
+    out = []
+    for p in sorted(list(Path(root).rglob("*.yaml")) + list(Path(root).rglob("*.yml"))):
+        try:
+            cfg = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(cfg, dict) and "names" in cfg:
+            out.append(p)
+    return out
+
+
+def label_path_for(image_path: Path) -> Path:
+    """``.../images/x/y.jpg`` -> ``.../labels/x/y.txt`` (last ``images`` path component)."""
+    parts = list(image_path.parts)
+    idx = max(i for i, part in enumerate(parts) if part == "images")
+    parts[idx] = "labels"
+    return Path(*parts).with_suffix(".txt")
+
+
+def parse_label_file(path: Path, num_classes: int) -> list[YoloObject]:
+    """Parse one label file; a missing file means no objects.
+
+    Raises:
+        YoloFormatError: naming the file and line for bad numbers, unknown class ids or
+            coordinates outside [0, 1].
+    """
+    if not path.exists():
+        return []
+    objs = []
+    for ln, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        vals = line.split()
+        if not vals:
+            continue
+        try:
+            cls = int(vals[0])
+            nums = [float(v) for v in vals[1:]]
+        except ValueError:
+            raise YoloFormatError(f"{path}:{ln}: not numbers: {line!r}") from None
+        if not 0 <= cls < num_classes:
+            raise YoloFormatError(f"{path}:{ln}: class id {cls} outside 0..{num_classes - 1}")
+        if any(v < -1e-3 or v > 1 + 1e-3 for v in nums):
+            raise YoloFormatError(f"{path}:{ln}: coordinates outside [0, 1]")
+        if len(nums) == 4:
+            objs.append(YoloObject(cls, tuple(nums)))
+        elif len(nums) >= 6 and len(nums) % 2 == 0:
+            poly = np.asarray(nums, dtype=np.float32).reshape(-1, 2)
+            (x0, y0), (x1, y1) = poly.min(0), poly.max(0)
+            objs.append(YoloObject(cls, ((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), poly))
+        else:
+            raise YoloFormatError(f"{path}:{ln}: expected 4 box values or an even number >= 6 of polygon values")
+    return objs
+
+
+class YoloSource:
+    """A YOLO dataset described by a ``data.yaml``.
+
+    Split folders are the yaml's ``train`` / ``val`` / ``test`` entries, relative to its
+    ``path`` (itself relative to the yaml). When none of them exists but an ``images/``
+    folder sits beside the yaml, all its images form one split ``all`` and
+    :attr:`warnings` says so.
+
+    Raises:
+        YoloFormatError: if the yaml is unreadable or has no ``names``.
+    """
+
+    def __init__(self, yaml_path: str | Path) -> None:
+        self.yaml_path = Path(yaml_path)
+        try:
+            cfg = yaml.safe_load(self.yaml_path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as e:
+            raise YoloFormatError(f"{self.yaml_path}: unreadable YAML ({e})") from None
+        if not isinstance(cfg, dict) or "names" not in cfg:
+            raise YoloFormatError(f"{self.yaml_path}: no 'names' in the YOLO config")
+        names = cfg["names"]
+        self.names: list[str] = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+        base = (self.yaml_path.parent / str(cfg.get("path", "."))).resolve()
+        self.warnings: list[str] = []
+        self.splits: dict[str, list[Path]] = {}
+        for split in ("train", "val", "test"):
+            if split in cfg and cfg[split]:
+                d = base / str(cfg[split])
+                if d.is_dir():
+                    self.splits[split] = sorted(p for p in d.rglob("*") if is_image_path(p))
+                else:
+                    self.warnings.append(f"{self.yaml_path}: split {split!r} folder {d} does not exist")
+        if not self.splits and (self.yaml_path.parent / "images").is_dir():
+            self.splits["all"] = sorted(p for p in (self.yaml_path.parent / "images").rglob("*") if is_image_path(p))
+            self.warnings.append(f"{self.yaml_path}: using {self.yaml_path.parent / 'images'} as one split 'all'")
+
+    def objects(self, image_path: Path) -> list[YoloObject]:
+        """Objects labelled on ``image_path`` (empty when it has no label file)."""
+        return parse_label_file(label_path_for(image_path), len(self.names))
+
+
+class YoloDataset(Dataset):
+    """Torch dataset over one split of a YOLO source.
+
+    Items are dicts: ``image`` (``uint8`` ``(3, H, W)``), ``boxes`` (``float32`` ``(N, 4)``,
+    xyxy in pixels), ``labels`` (``int64`` ``(N,)``, YOLO class ids), ``path`` (str).
+
+    Raises:
+        KeyError: for an unknown split; ImageLoadError / YoloFormatError from items.
+    """
+
+    def __init__(self, yaml_path: str | Path, split: str | None = None, transform: Callable | None = None) -> None:
+        self.source = YoloSource(yaml_path)
+        split = split or next(iter(self.source.splits))
+        self.paths = self.source.splits[split]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.paths[index]
+        image = load_image(path)
+        h, w = image.shape[:2]
+        objs = self.source.objects(path)
+        boxes = torch.tensor([[(o.box[0] - o.box[2] / 2) * w, (o.box[1] - o.box[3] / 2) * h,
+                               (o.box[0] + o.box[2] / 2) * w, (o.box[1] + o.box[3] / 2) * h] for o in objs],
+                             dtype=torch.float32).reshape(-1, 4)
+        item = {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(), "boxes": boxes,
+                "labels": torch.tensor([o.class_id for o in objs], dtype=torch.int64), "path": str(path)}
+        if self.transform is not None:
+            item = self.transform(item)
+        return item

