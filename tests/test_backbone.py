@@ -38,3 +38,11 @@ def test_bf16_default_path_matches_fp32_within_tolerance(backbone):
     x = torch.cat([_photo_tensor(f, 512) for f in files])
     report = bf16_matches_fp32(backbone, x)
     assert report["ok"], report
+
+
+def test_lite2_variant_builds_with_its_imagenet_weights():
+    from carcheck.models.backbone import build_backbone
+    bb = build_backbone("lite2")
+    with inference_context(bf16=False):
+        out = bb(torch.rand(1, 3, 64, 64), with_logits=True)
+    assert len(out.features) == 4 and bb.channels[-1] > 300 and out.logits.shape == (1, 1000)

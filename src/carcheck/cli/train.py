@@ -42,6 +42,7 @@ def segmentation(
     lr: float = typer.Option(2e-3), loss: str = typer.Option("ce+dice", help=f"One of {LOSSES}."),
     lam: float = typer.Option(0.5, "--lambda", help="Joint loss weight λ of the second task: (1-λ)·L1 + λ·L2."),
     val_fraction: float = typer.Option(0.1, help="Held-out fraction when a task has no VAL_JSON."),
+    class_weights: bool = typer.Option(False, help="Median-frequency class weights in CE / focal."),
     seed: int = typer.Option(0), threads: int = typer.Option(2), no_bf16: bool = typer.Option(False, "--no-bf16"),
 ) -> None:
     """Train a segmentation model (frozen EfficientNet-Lite0 backbone, FPN decoder, one head per task)."""
@@ -51,6 +52,6 @@ def segmentation(
     if len(specs) == 2:
         specs[0].weight, specs[1].weight = 1 - lam, lam
     cfg = SegTrainConfig(tasks=specs, out=str(out), epochs=epochs, batch_size=batch_size, size=size, lr=lr, loss=loss,
-                         val_fraction=val_fraction, seed=seed, threads=threads, bf16=not no_bf16)
+                         val_fraction=val_fraction, class_weights=class_weights, seed=seed, threads=threads, bf16=not no_bf16)
     run = train_segmentation(cfg, track=track, log=console.print)
     console.print(f"[green]done[/]: best weights in {run / 'best.safetensors'}")

@@ -16,7 +16,6 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import __version__
 from ..data.images import ImageLoadError, load_image
@@ -27,7 +26,7 @@ from ..report.privacy import PRIVACY_NOTE
 from ..report.schema import (AssessConfigModel, CaseReport, CaseSummary, Finding, PhotoDetection, PhotoReport)
 from .agreement import PhotoFindings, reconcile, view_relations
 from .fusion import FusionConfig, damaged_parts, size_class, visible_parts
-from .gate import DEFAULT_VEHICLE_THRESHOLD, vehicle_score
+from .gate import DEFAULT_PART_COVERAGE_THRESHOLD, DEFAULT_VEHICLE_THRESHOLD, part_coverage, passes_gate, vehicle_score
 
 __all__ = ["AssessConfig", "Assessor", "PhotoVisual", "assess", "collect_photos"]
 
@@ -40,7 +39,9 @@ class AssessConfig:
     """Every threshold of the assessment (stated in each report).
 
     Attributes:
-        vehicle_threshold: photos with a lower presence score are skipped.
+        vehicle_threshold: ImageNet vehicle-score threshold of the presence gate.
+        part_coverage_threshold: OR-ed gate rule: fraction of the photo labelled as car parts.
+            A photo failing both rules is skipped.
         fusion: damaged-part thresholds (:class:`~carcheck.pipeline.fusion.FusionConfig`).
         review_threshold: findings with C_refined below this go to human review.
         longest_side: network input size of the longer side, px (the paper's 512).
@@ -49,6 +50,7 @@ class AssessConfig:
     """
 
     vehicle_threshold: float = DEFAULT_VEHICLE_THRESHOLD
+    part_coverage_threshold: float = DEFAULT_PART_COVERAGE_THRESHOLD
     fusion: FusionConfig = field(default_factory=FusionConfig)
     review_threshold: float = 0.5
     longest_side: int = 512
@@ -131,33 +133,35 @@ class Assessor:
             return PhotoReport(path=name, status="failed", reason=e.reason), None, None
         h, w = image.shape[:2]
         score, parts, damage, x = self.predict(image)
-        if score < self.config.vehicle_threshold:
+        part_label = parts.argmax(0).astype(np.uint8)
+        coverage = part_coverage(part_label)
+        if not passes_gate(score, coverage, self.config.vehicle_threshold, self.config.part_coverage_threshold):
             return (PhotoReport(path=name, status="skipped", width=w, height=h, vehicle_score=round(score, 4),
-                                reason=f"no vehicle: presence score {score:.3f} < {self.config.vehicle_threshold:.3f}",
+                                reason=(f"no vehicle: presence score {score:.3f} < {self.config.vehicle_threshold:.3f} "
+                                        f"and part coverage {coverage:.2f} < {self.config.part_coverage_threshold:.2f}"),
                                 seconds=round(time.perf_counter() - t0, 3)), None, None)
         fc = self.config.fusion
-        part_label = parts.argmax(0).astype(np.uint8)
         vis = visible_parts(part_label, self.part_names, fc)
         closeup = len(vis) <= fc.closeup_max_parts
         regions = damaged_parts(parts, damage, self.part_names, self.damage_names, fc)
         nh, nw = part_label.shape
         scale = (h / nh) * (w / nw)
         sx, sy = w / nw, h / nh
-        dets, findings = [], {}
+        dets = []
+        per_key: dict[tuple[str, str], list] = {}  # (part, damage) -> [max C_base, summed fraction of the part]
         for r in regions:
             frac_part = r.area / max(1, r.part_area)
-            sc = size_class(frac_part, fc, closeup)
             dets.append(PhotoDetection(
                 part=r.part, damage=r.damage, area_px=round(r.area * scale, 1),
                 area_fraction_of_part=round(frac_part, 4), area_fraction_of_image=round(r.area / (nh * nw), 5),
-                size_class=sc, c_base=round(r.c_base, 4),
+                size_class=size_class(frac_part, fc, closeup), c_base=round(r.c_base, 4),
                 bbox_xywh=[round(r.bbox[0] * sx, 1), round(r.bbox[1] * sy, 1), round(r.bbox[2] * sx, 1),
                            round(r.bbox[3] * sy, 1)]))
-            key = (r.part, r.damage)
-            prev = findings.get(key)
-            if prev is None or r.c_base > prev[0]:
-                findings[key] = (r.c_base, max(frac_part, prev[1] if prev else 0.0), sc if prev is None else
-                                 max(sc, prev[2], key=["small", "medium", "large"].index))
+            agg = per_key.setdefault((r.part, r.damage), [0.0, 0.0])
+            agg[0] = max(agg[0], r.c_base)
+            agg[1] += frac_part
+        # several regions of one (part, damage) pair in a photo: the part's damaged share is their sum
+        findings = {k: (c, f, size_class(f, fc, closeup)) for k, (c, f) in per_key.items()}
         report = PhotoReport(path=name, status="assessed", width=w, height=h, vehicle_score=round(score, 4),
                              visible_parts=vis, view_type="close-up" if closeup else "full view", detections=dets,
                              seconds=round(time.perf_counter() - t0, 3))
@@ -214,8 +218,9 @@ class Assessor:
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             carcheck_version=__version__,
             models={"segmenter": self.weights.name, "backbone": self.model.backbone.variant,
-                    "vehicle_gate": "ImageNet vehicle classes (summed softmax)"},
+                    "vehicle_gate": "ImageNet vehicle classes (summed softmax) OR part coverage"},
             config=AssessConfigModel(vehicle_threshold=self.config.vehicle_threshold,
+                                     part_coverage_threshold=self.config.part_coverage_threshold,
                                      min_region_fraction=fc.min_region_fraction,
                                      visible_part_fraction=fc.visible_part_fraction,
                                      closeup_max_parts=fc.closeup_max_parts, size_thresholds=list(fc.size_thresholds),

@@ -78,6 +78,7 @@ class AssessConfigModel(BaseModel):
     """The thresholds the report was produced with (all configurable)."""
 
     vehicle_threshold: float
+    part_coverage_threshold: float
     min_region_fraction: float
     visible_part_fraction: float
     closeup_max_parts: int

@@ -31,7 +31,7 @@ from ..evaluate.metrics import confusion_matrix, miou
 from ..models.segmentation import CarSegmenter
 from .losses import segmentation_loss
 
-__all__ = ["TaskSpec", "SegTrainConfig", "train_segmentation", "paper_augmentations", "preload"]
+__all__ = ["TaskSpec", "SegTrainConfig", "train_segmentation", "paper_augmentations", "preload", "median_frequency_weights"]
 
 
 @dataclass
@@ -126,6 +126,22 @@ class _AugmentedSet(Dataset):
         return x, torch.from_numpy(m.astype(np.int64))
 
 
+def median_frequency_weights(masks: Sequence[np.ndarray], num_classes: int, clip: tuple[float, float] = (0.1, 10.0)) -> torch.Tensor:
+    """Median-frequency class weights (Eigen & Fergus, ICCV 2015): ``median(f) / f_c`` with
+    ``f_c`` the pixel frequency of class ``c`` over the masks; absent classes get the upper clip.
+
+    Returns:
+        ``float32`` tensor ``(num_classes,)``.
+    """
+    counts = np.zeros(num_classes, np.float64)
+    for m in masks:
+        counts += np.bincount(m[m != 255].ravel(), minlength=num_classes)[:num_classes]
+    freq = counts / max(1.0, counts.sum())
+    med = np.median(freq[freq > 0]) if (freq > 0).any() else 1.0
+    w = np.where(freq > 0, med / np.maximum(freq, 1e-12), clip[1])
+    return torch.tensor(np.clip(w, *clip), dtype=torch.float32)
+
+
 def _split(n: int, frac: float, seed: int) -> tuple[list[int], list[int]]:
     idx = list(range(n))
     random.Random(seed).shuffle(idx)
@@ -168,7 +184,7 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
-    heads, train_loaders, val_loaders = {}, {}, {}
+    heads, train_loaders, val_loaders, class_w = {}, {}, {}, {}
     for t in cfg.tasks:
         tax = get_taxonomy(t.taxonomy)
         heads[t.name] = tax.num_classes + 1
@@ -182,6 +198,9 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
         longest = int(cfg.size * 1.15)
         tr = preload(ds, tr_idx, longest, track)
         va = preload(va_ds, va_idx, cfg.size, track)
+        if cfg.class_weights:
+            class_w[t.name] = median_frequency_weights([m for _, m in tr], tax.num_classes + 1)
+            log(f"task {t.name}: class weights {[round(float(v), 2) for v in class_w[t.name]]}")
         perm = tax.flip_permutation()
         g = torch.Generator().manual_seed(cfg.seed)
         train_loaders[t.name] = DataLoader(_AugmentedSet(tr, cfg.size, perm, True), batch_size=cfg.batch_size,
@@ -223,12 +242,12 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
             x, y = next(iters[task])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = model(x.contiguous(memory_format=torch.channels_last), tasks=[task])[task]
-            loss = weights[task] * segmentation_loss(cfg.loss, logits, y)
+            loss = weights[task] * segmentation_loss(cfg.loss, logits, y, class_w.get(task))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            losses[task].append(float(loss))
+            losses[task].append(float(loss.detach()))
         val = {k: _validate(model, val_loaders[k], k, heads[k], cfg.bf16) for k in val_loaders}
         score = float(np.mean([v["miou"] for v in val.values()]))
         rec = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 1), "lr": sched.get_last_lr()[0],

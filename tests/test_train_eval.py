@@ -1,0 +1,95 @@
+"""Trainer (checkpoint, resume, best kept) on a tiny synthetic COCO set; metrics and COCO AP."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from carcheck.evaluate.metrics import bootstrap_miou_difference, confusion_matrix, iou_from_confusion, miou
+from carcheck.evaluate.segmentation import coco_instance_ap, components_as_detections
+from carcheck.train.losses import dice_loss, focal_loss, segmentation_loss
+from carcheck.train.segmentation import SegTrainConfig, TaskSpec, median_frequency_weights, train_segmentation
+
+
+def _tiny_coco(tmp_path, n=6):
+    img_dir = tmp_path / "images"
+    img_dir.mkdir()
+    images, anns = [], []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        a = rng.integers(0, 60, (96, 128, 3), dtype=np.uint8)
+        a[20:60, 30:90] = (200, 40, 40)  # the "hood"
+        Image.fromarray(a).save(img_dir / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": 128, "height": 96})
+        anns.append({"id": i, "image_id": i, "category_id": 14, "segmentation": [[30, 20, 90, 20, 90, 60, 30, 60]],
+                     "bbox": [30, 20, 60, 40], "area": 2400, "iscrowd": 0})
+    cats = [{"id": 14, "name": "hood"}, {"id": 15, "name": "left_mirror"}]
+    p = tmp_path / "annotations.json"
+    p.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return p
+
+
+def test_train_checkpoints_resumes_and_keeps_best(tmp_path):
+    ann = _tiny_coco(tmp_path)
+    cfg = SegTrainConfig(tasks=[TaskSpec("parts", "dsmlr_parts", [str(ann)])], out=str(tmp_path / "run"), epochs=1,
+                         batch_size=2, size=64, val_fraction=0.34, class_weights=True)
+    run = train_segmentation(cfg, log=lambda *a: None)
+    assert (run / "best.safetensors").exists() and (run / "last.pt").exists()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    cfg.epochs = 2
+    train_segmentation(cfg, log=lambda *a: None)  # resumes at epoch 1
+    recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs] == [0, 1]
+    from carcheck.models.inference import load_segmenter
+    m = load_segmenter(run / "best.safetensors")
+    assert m.taxonomies == {"parts": "dsmlr_parts"}
+
+
+def test_iou_miou_and_confusion():
+    gt = np.array([[0, 0, 1, 1], [0, 0, 2, 2]])
+    pred = np.array([[0, 1, 1, 1], [0, 0, 2, 0]])
+    cm = confusion_matrix(pred, gt, 3)
+    assert cm.tolist() == [[3, 1, 0], [0, 2, 0], [1, 0, 1]]
+    iou = iou_from_confusion(cm)
+    assert iou.tolist() == pytest.approx([3 / 5, 2 / 3, 1 / 2])
+    assert miou(cm) == pytest.approx(np.mean([3 / 5, 2 / 3, 1 / 2]))
+    assert miou(cm, with_background=False) == pytest.approx(np.mean([2 / 3, 1 / 2]))
+
+
+def test_bootstrap_ci_contains_the_difference():
+    rng = np.random.default_rng(0)
+    a = np.stack([confusion_matrix(rng.integers(0, 2, (8, 8)), rng.integers(0, 2, (8, 8)), 2) for _ in range(30)])
+    res = bootstrap_miou_difference(a, a, replicates=200)
+    assert res["diff"] == 0 and res["ci95"] == [0.0, 0.0]
+
+
+def test_perfect_instances_give_ap_one_and_components_are_split():
+    probs = np.zeros((2, 64, 64), np.float32)
+    probs[0] = 1
+    for (y, x) in ((5, 5), (40, 40)):
+        probs[1, y:y + 10, x:x + 10], probs[0, y:y + 10, x:x + 10] = 0.9, 0.1
+    dets = components_as_detections(probs)
+    assert len(dets) == 2 and all(abs(s - 0.9) < 1e-6 for _, _, s in dets)
+    gt = [(0, [(c, m) for c, m, _ in dets])]
+    ap = coco_instance_ap(gt, [(0, c, m, s) for c, m, s in dets], ["damage"], {0: (64, 64)})
+    assert ap["segm"]["AP"] == pytest.approx(1.0) and ap["bbox"]["AP50"] == pytest.approx(1.0)
+    assert ap["segm"]["AP_S"] == pytest.approx(1.0) and ap["segm"]["AP_L"] == -1.0
+
+
+def test_losses_and_class_weights():
+    logits = torch.zeros(1, 3, 4, 4, requires_grad=True)
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, :2] = 2
+    for name in ("ce", "dice", "focal", "ce+dice", "focal+dice"):
+        loss = segmentation_loss(name, logits, target)
+        loss.backward()
+        assert loss.item() > 0
+    perfect = torch.full((1, 3, 4, 4), -20.0)
+    perfect.scatter_(1, target[:, None], 20.0)
+    assert dice_loss(perfect, target).item() < 1e-3 and focal_loss(perfect, target).item() < 1e-6
+    with pytest.raises(ValueError):
+        segmentation_loss("nope", logits, target)
+    w = median_frequency_weights([np.array([[0, 0, 0, 1]], np.uint8)], 3)
+    assert w[1] > w[0] and w[2] == 10.0
