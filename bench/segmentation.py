@@ -4,7 +4,9 @@ Held-out data: parts on car_parts/testset (18 DSMLR parts + background); damage 
 lensor_severity/test under the type taxonomy (dent, scratch, broken + background, semantic
 IoU and COCO instance AP with CarDD's area cuts) and the binary taxonomy; lplenka (parts and
 damage on the same photos): how often predicted damage lands on the right part.
-Speed: median of 20 runs per 512x512 image, 2 threads, both heads together, beside the
+Default weights: the shipped models (parts head of the independent parts model, damage head
+of the joint model, one shared backbone pass). Speed: median of 20 runs per 512x512 image,
+2 threads, both heads together (one backbone pass, both decoders), beside the
 paper's architecture (smp DeepLabV3Plus, efficientnet-b5 encoder, random weights) in the same run.
 
 Run: python bench/segmentation.py [--weights PATH] [--quick]
@@ -27,7 +29,7 @@ from carcheck.data.coco import CocoSegmentationDataset
 from carcheck.data.taxonomy import get_mapping, get_taxonomy
 from carcheck.evaluate.segmentation import evaluate_segmentation
 from carcheck.models.backbone import inference_context
-from carcheck.models.inference import DEFAULT_SEGMENTER, load_segmenter, segment
+from carcheck.models.inference import DEFAULT_SEGMENTERS, load_segmenters, segment
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TARGETS = {"parts_miou": 0.60, "parts_min_class_iou": 0.30, "damage_type_miou": 0.40, "binary_damage_iou": 0.45,
@@ -122,11 +124,12 @@ def damage_on_right_part(model, quick: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--weights", default=str(DEFAULT_SEGMENTER))
+    ap.add_argument("--weights", nargs="+", default=[str(p) for p in DEFAULT_SEGMENTERS],
+                    help="safetensors file(s); the first with a head serves that task")
     ap.add_argument("--quick", action="store_true", help="fewer images (smoke run)")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    model = load_segmenter(args.weights)
+    model = load_segmenters(args.weights)
     parts_json = [str(DATA / "car_parts" / "testset" / "annotations.json")]
     lensor_test = [str(DATA / "car_damage" / "lensor_severity" / "annotations" / "instances_test.json")]
     results = {"weights": args.weights, "targets": TARGETS}

@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 from carcheck.cli import app
 from carcheck.data.coco import CocoSegmentationDataset
 from carcheck.data.taxonomy import get_mapping
-from carcheck.models.inference import DEFAULT_SEGMENTER
+from carcheck.models.inference import DEFAULT_SEGMENTERS
 
 from conftest import data_path
 
 runner = CliRunner()
-pytestmark = pytest.mark.skipif(not DEFAULT_SEGMENTER.exists(), reason="shipped segmenter weights missing")
+pytestmark = pytest.mark.skipif(not all(p.exists() for p in DEFAULT_SEGMENTERS), reason="shipped segmenter weights missing")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..models.inference import DEFAULT_SEGMENTER
+from ..models.inference import DEFAULT_SEGMENTERS
 from ._common import console, emit_json, track
 
 
@@ -15,7 +15,8 @@ def assess_command(
     photos: List[Path] = typer.Argument(..., help="Photos and/or folders of one case."),
     out: Path = typer.Option(..., "--out", help="Folder for report.json and report.html."),
     case_id: Optional[str] = typer.Option(None, "--case-id", help="Case id (default: random)."),
-    weights: Path = typer.Option(DEFAULT_SEGMENTER, help="Segmenter weights (.safetensors, parts + damage heads)."),
+    weights: Optional[List[Path]] = typer.Option(None, help="Segmenter weights (.safetensors), repeatable; together they "
+                                                 "must provide parts and damage heads. Default: the shipped models."),
     vehicle_threshold: Optional[float] = typer.Option(None, help="Presence-gate threshold (default: the calibrated one)."),
     review_threshold: float = typer.Option(0.5, help="Findings with C_refined below this are flagged for review."),
     min_region: float = typer.Option(0.0005, help="Drop damaged regions smaller than this fraction of the photo."),
@@ -30,7 +31,7 @@ def assess_command(
     cfg = AssessConfig(review_threshold=review_threshold, fusion=FusionConfig(min_region_fraction=min_region))
     if vehicle_threshold is not None:
         cfg.vehicle_threshold = vehicle_threshold
-    assessor = Assessor(cfg, weights)
+    assessor = Assessor(cfg, weights or DEFAULT_SEGMENTERS)
     report, visuals = assessor.assess([str(p) for p in photos], case_id, track=track)
     paths = write_report(report, visuals, out, assessor.part_names, assessor.damage_names)
     if json_out:

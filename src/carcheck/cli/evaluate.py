@@ -11,7 +11,7 @@ from rich.table import Table
 from ..data.coco import find_coco_files
 from ..evaluate.metrics import bootstrap_miou_difference
 from ..evaluate.segmentation import evaluate_segmentation
-from ..models.inference import DEFAULT_SEGMENTER, load_segmenter
+from ..models.inference import DEFAULT_SEGMENTERS, load_segmenter, load_segmenters
 from ._common import console, emit_json, track
 
 app = typer.Typer(help="Evaluate carcheck models on held-out data.", no_args_is_help=True)
@@ -31,7 +31,8 @@ def segmentation(
     data: Path = typer.Argument(..., help="COCO annotation file or a dataset folder in the same format as ../shared/data."),
     task: str = typer.Option("parts", help="Head to evaluate (parts or damage)."),
     taxonomy: Optional[str] = typer.Option(None, help="Ground-truth taxonomy (default: the head's; e.g. damage_binary)."),
-    weights: Path = typer.Option(DEFAULT_SEGMENTER, help="Model weights (.safetensors)."),
+    weights: Optional[List[Path]] = typer.Option(None, help="Model weights (.safetensors), repeatable; default: the "
+                                                 "shipped models (first file with the head serves it)."),
     compare: Optional[Path] = typer.Option(None, help="Second model: bootstrap 95% CI of the mIoU difference."),
     replicates: int = typer.Option(5000, help="Bootstrap replicates (over images)."),
     instances: bool = typer.Option(False, help="Also COCO box/mask AP of connected components (damage)."),
@@ -40,11 +41,12 @@ def segmentation(
     """Per-class IoU, mIoU (with/without background), confusion matrix; optional instance AP
     and a bootstrap comparison of two models."""
     files = _annotation_files(data)
-    model = load_segmenter(weights)
+    weights = weights or list(DEFAULT_SEGMENTERS)
+    model = load_segmenters(weights)
     res = evaluate_segmentation(model, files, task, taxonomy, instances=instances, track=track,
                                 on_error=lambda m: console.print(f"[yellow]{m}[/]"))
     out = res.to_dict()
-    out["weights"] = str(weights)
+    out["weights"] = [str(w) for w in weights]
     out["data"] = files
     if compare is not None:
         other = evaluate_segmentation(load_segmenter(compare), files, task, taxonomy, track=track)

@@ -21,7 +21,7 @@ from .. import __version__
 from ..data.images import ImageLoadError, load_image
 from ..data.taxonomy import get_taxonomy
 from ..models.backbone import inference_context
-from ..models.inference import DEFAULT_SEGMENTER, load_segmenter, to_input_tensor
+from ..models.inference import DEFAULT_SEGMENTERS, load_segmenters, to_input_tensor
 from ..report.privacy import PRIVACY_NOTE
 from ..report.schema import (AssessConfigModel, CaseReport, CaseSummary, Finding, PhotoDetection, PhotoReport)
 from .agreement import PhotoFindings, reconcile, view_relations
@@ -91,19 +91,21 @@ class Assessor:
 
     Args:
         config: thresholds; defaults as in :class:`AssessConfig`.
-        weights: segmenter safetensors with ``parts`` and ``damage`` heads.
+        weights: segmenter safetensors file(s) providing ``parts`` and ``damage`` heads (several
+            files share one backbone pass; the first file with a head serves that task).
 
     Raises:
         FileNotFoundError / ValueError: from :func:`~carcheck.models.inference.load_segmenter`.
         KeyError: if the weights lack a ``parts`` or ``damage`` head.
     """
 
-    def __init__(self, config: AssessConfig | None = None, weights: str | Path = DEFAULT_SEGMENTER) -> None:
+    def __init__(self, config: AssessConfig | None = None,
+                 weights: str | Path | Sequence[str | Path] = DEFAULT_SEGMENTERS) -> None:
         self.config = config or AssessConfig()
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
-        self.weights = Path(weights)
-        self.model = load_segmenter(self.weights)
+        self.weights = [Path(weights)] if isinstance(weights, (str, Path)) else [Path(w) for w in weights]
+        self.model = load_segmenters(self.weights)
         for head in ("parts", "damage"):
             if head not in self.model.taxonomies:
                 raise KeyError(f"{weights}: no {head!r} head (heads: {list(self.model.taxonomies)})")
@@ -217,7 +219,7 @@ class Assessor:
             case_id=case_id or uuid.uuid4().hex[:12],
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             carcheck_version=__version__,
-            models={"segmenter": self.weights.name, "backbone": self.model.backbone.variant,
+            models={"segmenter": ", ".join(w.name for w in self.weights), "backbone": self.model.backbone.variant,
                     "vehicle_gate": "ImageNet vehicle classes (summed softmax) OR part coverage"},
             config=AssessConfigModel(vehicle_threshold=self.config.vehicle_threshold,
                                      part_coverage_threshold=self.config.part_coverage_threshold,
@@ -234,7 +236,7 @@ class Assessor:
 
 
 def assess(paths: Sequence[str | Path], case_id: str | None = None, config: AssessConfig | None = None,
-           weights: str | Path = DEFAULT_SEGMENTER, out_dir: str | Path | None = None) -> CaseReport:
+           weights: str | Path | Sequence[str | Path] = DEFAULT_SEGMENTERS, out_dir: str | Path | None = None) -> CaseReport:
     """Assess the photos of one case; optionally write ``report.json`` and ``report.html`` to ``out_dir``.
 
     Same result as ``carcheck assess PATHS --out DIR``. Bad files are recorded in the report

@@ -19,10 +19,10 @@ __all__ = ["DEFAULT_VEHICLE_THRESHOLD", "DEFAULT_PART_COVERAGE_THRESHOLD", "vehi
            "passes_gate"]
 
 #: Chosen by bench/gate_threshold.py (balanced accuracy on coco128 + car photos at 512 px).
-DEFAULT_VEHICLE_THRESHOLD = 0.06
+DEFAULT_VEHICLE_THRESHOLD = 0.035
 #: Second, OR-ed rule: fraction of the photo the part head labels as a car part. ImageNet
 #: classes miss close-ups of a damaged panel; the part head sees them. Chosen by the same bench.
-DEFAULT_PART_COVERAGE_THRESHOLD = 0.30
+DEFAULT_PART_COVERAGE_THRESHOLD = 0.25
 
 
 @lru_cache(maxsize=1)
