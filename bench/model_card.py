@@ -90,6 +90,17 @@ def main() -> None:
 {speed}
 """)
 
+    dmg_cmp = ""
+    f = HERE / "results" / "joint_vs_damage_only.json"
+    if f.exists():
+        c = json.loads(f.read_text())
+        bb = c["bootstrap_vs"]
+        dmg_cmp = (f"- **Independent damage model** (not shipped): the same recipe on lensor train alone, 448 px crops, "
+                   f"median-frequency class weights, 10 epochs (`runs/damage_only_lite0_fpn`). On lensor test its damage-type "
+                   f"mIoU is {bb['miou_other']:.4f} against {c['miou']:.4f} for this joint head; joint - independent = "
+                   f"{bb['diff']:+.4f}, bootstrap 95% CI [{bb['ci95'][0]:+.4f}, {bb['ci95'][1]:+.4f}] "
+                   f"({bb['replicates']} replicates over images).\n")
+
     # ---------------------------------------------------------------- joint model
     run = REPO / "runs" / "joint_lite0_fpn"
     cfg, best = json.loads((run / "config.json").read_text()), json.loads((run / "best.json").read_text())
@@ -106,7 +117,7 @@ def main() -> None:
   same config): `{_command(cfg, 'runs/joint_lite0_fpn')}`. Epochs 0-3 ran under a 22-epoch cosine schedule; the run was
   stopped and resumed from its checkpoint with 14 epochs to fit the session, so the learning rate steps at epoch 4. Not
   bit-reproducible (resume does not restore RNG states).
-{common}
+{dmg_cmp}{common}
 ## Held-out metrics (`python bench/segmentation.py`; lensor_severity test, 65 images)
 
 | metric | value | target |

@@ -47,13 +47,13 @@ class ComposedSegmenter(torch.nn.Module):
                 if task not in self.owner:
                     self.owner[task], self.taxonomies[task] = i, tax
 
-    def decode(self, feats, size, tasks=None) -> dict[str, torch.Tensor]:
+    def decode(self, feats, size, tasks=None, fp32: bool | None = None) -> dict[str, torch.Tensor]:
         tasks = list(tasks or self.taxonomies)
         out: dict[str, torch.Tensor] = {}
         for i, m in enumerate(self.models):
             mine = [t for t in tasks if self.owner[t] == i]
             if mine:
-                out.update(m.decode(feats, size, mine))
+                out.update(m.decode(feats, size, mine, fp32=fp32))
         return out
 
     def forward(self, x: torch.Tensor, tasks=None) -> dict[str, torch.Tensor]:

@@ -95,15 +95,18 @@ class CarSegmenter(nn.Module):
         return self
 
     def decode(self, feats: Sequence[torch.Tensor], size: tuple[int, int],
-               tasks: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+               tasks: Sequence[str] | None = None, fp32: bool | None = None) -> dict[str, torch.Tensor]:
         """Heads on given backbone features; logits ``(B, C, *size)`` float32 per task.
 
-        In eval mode the decoder and heads run in fp32 even under bf16 autocast: measured here
-        (Lite0, 512 px, 2 threads) bf16 backbone + fp32 decoder takes 101 ms, all-bf16 135 ms,
-        all-fp32 114 ms; oneDNN's bf16 kernels lose on the decoder's wide stride-4 maps.
+        In eval mode the decoder and heads run in fp32 even under bf16 autocast: oneDNN's bf16
+        kernels lose on the decoder's wide stride-4 maps. bench/segmentation.py times the paths
+        (2 threads, 512 px, both shipped decoders; bench/results/segmentation.json): bf16 backbone +
+        fp32 decoders 0.131 s, all-fp32 0.126 s, all-bf16 0.184 s.
+        ``fp32`` overrides that choice (default: fp32 in eval mode, autocast as set in training).
         """
-        with torch.autocast("cpu", enabled=self.training and torch.is_autocast_enabled("cpu")):
-            if not self.training:
+        fp32 = (not self.training) if fp32 is None else fp32
+        with torch.autocast("cpu", enabled=(not fp32) and torch.is_autocast_enabled("cpu")):
+            if fp32:
                 feats = [f.float() for f in feats]
             y = self.decoder(feats)
             out = {}
