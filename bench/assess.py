@@ -27,27 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from carcheck.data.coco import CocoSegmentationDataset
 from carcheck.data.taxonomy import get_mapping
+from carcheck.evaluate.assessment import damaged_parts_ground_truth
 from carcheck.pipeline.assess import Assessor
 from carcheck.report.html import write_report
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TARGETS = {"damaged_part_recall": 0.6, "seconds_per_photo_median": 0.3}
-
-
-def ground_truth(json_path: Path) -> dict[str, set[str]]:
-    ds = CocoSegmentationDataset([json_path], "lplenka_parts")
-    out = {}
-    for i in range(len(ds)):
-        _, part_mask, insts = ds.load(i)
-        h, w = part_mask.shape
-        names: set[str] = set()
-        for inst in insts:
-            if inst.category == "damage":
-                names |= {ds.taxonomy.classes[v - 1] for v in np.unique(part_mask[inst.to_mask(h, w)]) if v > 0}
-        out[str(ds.image_paths()[i])] = names
-    return out
 
 
 def main() -> None:
@@ -59,7 +45,7 @@ def main() -> None:
     tp = fn = fp = 0
     times, report_times, skipped = [], [], 0
     for split in ("val", "train"):
-        gt = ground_truth(root / split / "COCO_merged_annos.json")
+        gt = damaged_parts_ground_truth(root / split / "COCO_merged_annos.json")
         s_tp = s_fn = s_fp = 0
         files = sorted(gt)
         assessor.assess_photo(Path(files[0]))  # warm-up

@@ -133,7 +133,7 @@ def main() -> None:
 
 Caveats: lensor_severity's val/test share photos and listings with its train split (its PROVENANCE.md; `carcheck dataset
 check` lists 12 cross-split duplicates), so these damage numbers are optimistic; an independent holdout exists outside this
-repository. About 64% of lensor instances are smaller than 32x32 px, which a stride-4 decoder at 512 px resolves poorly,
+repository. About 64% of lensor instances are smaller than 32x32 px (its PROVENANCE.md), which a stride-4 decoder at 512 px resolves poorly,
 hence the low instance AP.
 
 {speed}

@@ -3,14 +3,13 @@
 import json
 import shutil
 
-import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from carcheck.cli import app
-from carcheck.data.coco import CocoSegmentationDataset
 from carcheck.data.taxonomy import get_mapping
+from carcheck.evaluate.assessment import damaged_parts_ground_truth
 from carcheck.models.inference import DEFAULT_SEGMENTERS
 
 from conftest import data_path
@@ -32,28 +31,12 @@ def lplenka_case(assessor):
     return val, report, visuals
 
 
-def _gt_damaged_parts(val):
-    """Ground truth: lplenka parts whose polygon a damage polygon overlaps, per photo."""
-    ds = CocoSegmentationDataset([val / "COCO_merged_annos.json"], "lplenka_parts")
-    out = {}
-    for i in range(len(ds)):
-        _, part_mask, insts = ds.load(i)
-        h, w = part_mask.shape
-        names = set()
-        for inst in insts:
-            if inst.category == "damage":
-                hit = np.unique(part_mask[inst.to_mask(h, w)])
-                names |= {ds.taxonomy.classes[v - 1] for v in hit if v > 0}
-        out[str(ds.image_paths()[i])] = names
-    return out
-
-
 def test_lplenka_findings_match_ground_truth_damaged_parts(lplenka_case):
     val, report, _ = lplenka_case
     assert report.summary.photos == 9 and report.summary.failed == 0
     assert report.summary.assessed >= 8, [(p.path, p.reason) for p in report.photos]
     mapping = get_mapping("dsmlr_parts", "lplenka_parts")
-    gt = _gt_damaged_parts(val)
+    gt = damaged_parts_ground_truth(val / "COCO_merged_annos.json")
     hits = total = 0
     for p in report.photos:
         if p.status != "assessed":

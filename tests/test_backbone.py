@@ -46,3 +46,19 @@ def test_lite2_variant_builds_with_its_imagenet_weights():
     with inference_context(bf16=False):
         out = bb(torch.rand(1, 3, 64, 64), with_logits=True)
     assert len(out.features) == 4 and bb.channels[-1] > 300 and out.logits.shape == (1, 1000)
+
+
+def test_folding_batchnorm_keeps_outputs():
+    from carcheck.models.inference import DEFAULT_SEGMENTERS, load_segmenter, load_segmenters
+    if not all(p.exists() for p in DEFAULT_SEGMENTERS):
+        import pytest
+        pytest.skip("shipped segmenter weights missing")
+    x = torch.rand(1, 3, 160, 224)
+    plain, fused = load_segmenter(DEFAULT_SEGMENTERS[1], fuse=False), load_segmenter(DEFAULT_SEGMENTERS[1])
+    with inference_context(bf16=False):
+        a, b = plain(x), fused(x)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-3), k
+    composed = load_segmenters(DEFAULT_SEGMENTERS)
+    assert all(m.backbone is composed.backbone for m in composed.models)  # one backbone, built once
+    assert set(composed.taxonomies) == {"parts", "damage"}

@@ -11,7 +11,6 @@ trainable. Checkpoint every epoch (``last.pt``, resumable), best-on-validation m
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -149,14 +148,6 @@ def _split(n: int, frac: float, seed: int) -> tuple[list[int], list[int]]:
     return sorted(idx[k:]), sorted(idx[:k])
 
 
-def _lr_lambda(warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    return f
-
-
 @torch.no_grad()
 def _validate(model: CarSegmenter, loader, task: str, n_cls: int, bf16: bool) -> dict:
     model.eval()
@@ -215,7 +206,11 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     total = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(int(cfg.warmup_epochs * steps_per_epoch), total))
+    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.SequentialLR(opt, [
+        torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / warmup, total_iters=warmup),
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total - warmup)),
+    ], milestones=[warmup])
     weights = {t.name: t.weight for t in cfg.tasks}
     if len(cfg.tasks) == 1:
         weights = {cfg.tasks[0].name: 1.0}
