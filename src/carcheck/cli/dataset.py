@@ -74,3 +74,27 @@ def check(path: Path = typer.Argument(..., help="Dataset folder (or a folder of 
         console.print("[green]OK[/]" if report.ok else "[red]FAILED[/]")
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command("recipe")
+def recipe(name: str = typer.Argument(..., help="presence, damaged, severity, make_model, part_crops or verification."),
+           root: Path = typer.Option(Path("../shared/data"), help="Data root (holds car_parts, car_damage, ...)."),
+           out: Path = typer.Option(..., help="Label CSV to write.")) -> None:
+    """Write the label CSV (with its fixed, seeded split) that a shipped classifier was trained on."""
+    from collections import Counter
+
+    from ..data.folder import FolderFormatError
+    from ..data.labels import write_label_csv
+    from ..data.recipes import build_recipe
+
+    try:
+        rows = build_recipe(name, root)
+    except (KeyError, FolderFormatError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    write_label_csv(rows, out)
+    counts = Counter((r.split, r.label) for r in rows)
+    console.print(f"{len(rows)} rows -> {out}")
+    if len({r.label for r in rows}) <= 8:
+        for (s, lab), n in sorted(counts.items()):
+            console.print(f"  {s:5s} {lab}: {n}")
