@@ -69,3 +69,47 @@ def segmentation(
     if "bootstrap_vs" in out:
         b = out["bootstrap_vs"]
         console.print(f"mIoU difference vs {compare}: {b['diff']:+.4f}, 95% CI [{b['ci95'][0]:+.4f}, {b['ci95'][1]:+.4f}]")
+
+
+@app.command("classifier")
+def classifier(
+    weights: Path = typer.Argument(..., help="Head file (.safetensors) from `carcheck train classifier`."),
+    data: Path = typer.Argument(..., help="Label CSV or folder-per-class root."),
+    split: str = typer.Option("test", help="Split to score (train/val/test) or 'all'."),
+    ood: Optional[Path] = typer.Option(None, help="Out-of-scope photos (CSV or folder): OOD AUROC of max logit / MSP."),
+    cache_dir: Path = typer.Option(Path("runs/feature_cache")),
+    json_out: bool = typer.Option(False, "--json", help="Print metrics as JSON on stdout."),
+) -> None:
+    """Accuracy, macro precision / recall / F1, confusion matrix, per-source accuracy (and OOD AUROC)."""
+    from ..evaluate.classifier import evaluate_classifier
+
+    try:
+        res = evaluate_classifier(weights, data, None if split == "all" else split, ood, str(cache_dir), track)
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    if json_out:
+        emit_json(res)
+        return
+    t = Table(title=f"{res['task']} on {data} ({res['n']} photos, split {split})", title_justify="left")
+    for c in ("class", "precision", "recall", "F1", "support"):
+        t.add_column(c, justify="left" if c == "class" else "right")
+    for c, m in res["per_class"].items():
+        t.add_row(c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    t.add_row("[b]macro[/]", f"{res['macro_precision']:.3f}", f"{res['macro_recall']:.3f}", f"{res['macro_f1']:.3f}", "")
+    console.print(t)
+    console.print(f"accuracy {res['accuracy']:.3f}" + (f", top-5 {res['top5_accuracy']:.3f}" if "top5_accuracy" in res else ""))
+    for s, a in res["per_source_accuracy"].items():
+        console.print(f"  {s}: accuracy {a:.3f}")
+    cm = Table(title="confusion (rows = true)", title_justify="left")
+    cm.add_column("")
+    for c in res["classes"]:
+        cm.add_column(c[:12], justify="right")
+    for c, row in zip(res["classes"], res["confusion"]):
+        cm.add_row(c[:24], *map(str, row))
+    console.print(cm)
+    if "ood" in res:
+        o = res["ood"]
+        console.print(f"OOD AUROC: max logit {o['auroc_max_logit']:.3f}, MSP {o['auroc_msp']:.3f}"
+                      + (f"; at threshold {o['threshold']}: in kept {o['in_kept']:.3f}, out rejected {o['out_rejected']:.3f}"
+                         if "threshold" in o else ""))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 
@@ -55,3 +55,59 @@ def segmentation(
                          val_fraction=val_fraction, class_weights=class_weights, seed=seed, threads=threads, bf16=not no_bf16)
     run = train_segmentation(cfg, track=track, log=console.print)
     console.print(f"[green]done[/]: best weights in {run / 'best.safetensors'}")
+
+
+@app.command("classifier")
+def classifier(
+    data: Path = typer.Option(..., help="Label CSV (file,label[,source,split,group]) or folder-per-class root."),
+    task: str = typer.Option(..., help="Task name stored in the head (presence, damaged, severity, socar_state...)."),
+    out: Path = typer.Option(Path("runs/classifier"), help="Run folder (resumes when it holds last.pt)."),
+    taxonomy: Optional[str] = typer.Option(None, help="Labels must be classes of this taxonomy (e.g. socar_state)."),
+    map_to: Optional[str] = typer.Option(None, help="Map labels taxonomy -> this one (e.g. socar_defect, socar_dirt)."),
+    mode: str = typer.Option("frozen", help="frozen (head on cached pooled features) or finetune (last stage too)."),
+    loss: str = typer.Option("focal", help="focal (alpha from class counts) or ce."),
+    gamma: float = typer.Option(2.0), weighted_sampling: bool = typer.Option(True),
+    epochs: int = typer.Option(60), patience: int = typer.Option(3, help="Early stopping on validation loss."),
+    lr: float = typer.Option(1e-3), batch_size: int = typer.Option(64), hidden: int = typer.Option(256),
+    seed: int = typer.Option(0), cache_dir: Path = typer.Option(Path("runs/feature_cache")),
+    crop_label: List[str] = typer.Option([], "--crop-label", help="Class whose photos also train on crops "
+                                         "(repeatable; e.g. undamaged)."),
+    ood_data: Optional[Path] = typer.Option(None, help="Out-of-distribution photos (CSV/folder) to set the OOD threshold."),
+    device: str = typer.Option("cpu"), threads: int = typer.Option(2),
+) -> None:
+    """Train an image-level classifier head on the shared backbone."""
+    from ..data.taxonomy import TaxonomyError
+    from ..train.classifier import ClassifierTrainConfig, train_classifier
+
+    cfg = ClassifierTrainConfig(data=str(data), task=task, out=str(out), taxonomy=taxonomy, map_to=map_to, mode=mode,
+                                loss=loss, gamma=gamma, weighted_sampling=weighted_sampling, epochs=epochs,
+                                patience=patience, lr=lr, batch_size=batch_size, hidden=hidden, seed=seed,
+                                cache_dir=str(cache_dir), device=device, threads=threads, crop_labels=tuple(crop_label),
+                                ood_data=str(ood_data) if ood_data else None)
+    try:
+        run = train_classifier(cfg, track=track, log=console.print)
+    except (ValueError, TaxonomyError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    console.print(f"[green]done[/]: best head in {run / 'best.safetensors'}")
+
+
+@app.command("verification")
+def verification(
+    data: Path = typer.Option(..., help="Label CSV whose label (or group) is the vehicle identity; source = vehicle type."),
+    out: Path = typer.Option(Path("runs/verification")), epochs: int = typer.Option(200),
+    patience: int = typer.Option(10), lr: float = typer.Option(1e-3), hard_fraction: float = typer.Option(0.5),
+    seed: int = typer.Option(0), cache_dir: Path = typer.Option(Path("runs/feature_cache")),
+    threads: int = typer.Option(2),
+) -> None:
+    """Train the Siamese same-vehicle head (128-d embeddings, learned L1-distance head)."""
+    from ..train.embedding import EmbeddingTrainConfig, train_embedding
+
+    cfg = EmbeddingTrainConfig(data=str(data), out=str(out), epochs=epochs, patience=patience, lr=lr,
+                               hard_fraction=hard_fraction, seed=seed, cache_dir=str(cache_dir), threads=threads)
+    try:
+        run = train_embedding(cfg, track=track, log=console.print)
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    console.print(f"[green]done[/]: best head in {run / 'best.safetensors'}")

@@ -1,0 +1,61 @@
+"""Grad-CAM maps for image-level decisions (Selvaraju et al., ICCV 2017), through the
+``grad-cam`` package (``pytorch_grad_cam``), as the SOCAR paper shows them for its car-state
+classifier.
+
+The map answers "which pixels pushed this classifier towards class c": gradients of the class
+logit at the last convolution before pooling (:attr:`BackboneClassifier.target_layer`), averaged
+per channel, weight the activations; ReLU; upsampled to the input. It runs in fp32 outside
+inference mode (it needs gradients), so it costs a forward and a backward pass: carcheck computes
+it only for photos a person must look at.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .backbone import EfficientNetLiteBackbone
+from .classifier import BackboneClassifier, ImageHead
+
+__all__ = ["grad_cam", "overlay_cam"]
+
+
+def grad_cam(backbone: EfficientNetLiteBackbone, head: ImageHead, x: torch.Tensor, class_index: int) -> np.ndarray:
+    """Grad-CAM of one class for one image.
+
+    Args:
+        backbone: the (frozen) shared backbone.
+        head: a classifier :class:`ImageHead`.
+        x: ``(1, 3, H, W)`` float in [0, 1] (the network input, e.g. longer side 512 px).
+        class_index: the logit to explain.
+    Returns:
+        ``(H, W)`` float32 map in [0, 1].
+    Raises:
+        ValueError: ``x`` is not a single image or the class index is out of range.
+    """
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"grad_cam takes one image (1, 3, H, W), got {tuple(x.shape)}")
+    n = head.head.num_classes if hasattr(head.head, "num_classes") else None
+    if n is not None and not 0 <= class_index < n:
+        raise ValueError(f"class index {class_index} out of range for {n} classes")
+    model = BackboneClassifier(backbone, head).eval()
+    # the backbone is frozen: without an input that requires grad, no activation would, and the
+    # library's gradient hook would never fire
+    x = x.detach().float().contiguous().requires_grad_(True)
+    with torch.enable_grad(), GradCAM(model=model, target_layers=[model.target_layer]) as cam:
+        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(class_index)])
+    return np.asarray(maps[0], dtype=np.float32)
+
+
+def overlay_cam(image: np.ndarray, cam: np.ndarray, weight: float = 0.5) -> np.ndarray:
+    """Blend a Grad-CAM map (JET colour map) over an RGB ``uint8`` ``(H, W, 3)`` image of the same size.
+
+    Returns:
+        RGB ``uint8`` ``(H, W, 3)``.
+    """
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    return show_cam_on_image(image.astype(np.float32) / 255.0, cam, use_rgb=True, image_weight=1 - weight)

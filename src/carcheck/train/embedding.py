@@ -1,0 +1,177 @@
+"""Same-vehicle verification: a Siamese embedding head trained on identity-labelled photos.
+
+Design (the part-classification and verification paper, after Koch et al., 2015): both photos
+go through the same network (the frozen backbone's pooled features -> a shared MLP -> 128-d
+L2-normalised embedding); the element-wise L1 distance ``|e_a - e_b|`` feeds a learned linear
+layer whose sigmoid is the probability that both show the same vehicle; binary cross-entropy.
+
+Training pairs are drawn per batch from the training identities: every identity with >= 2
+photos gives a positive pair; negatives pair it with another identity, of the same ``source``
+(vehicle type) with probability ``hard_fraction``. Validation pairs are fixed (seeded). The
+decision threshold is the equal-error-rate threshold on the validation pairs and is stored in
+the head file; the verification distance is ``1 - P(same)``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shlex
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..data.labels import LabelRow, assign_splits, read_labels
+from ..evaluate.classifier import verification_metrics
+from ..models.classifier import EmbeddingHead, HeadInfo, ImageHead, save_head
+from ..models.features import FeatureCache
+
+__all__ = ["EmbeddingTrainConfig", "make_pairs", "pair_distances", "train_embedding"]
+
+
+@dataclass
+class EmbeddingTrainConfig:
+    """Settings of one verification run (``config.json`` in the run folder).
+
+    Attributes:
+        data: label CSV whose ``label`` (or ``group``) is the vehicle identity; ``source`` is
+            used as the vehicle type for hard negatives.
+        hard_fraction: share of negatives drawn from the same source (vehicle type).
+        patience: early stopping on the validation loss.
+    """
+
+    data: str
+    out: str = "runs/verification"
+    dim: int = 128
+    hidden: int = 512
+    dropout: float = 0.2
+    epochs: int = 200
+    patience: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    hard_fraction: float = 0.5
+    seed: int = 0
+    cache_dir: str = "runs/feature_cache"
+    longest: int = 512
+    threads: int = 2
+    command: str = ""
+
+
+def make_pairs(ids: list[str], sources: list[str], rng: random.Random, hard_fraction: float = 0.5,
+               n_neg_per_pos: int = 1) -> list[tuple[int, int, int]]:
+    """Pairs ``(i, j, same)`` over row indices: each identity's first two photos as a positive and
+    ``n_neg_per_pos`` negatives from another identity (same source with prob. ``hard_fraction``)."""
+    by_id: dict[str, list[int]] = defaultdict(list)
+    for i, k in enumerate(ids):
+        by_id[k].append(i)
+    by_src: dict[str, list[str]] = defaultdict(list)
+    for k, idx in by_id.items():
+        by_src[sources[idx[0]]].append(k)
+    keys = sorted(by_id)
+    pairs = []
+    for k in keys:
+        idx = by_id[k]
+        if len(idx) >= 2:
+            a, b = rng.sample(idx, 2)
+            pairs.append((a, b, 1))
+        for _ in range(n_neg_per_pos):
+            same_src = [o for o in by_src[sources[idx[0]]] if o != k]
+            pool = same_src if same_src and rng.random() < hard_fraction else [o for o in keys if o != k]
+            if pool:
+                other = rng.choice(pool)
+                pairs.append((rng.choice(idx), rng.choice(by_id[other]), 0))
+    return pairs
+
+
+def pair_distances(head: EmbeddingHead, fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
+    """Verification distance ``1 - sigmoid(pair_logit)`` in [0, 1] of pooled-feature pairs ``(N, D)``."""
+    with torch.no_grad():
+        return 1 - torch.sigmoid(head.pair_logit(head(fa), head(fb)))
+
+
+def train_embedding(cfg: EmbeddingTrainConfig, track: Callable = lambda it, **k: it,
+                    log: Callable[[str], None] = print) -> Path:
+    """Train the Siamese head on cached pooled features; returns the run folder (``best.safetensors``).
+
+    Raises:
+        ValueError: fewer than 2 identities in the training or validation split.
+    """
+    torch.set_num_threads(cfg.threads)
+    cfg.command = cfg.command or " ".join(shlex.quote(a) for a in sys.argv)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    rows: list[LabelRow] = read_labels(cfg.data)
+    rows = [r if r.group else LabelRow(r.path, r.label, r.source, r.split, r.label) for r in rows]
+    rows = assign_splits(rows, seed=cfg.seed, strata=("source",))
+    cache = FeatureCache(cfg.cache_dir, longest=cfg.longest)
+    data = {}
+    for split in ("train", "val", "test"):
+        sel = [r for r in rows if r.split == split]
+        feats, ok, bad = cache.get_many([r.path for r in sel], track=track)
+        for f, why in bad:
+            log(f"[yellow]skipped[/] {f}: {why}")
+        data[split] = (feats, [sel[i].group for i in ok], [sel[i].source for i in ok])
+    for s in ("train", "val"):
+        if len(set(data[s][1])) < 2:
+            raise ValueError(f"{cfg.data}: the {s} split needs at least 2 identities")
+    head = EmbeddingHead(data["train"][0].shape[-1], cfg.dim, cfg.hidden, cfg.dropout)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=3)
+    vf, vid, vsrc = data["val"]
+    val_pairs = torch.tensor(make_pairs(vid, vsrc, random.Random(cfg.seed + 1), cfg.hard_fraction, 2))
+    rng = random.Random(cfg.seed)
+    best, bad_epochs = float("inf"), 0
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        head.train()
+        tf, tid, tsrc = data["train"]
+        pairs = torch.tensor(make_pairs(tid, tsrc, rng, cfg.hard_fraction, 2))
+        pairs = pairs[torch.randperm(len(pairs))]
+        total = 0.0
+        for i in range(0, len(pairs), cfg.batch_size):
+            p = pairs[i:i + cfg.batch_size]
+            va = torch.randint(0, tf.shape[1], (len(p),))
+            vb = torch.randint(0, tf.shape[1], (len(p),))
+            logit = head.pair_logit(head(tf[p[:, 0], va]), head(tf[p[:, 1], vb]))
+            loss = F.binary_cross_entropy_with_logits(logit, p[:, 2].float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(p)
+        head.eval()
+        with torch.no_grad():
+            logit = head.pair_logit(head(vf[val_pairs[:, 0], 0]), head(vf[val_pairs[:, 1], 0]))
+            vloss = float(F.binary_cross_entropy_with_logits(logit, val_pairs[:, 2].float()))
+        sched.step(vloss)
+        if vloss < best - 1e-4:
+            best, bad_epochs = vloss, 0
+            torch.save(head.state_dict(), out / "best_state.pt")
+        else:
+            bad_epochs += 1
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"epoch": epoch, "train_loss": total / len(pairs), "val_loss": vloss,
+                                "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 3)}) + "\n")
+        if bad_epochs >= cfg.patience:
+            log(f"early stop at epoch {epoch}: no better validation loss for {cfg.patience} epochs")
+            break
+    head.load_state_dict(torch.load(out / "best_state.pt", map_location="cpu", weights_only=True))
+    head.eval()
+    d = pair_distances(head, vf[val_pairs[:, 0], 0], vf[val_pairs[:, 1], 0])
+    vm = verification_metrics(d.tolist(), val_pairs[:, 2].tolist())
+    log(f"validation pairs: ROC AUC {vm['roc_auc']:.3f}, EER {vm['eer']:.3f} at distance {vm['eer_threshold']:.3f}")
+    info = HeadInfo(kind="embedding", task="verification", longest=cfg.longest, hidden=cfg.hidden, dim=cfg.dim,
+                    threshold=round(vm["eer_threshold"], 4),
+                    extra={"command": cfg.command, "distance": "1 - sigmoid(w . |e_a - e_b| + b)",
+                           "val": vm, "data": str(cfg.data)})
+    save_head(ImageHead(head), info, out / "best.safetensors")
+    return out
