@@ -29,6 +29,8 @@ SHIPPED_CLASSIFIERS = {
     "damaged": WEIGHTS_DIR / "classifier_damaged_lite0.safetensors",
     "severity": WEIGHTS_DIR / "classifier_severity_lite0.safetensors",
     "make_model": WEIGHTS_DIR / "classifier_make_model_lite0.safetensors",
+    # linear 32-model head used only for its max logit: "is this one of the known models?"
+    "make_model_ood": WEIGHTS_DIR / "classifier_make_model_ood_lite0.safetensors",
     "verification": WEIGHTS_DIR / "embedding_verification_lite0.safetensors",
 }
 
@@ -106,7 +108,7 @@ class LastStageBranch(nn.Module):
         self.act = nn.ReLU6(inplace=False)
 
     def forward(self, feat16: torch.Tensor) -> torch.Tensor:
-        y = feat16
+        y = feat16.float()  # the branch runs in fp32 (bf16 features from the shared pass are upcast)
         for blk in self.blocks:
             y = blk(y)
         y = self.act(self.bn(self.conv_head(y)))

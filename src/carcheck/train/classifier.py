@@ -224,7 +224,7 @@ def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **
     if cfg.loss not in ("focal", "ce"):
         raise ValueError(f"unknown loss {cfg.loss!r}; use focal or ce")
     torch.set_num_threads(cfg.threads)
-    cfg.command = cfg.command or " ".join(shlex.quote(a) for a in sys.argv)
+    cfg.command = cfg.command or " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))

@@ -44,6 +44,10 @@ class EmbeddingTrainConfig:
             used as the vehicle type for hard negatives.
         hard_fraction: share of negatives drawn from the same source (vehicle type).
         patience: early stopping on the validation loss.
+        mode: ``frozen`` (head on cached pooled features) or ``finetune`` (also a trainable copy
+            of the backbone's last stage, :class:`~carcheck.models.classifier.LastStageBranch`,
+            fed by the frozen stride-16 map; the frozen maps of every photo and its mirror image
+            are computed once and kept in memory; use a GPU if you have one).
     """
 
     data: str
@@ -61,6 +65,8 @@ class EmbeddingTrainConfig:
     cache_dir: str = "runs/feature_cache"
     longest: int = 512
     threads: int = 2
+    mode: str = "frozen"
+    device: str = "cpu"
     command: str = ""
 
 
@@ -90,6 +96,27 @@ def make_pairs(ids: list[str], sources: list[str], rng: random.Random, hard_frac
     return pairs
 
 
+def _stride16_maps(backbone, paths, longest, dev, track):
+    """Frozen stride-16 maps of each photo and its mirror image (bf16, kept on ``dev``):
+    ``(list of (2, C, h, w) tensors, readable indices, [(file, reason)])``."""
+    from ..data.images import ImageLoadError, load_image
+    from ..models.backbone import inference_context
+    from ..models.inference import to_input_tensor
+
+    maps, ok, bad = [], [], []
+    for i, p in enumerate(track(list(paths), description="stride-16 maps")):
+        try:
+            x = to_input_tensor(load_image(p), longest).to(dev)
+        except ImageLoadError as e:
+            bad.append((str(p), e.reason))
+            continue
+        with inference_context(dev.type == "cpu"), torch.autocast(dev.type, dtype=torch.bfloat16):
+            f = backbone(torch.cat([x, x.flip(-1)])).features[2]
+        maps.append(f.to(torch.bfloat16).clone())  # outside inference mode: a normal tensor, usable in autograd
+        ok.append(i)
+    return maps, ok, bad
+
+
 def pair_distances(head: EmbeddingHead, fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
     """Verification distance ``1 - sigmoid(pair_logit)`` in [0, 1] of pooled-feature pairs ``(N, D)``."""
     with torch.no_grad():
@@ -104,7 +131,7 @@ def train_embedding(cfg: EmbeddingTrainConfig, track: Callable = lambda it, **k:
         ValueError: fewer than 2 identities in the training or validation split.
     """
     torch.set_num_threads(cfg.threads)
-    cfg.command = cfg.command or " ".join(shlex.quote(a) for a in sys.argv)
+    cfg.command = cfg.command or " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -113,49 +140,77 @@ def train_embedding(cfg: EmbeddingTrainConfig, track: Callable = lambda it, **k:
     rows: list[LabelRow] = read_labels(cfg.data)
     rows = [r if r.group else LabelRow(r.path, r.label, r.source, r.split, r.label) for r in rows]
     rows = assign_splits(rows, seed=cfg.seed, strata=("source",))
-    cache = FeatureCache(cfg.cache_dir, longest=cfg.longest)
     data = {}
+    dev = torch.device(cfg.device)
+    branch = None
+    if cfg.mode == "finetune":
+        from ..models.backbone import build_backbone
+        from ..models.classifier import LastStageBranch
+
+        backbone = build_backbone("lite0").to(dev)
+        branch = LastStageBranch(backbone).to(dev)
+        in_features = backbone.num_features
     for split in ("train", "val", "test"):
         sel = [r for r in rows if r.split == split]
-        feats, ok, bad = cache.get_many([r.path for r in sel], track=track)
+        if cfg.mode == "finetune":
+            feats, ok, bad = _stride16_maps(backbone, [r.path for r in sel], cfg.longest, dev, track)
+        else:
+            feats, ok, bad = FeatureCache(cfg.cache_dir, longest=cfg.longest).get_many([r.path for r in sel], track=track)
         for f, why in bad:
             log(f"[yellow]skipped[/] {f}: {why}")
         data[split] = (feats, [sel[i].group for i in ok], [sel[i].source for i in ok])
     for s in ("train", "val"):
         if len(set(data[s][1])) < 2:
             raise ValueError(f"{cfg.data}: the {s} split needs at least 2 identities")
-    head = EmbeddingHead(data["train"][0].shape[-1], cfg.dim, cfg.hidden, cfg.dropout)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.mode != "finetune":
+        in_features = data["train"][0].shape[-1]
+    head = EmbeddingHead(in_features, cfg.dim, cfg.hidden, cfg.dropout).to(dev)
+    model = ImageHead(head, branch)
+
+    def embed(feats, idx, views):
+        """Embeddings of rows ``idx`` in the given views: pooled vectors, or branch(stride-16 maps)."""
+        if branch is None:
+            return head(feats[idx, views].to(dev))
+        pooled = torch.cat([branch(feats[int(i)][int(v)].to(dev)[None]) for i, v in zip(idx, views)])
+        return head(pooled)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=3)
     vf, vid, vsrc = data["val"]
     val_pairs = torch.tensor(make_pairs(vid, vsrc, random.Random(cfg.seed + 1), cfg.hard_fraction, 2))
     rng = random.Random(cfg.seed)
     best, bad_epochs = float("inf"), 0
+    zeros = torch.zeros(len(val_pairs), dtype=torch.long)
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        head.train()
+        model.train()
+        if branch is not None:  # one photo at a time: BatchNorm keeps its ImageNet statistics
+            for m in branch.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()
         tf, tid, tsrc = data["train"]
         pairs = torch.tensor(make_pairs(tid, tsrc, rng, cfg.hard_fraction, 2))
         pairs = pairs[torch.randperm(len(pairs))]
         total = 0.0
         for i in range(0, len(pairs), cfg.batch_size):
             p = pairs[i:i + cfg.batch_size]
-            va = torch.randint(0, tf.shape[1], (len(p),))
-            vb = torch.randint(0, tf.shape[1], (len(p),))
-            logit = head.pair_logit(head(tf[p[:, 0], va]), head(tf[p[:, 1], vb]))
-            loss = F.binary_cross_entropy_with_logits(logit, p[:, 2].float())
+            va = torch.randint(0, 2, (len(p),))
+            vb = torch.randint(0, 2, (len(p),))
+            logit = head.pair_logit(embed(tf, p[:, 0], va), embed(tf, p[:, 1], vb))
+            loss = F.binary_cross_entropy_with_logits(logit, p[:, 2].float().to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(p)
-        head.eval()
+        model.eval()
         with torch.no_grad():
-            logit = head.pair_logit(head(vf[val_pairs[:, 0], 0]), head(vf[val_pairs[:, 1], 0]))
-            vloss = float(F.binary_cross_entropy_with_logits(logit, val_pairs[:, 2].float()))
+            logit = head.pair_logit(embed(vf, val_pairs[:, 0], zeros), embed(vf, val_pairs[:, 1], zeros))
+            vloss = float(F.binary_cross_entropy_with_logits(logit, val_pairs[:, 2].float().to(dev)))
         sched.step(vloss)
         if vloss < best - 1e-4:
             best, bad_epochs = vloss, 0
-            torch.save(head.state_dict(), out / "best_state.pt")
+            torch.save(model.state_dict(), out / "best_state.pt")
         else:
             bad_epochs += 1
         with open(out / "metrics.jsonl", "a") as f:
@@ -164,14 +219,15 @@ def train_embedding(cfg: EmbeddingTrainConfig, track: Callable = lambda it, **k:
         if bad_epochs >= cfg.patience:
             log(f"early stop at epoch {epoch}: no better validation loss for {cfg.patience} epochs")
             break
-    head.load_state_dict(torch.load(out / "best_state.pt", map_location="cpu", weights_only=True))
-    head.eval()
-    d = pair_distances(head, vf[val_pairs[:, 0], 0], vf[val_pairs[:, 1], 0])
-    vm = verification_metrics(d.tolist(), val_pairs[:, 2].tolist())
+    model.load_state_dict(torch.load(out / "best_state.pt", map_location=dev, weights_only=True))
+    model.eval()
+    with torch.no_grad():
+        d = 1 - torch.sigmoid(head.pair_logit(embed(vf, val_pairs[:, 0], zeros), embed(vf, val_pairs[:, 1], zeros)))
+    vm = verification_metrics(d.cpu().tolist(), val_pairs[:, 2].tolist())
     log(f"validation pairs: ROC AUC {vm['roc_auc']:.3f}, EER {vm['eer']:.3f} at distance {vm['eer_threshold']:.3f}")
     info = HeadInfo(kind="embedding", task="verification", longest=cfg.longest, hidden=cfg.hidden, dim=cfg.dim,
                     threshold=round(vm["eer_threshold"], 4),
                     extra={"command": cfg.command, "distance": "1 - sigmoid(w . |e_a - e_b| + b)",
-                           "val": vm, "data": str(cfg.data)})
-    save_head(ImageHead(head), info, out / "best.safetensors")
+                           "val": vm, "data": str(cfg.data), "mode": cfg.mode})
+    save_head(model.cpu(), info, out / "best.safetensors")
     return out

@@ -1,0 +1,198 @@
+"""Vehicle identity benchmark (issue: make/model, close-up parts, same-vehicle verification).
+
+Held-out data (fixed, seeded splits from ``carcheck dataset recipe``):
+- make/model: stanford_cars_subset32 test split; model top-1/top-5 (32 classes) and make
+  top-1/top-5 (16 makes: first token of the folder name; a make's probability is the sum of its
+  models'), for the shipped frozen-backbone head and, with ``--compare-head``, another head file
+  (e.g. the last-stage fine-tuned one) on the same photos;
+- close-up parts: car_part_crops test split (a head is trained here in seconds; crops of one
+  photo never straddle splits); accuracy with its exact binomial 95% CI (small sample);
+- verification: vn_traffic_reid_2cam pairs.csv restricted to pairs whose two photos are in the
+  test identities; accuracy at the head's validation EER threshold, ROC AUC, EER; the same on
+  harder pairs (same vehicle type AND same colour); raw-feature cosine distance as a baseline.
+- speed: ms per image of each head on the shared pass (median of 200 runs, 2 threads).
+
+Run: python bench/identity.py [--data ../shared/data] [--compare-head runs/mm_ft/best.safetensors]
+Prints tables; writes bench/results/identity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from scipy.stats import binomtest
+
+from carcheck.data.images import load_image
+from carcheck.data.labels import read_labels, write_label_csv
+from carcheck.data.recipes import build_recipe, make_of
+from carcheck.evaluate.classifier import evaluate_classifier, head_outputs, topk_accuracy, verification_metrics
+from carcheck.evaluate.verification import dominant_colour, hard_pairs
+from carcheck.models.classifier import SHIPPED_CLASSIFIERS, load_head
+from carcheck.models.features import FeatureCache
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+TARGETS = {"model_top1": 0.75, "make_top1": 0.85, "verification_accuracy": 0.93, "head_ms_per_image": 30.0}
+console = Console()
+
+
+def _median_ms(fn, runs=200, warmup=10):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return 1000 * statistics.median(ts)
+
+
+def make_model_metrics(head_path, csv_path, cache) -> dict:
+    rows = [r for r in read_labels(csv_path) if r.split == "test"]
+    logits, ok, bad, info = head_outputs(head_path, rows, cache)
+    y = torch.tensor([info.classes.index(rows[i].label) for i in ok])
+    makes = sorted({make_of(c) for c in info.classes})
+    to_make = torch.tensor([makes.index(make_of(c)) for c in info.classes])
+    p = logits.softmax(1)
+    pm = torch.zeros(len(p), len(makes)).index_add_(1, to_make, p)
+    ym = to_make[y]
+    return {"n": len(ok), "model_top1": topk_accuracy(logits, y, 1), "model_top5": topk_accuracy(logits, y, 5),
+            "make_top1": topk_accuracy(pm, ym, 1), "make_top5": topk_accuracy(pm, ym, 5), "models": len(info.classes),
+            "makes": len(makes), "mode": info.extra.get("mode"), "file": str(head_path)}
+
+
+def part_crops(data: Path, cache: str) -> dict:
+    from carcheck.train.classifier import ClassifierTrainConfig, train_classifier
+
+    with tempfile.TemporaryDirectory() as tmp:
+        p = write_label_csv(build_recipe("part_crops", data), Path(tmp) / "crops.csv")
+        run = train_classifier(ClassifierTrainConfig(data=str(p), task="part_crops", out=str(Path(tmp) / "run"),
+                                                     cache_dir=cache), log=lambda m: None)
+        r = evaluate_classifier(run / "best.safetensors", p, "test", cache_dir=cache)
+    k = round(r["accuracy"] * r["n"])
+    ci = binomtest(k, r["n"]).proportion_ci(0.95, method="exact")
+    return {"n_test": r["n"], "accuracy": r["accuracy"], "accuracy_ci95": [ci.low, ci.high], "macro_f1": r["macro_f1"],
+            "confusion": r["confusion"], "classes": r["classes"],
+            "caveat": "154 crops from ~40 interior photos; the test split holds few photos, so the CI is wide"}
+
+
+def verification(data: Path, cache_dir: str, head_path: Path = SHIPPED_CLASSIFIERS["verification"]) -> dict:
+    base = data / "verification" / "vn_traffic_reid_2cam"
+    rows = read_labels(write_label_csv(build_recipe("verification", data), ROOT / "runs" / "recipes" / "verification.csv"))
+    split = {r.path.name: r.split for r in rows}
+    head, info = load_head(head_path)
+    cache = FeatureCache(cache_dir)
+    emb = {}
+
+    def feats(files):
+        """Embeddings through the head's own inference path (branch or pooled features)."""
+        need = sorted({f for f in files if f not in emb})
+        if need:
+            out, ok, _, _ = head_outputs((head, info), [type("R", (), {"path": base / "images" / f}) for f in need], cache_dir)
+            emb.update({need[i]: out[j] for j, i in enumerate(ok)})
+        return torch.stack([emb[f] for f in files])
+
+    def raw(files):
+        return torch.stack([cache.get(base / "images" / f)[0] for f in files])
+
+    def dist(ea, eb):
+        with torch.no_grad():
+            return (1 - torch.sigmoid(head.head.pair_logit(ea, eb))).tolist()
+
+    with open(base / "pairs.csv", newline="") as f:
+        pairs = [p for p in csv.DictReader(f) if split[p["file_a"]] == "test" and split[p["file_b"]] == "test"]
+    fa, fb = feats([p["file_a"] for p in pairs]), feats([p["file_b"] for p in pairs])
+    ra, rb = raw([p["file_a"] for p in pairs]), raw([p["file_b"] for p in pairs])
+    y = [int(p["same_vehicle"]) for p in pairs]
+    res = {"pairs": verification_metrics(dist(fa, fb), y, info.threshold),
+           "pairs_raw_cosine_baseline": verification_metrics((1 - F.cosine_similarity(ra, rb)).tolist(), y),
+           "threshold_from": "EER on validation pairs (stored in the head file)"}
+    # harder pairs: same type and colour
+    test = sorted({r.group for r in rows if r.split == "test"})
+    by = {r.group: {} for r in rows}
+    for r in rows:
+        by[r.group][r.path.name] = r
+    a = [sorted(by[g])[0] for g in test]
+    b = [sorted(by[g])[-1] for g in test]
+    types = [by[g][a[i]].source for i, g in enumerate(test)]
+    colours = [dominant_colour(load_image(base / "images" / f)) for f in a]
+    hp = hard_pairs(a, b, test, types, colours)
+    d = dist(feats([p[0] for p in hp]), feats([p[1] for p in hp]))
+    res["hard_pairs_same_type_and_colour"] = verification_metrics(d, [p[2] for p in hp], info.threshold)
+    res["hard_pairs_same_type_and_colour"]["negatives"] = sum(1 for p in hp if p[2] == 0)
+    res["test_identities"] = len(test)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--cache", default=str(ROOT / "runs" / "feature_cache"))
+    ap.add_argument("--compare-head", type=Path, help="another make/model head file for the same test photos")
+    ap.add_argument("--compare-verification", type=Path, help="another verification head file for the same pairs")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    mm_csv = write_label_csv(build_recipe("make_model", args.data), ROOT / "runs" / "recipes" / "make_model.csv")
+    results: dict = {"targets": TARGETS}
+    results["make_model"] = {"shipped": make_model_metrics(SHIPPED_CLASSIFIERS["make_model"], mm_csv, args.cache)}
+    if args.compare_head:
+        results["make_model"]["compare"] = make_model_metrics(args.compare_head, mm_csv, args.cache)
+    for k, v in results["make_model"].items():
+        console.print(f"make/model [{k}, {v['mode']}] on {v['n']} test photos: model top-1 {v['model_top1']:.3f}, "
+                      f"top-5 {v['model_top5']:.3f}; make top-1 {v['make_top1']:.3f}, top-5 {v['make_top5']:.3f}")
+    results["part_crops"] = part_crops(args.data, args.cache)
+    pc = results["part_crops"]
+    console.print(f"close-up parts: accuracy {pc['accuracy']:.3f} on {pc['n_test']} test crops "
+                  f"(exact 95% CI {pc['accuracy_ci95'][0]:.2f}-{pc['accuracy_ci95'][1]:.2f}), macro F1 {pc['macro_f1']:.3f}")
+    results["verification"] = v = verification(args.data, args.cache)
+    if args.compare_verification:
+        c = verification(args.data, args.cache, args.compare_verification)
+        results["verification_compare"] = {"file": str(args.compare_verification), "pairs": c["pairs"],
+                                            "hard_pairs_same_type_and_colour": c["hard_pairs_same_type_and_colour"]}
+        console.print(f"verification [compare {args.compare_verification}]: accuracy {c['pairs']['accuracy']:.3f}, "
+                      f"ROC AUC {c['pairs']['roc_auc']:.3f}")
+    for k in ("pairs", "hard_pairs_same_type_and_colour", "pairs_raw_cosine_baseline"):
+        m = v[k]
+        console.print(f"verification [{k}] n={m['n']}: accuracy {m['accuracy']:.3f} at {m['threshold']:.3f}, "
+                      f"ROC AUC {m['roc_auc']:.3f}, EER {m['eer']:.3f} (EER threshold {m['eer_threshold']:.3f})")
+    from carcheck.models.backbone import build_backbone, inference_context
+
+    bb = build_backbone("lite0")
+    x = torch.rand(1, 3, 384, 512).contiguous(memory_format=torch.channels_last)
+    with inference_context(True):
+        out = bb(x, with_pooled=True)
+    speed = {}
+    for task in ("make_model", "make_model_ood", "verification"):
+        p = SHIPPED_CLASSIFIERS.get(task)
+        if p is not None and p.is_file():
+            h, _ = load_head(p)
+            with torch.inference_mode():
+                speed[f"{task}_head_ms"] = _median_ms(lambda: h(out))
+    if args.compare_head:
+        h, _ = load_head(args.compare_head)
+        with torch.inference_mode():
+            speed["compare_head_ms"] = _median_ms(lambda: h(out), runs=50)
+    results["speed"] = speed
+    console.print("speed (2 threads, on the shared pass): " + ", ".join(f"{k} {v:.2f}" for k, v in speed.items()))
+    s = results["make_model"]["shipped"]
+    results["targets_met"] = {"model_top1": s["model_top1"] >= TARGETS["model_top1"],
+                              "make_top1": s["make_top1"] >= TARGETS["make_top1"],
+                              "verification_accuracy": v["pairs"]["accuracy"] >= TARGETS["verification_accuracy"],
+                              "head_ms_per_image": max(speed.values()) <= TARGETS["head_ms_per_image"]}
+    console.print(results["targets_met"])
+    out_path = ROOT / "bench" / "results" / "identity.json"
+    out_path.write_text(json.dumps(results, indent=1, default=str))
+    console.print(f"saved {out_path}")
+
+
+if __name__ == "__main__":
+    main()
