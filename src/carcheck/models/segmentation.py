@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .backbone import EfficientNetLiteBackbone
 
-__all__ = ["FPNDecoder", "SegmentationHead", "CarSegmenter"]
+__all__ = ["FPNDecoder", "ASPPDecoder", "SegmentationHead", "CarSegmenter", "DECODERS"]
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
@@ -55,6 +55,38 @@ class FPNDecoder(nn.Module):
         return self.fuse(out)
 
 
+class ASPPDecoder(nn.Module):
+    """DeepLabV3+-style decoder (Chen et al., ECCV 2018, section 3.2; the architecture of Ma et al.):
+    atrous spatial pyramid pooling (torchvision's ``ASPP``: 1x1, three 3x3 atrous branches and
+    image pooling) on the stride-32 map, upsampled and concatenated with the stride-4 map reduced
+    to 48 channels, then two 3x3 convolutions.
+
+    Args:
+        in_channels: channels of the stride 4, 8, 16, 32 features (only the first and last are used).
+        channels: decoder width.
+        rates: atrous rates at output stride 32 (DeepLabV3+'s 6/12/18 at stride 16, halved).
+
+    Input: list of 4 maps ``(B, C_i, H/s_i, W/s_i)``. Output: ``(B, channels, H/4, W/4)``.
+    """
+
+    def __init__(self, in_channels: Sequence[int], channels: int = 96, rates: Sequence[int] = (3, 6, 9)) -> None:
+        super().__init__()
+        from torchvision.models.segmentation.deeplabv3 import ASPP
+
+        self.aspp = ASPP(in_channels[-1], list(rates), out_channels=channels)
+        self.low = _conv_bn_relu(in_channels[0], 48, k=1)
+        self.fuse = nn.Sequential(_conv_bn_relu(channels + 48, channels), _conv_bn_relu(channels, channels))
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        low = self.low(feats[0])
+        y = F.interpolate(self.aspp(feats[-1]), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat([y, low], 1))
+
+
+#: Decoder choices by name (``CarSegmenter(decoder=...)``, ``carcheck train segmentation --decoder``).
+DECODERS = {"fpn": FPNDecoder, "aspp": ASPPDecoder}
+
+
 class SegmentationHead(nn.Module):
     """conv3x3-BN-ReLU + conv1x1: decoder features ``(B, C, h, w)`` -> logits ``(B, num_classes, h, w)``."""
 
@@ -75,18 +107,25 @@ class CarSegmenter(nn.Module):
             ``{"parts": 19, "damage": 4}``.
         backbone: a (frozen) :class:`EfficientNetLiteBackbone`; built (Lite0, ImageNet) if None.
         channels: decoder width.
+        decoder: ``"fpn"`` (default, :class:`FPNDecoder`) or ``"aspp"`` (:class:`ASPPDecoder`).
+
+    Raises:
+        ValueError: unknown decoder.
 
     ``forward(x)`` takes ``(B, 3, H, W)`` float in [0, 1] and returns task -> logits
     ``(B, num_classes, H, W)`` (float32, upsampled bilinearly to the input size).
     """
 
     def __init__(self, heads: Mapping[str, int], backbone: EfficientNetLiteBackbone | None = None,
-                 channels: int = 96) -> None:
+                 channels: int = 96, decoder: str = "fpn") -> None:
         super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r}; choose from {sorted(DECODERS)}")
         self.backbone = backbone if backbone is not None else EfficientNetLiteBackbone("lite0")
         for p in self.backbone.parameters():
             p.requires_grad_(False)
-        self.decoder = FPNDecoder(self.backbone.channels, channels)
+        self.decoder_name = decoder
+        self.decoder = DECODERS[decoder](self.backbone.channels, channels)
         self.heads = nn.ModuleDict({k: SegmentationHead(channels, n) for k, n in heads.items()})
 
     def train(self, mode: bool = True) -> "CarSegmenter":
@@ -105,7 +144,8 @@ class CarSegmenter(nn.Module):
         ``fp32`` overrides that choice (default: fp32 in eval mode, autocast as set in training).
         """
         fp32 = (not self.training) if fp32 is None else fp32
-        with torch.autocast("cpu", enabled=(not fp32) and torch.is_autocast_enabled("cpu")):
+        dev = feats[0].device.type
+        with torch.autocast(dev, enabled=(not fp32) and torch.is_autocast_enabled(dev)):
             if fp32:
                 feats = [f.float() for f in feats]
             y = self.decoder(feats)

@@ -64,6 +64,9 @@ class SegTrainConfig:
     bf16: bool = True
     threads: int = 2
     channels: int = 96
+    decoder: str = "fpn"
+    device: str = "cpu"
+    workers: int = 0
     max_steps_per_epoch: int | None = None
 
 
@@ -149,13 +152,14 @@ def _split(n: int, frac: float, seed: int) -> tuple[list[int], list[int]]:
 
 
 @torch.no_grad()
-def _validate(model: CarSegmenter, loader, task: str, n_cls: int, bf16: bool) -> dict:
+def _validate(model: CarSegmenter, loader, task: str, n_cls: int, bf16: bool, device: str = "cpu") -> dict:
     model.eval()
     cm = np.zeros((n_cls, n_cls), dtype=np.int64)
+    dev = torch.device(device)
     for x, y in loader:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x.contiguous(memory_format=torch.channels_last), tasks=[task])[task]
-        cm += confusion_matrix(logits.argmax(1), y, n_cls)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x.to(dev).contiguous(memory_format=torch.channels_last), tasks=[task])[task]
+        cm += confusion_matrix(logits.argmax(1).cpu(), y, n_cls)
     model.train()
     return {"miou": miou(cm), "miou_no_bg": miou(cm, with_background=False)}
 
@@ -195,11 +199,13 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
         perm = tax.flip_permutation()
         g = torch.Generator().manual_seed(cfg.seed)
         train_loaders[t.name] = DataLoader(_AugmentedSet(tr, cfg.size, perm, True), batch_size=cfg.batch_size,
-                                           shuffle=True, drop_last=True, generator=g, num_workers=0)
+                                           shuffle=True, drop_last=True, generator=g, num_workers=cfg.workers,
+                                           persistent_workers=cfg.workers > 0)
         val_loaders[t.name] = DataLoader(_AugmentedSet(va, cfg.size, perm, False), batch_size=1)
         log(f"task {t.name}: {len(tr)} train / {len(va)} val images, {heads[t.name]} classes")
 
-    model = CarSegmenter(heads, channels=cfg.channels).to(memory_format=torch.channels_last)
+    dev = torch.device(cfg.device)
+    model = CarSegmenter(heads, channels=cfg.channels, decoder=cfg.decoder).to(dev, memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = sum(len(l) for l in train_loaders.values())
@@ -219,7 +225,7 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
     last = out / "last.pt"
     if last.exists():
         state = torch.load(last, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"], strict=False)
+        model.load_state_dict({k: v.to(dev) for k, v in state["model"].items()}, strict=False)
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         start, best = int(state["epoch"]) + 1, float(state["best"])
@@ -235,15 +241,17 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
         losses = {k: [] for k in train_loaders}
         for task in track(order, description=f"epoch {epoch + 1}/{cfg.epochs}"):
             x, y = next(iters[task])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            x, y = x.to(dev), y.to(dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = model(x.contiguous(memory_format=torch.channels_last), tasks=[task])[task]
-            loss = weights[task] * segmentation_loss(cfg.loss, logits, y, class_w.get(task))
+            cw = class_w.get(task)
+            loss = weights[task] * segmentation_loss(cfg.loss, logits, y, None if cw is None else cw.to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             losses[task].append(float(loss.detach()))
-        val = {k: _validate(model, val_loaders[k], k, heads[k], cfg.bf16) for k in val_loaders}
+        val = {k: _validate(model, val_loaders[k], k, heads[k], cfg.bf16, cfg.device) for k in val_loaders}
         score = float(np.mean([v["miou"] for v in val.values()]))
         rec = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 1), "lr": sched.get_last_lr()[0],
                "train_loss": {k: float(np.mean(v)) if v else None for k, v in losses.items()}, "val": val,
@@ -253,8 +261,9 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
         log(json.dumps(rec))
         if score > best:
             best = score
-            save_file({k: v.contiguous() for k, v in model.trainable_state_dict().items()}, str(out / "best.safetensors"),
-                      metadata={"heads": json.dumps(heads), "channels": str(cfg.channels),
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()},
+                      str(out / "best.safetensors"),
+                      metadata={"heads": json.dumps(heads), "channels": str(cfg.channels), "decoder": cfg.decoder,
                                 "taxonomies": json.dumps({t.name: t.taxonomy for t in cfg.tasks})})
             (out / "best.json").write_text(json.dumps(rec, indent=2))
         torch.save({"model": model.trainable_state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
