@@ -57,9 +57,10 @@ def test_report_files_and_html_content(lplenka_case, tmp_path, assessor):
     _, report, visuals = lplenka_case
     paths = write_report(report, visuals, tmp_path, assessor.part_names, assessor.damage_names)
     data = json.loads(paths["json"].read_text())
-    assert data["schema_version"] == "1.0" and len(data["photos"]) == 9
+    assert data["schema_version"] == "1.1" and len(data["photos"]) == 9
     html = paths["html"].read_text()
-    assert html.count("data:image/jpeg;base64,") == 3 * report.summary.assessed
+    cams = sum(v.gradcam is not None for v in visuals.values())
+    assert html.count("data:image/jpeg;base64,") == 3 * report.summary.assessed + cams
     assert "Findings" in html and "K<sub>agree</sub>" in html and "blurred" in html
 
 
@@ -97,6 +98,43 @@ def test_photo_without_vehicle_is_skipped_with_its_score(tmp_path):
     rep = assess([root / "images" / rows[0]["file"], root / "images" / rows[1]["file"]], case_id="no-car")
     assert all(p.status == "skipped" and p.vehicle_score is not None and "no vehicle" in p.reason for p in rep.photos)
     assert rep.summary.findings == 0
+
+
+def test_image_level_heads_in_a_case(tmp_path, assessor):
+    """One car from three Stanford photos of one model, a different car (a damaged lensor
+    photo), a photo without any vehicle: presence gate, damage filter, severity, make/model,
+    the case's vehicle and the same-vehicle check all appear, Grad-CAM for flagged photos."""
+    from carcheck.models.classifier import SHIPPED_CLASSIFIERS
+    if not all(SHIPPED_CLASSIFIERS[t].is_file() for t in ("presence", "damaged", "make_model", "verification")):
+        pytest.skip("shipped image-level heads missing")
+    import csv
+    coco = data_path("vehicle_presence/coco128")
+    with open(coco / "labels.csv") as f:
+        empty = next(coco / "images" / r["file"] for r in csv.DictReader(f) if r["has_vehicle_incl_motorcycle"] == "0")
+    stanford = sorted((data_path("car_models/stanford_cars_subset32") / "Audi_S4_Sedan_2012").glob("*.jpg"))[:3]
+    damaged = sorted((data_path("car_damage/lensor_severity") / "images/test").glob("*.jpg"))[0]
+    report, visuals = assessor.assess([*stanford, damaged, empty], case_id="heads")
+    by = {p.path: p for p in report.photos}
+    skipped = by[str(empty)]
+    assert skipped.status == "skipped" and "out of scope" in skipped.reason and skipped.presence_probability < 0.5
+    for s in stanford:
+        p = by[str(s)]
+        assert p.status == "assessed" and p.presence_probability > 0.5
+        assert p.damage_filter is not None and p.car_state["damaged"].label in ("damaged", "undamaged")
+        assert p.make_model is not None and len(p.make_model.top) == 3
+    d = by[str(damaged)]
+    assert d.damage_filter.probability_damaged > 0.5 and "severity" in d.car_state
+    assert d.car_state["severity"].label in ("minor", "moderate", "severe")
+    assert report.vehicle is not None and len(report.vehicle.make_model_top3) == 3
+    assert abs(sum(c.probability for c in report.vehicle.make_top3)) <= 1.0 + 1e-6
+    assert report.consistency is not None and report.consistency.checked_photos == 4
+    assert all(by[str(s)].vehicle_match is not None for s in stanford)
+    for p in report.photos:
+        if p.status == "assessed" and any("different vehicle" in r or "damage filter" in r for r in p.review_reasons):
+            assert p.gradcam and visuals[p.path].gradcam is not None
+    from carcheck.report.html import write_report
+    html = write_report(report, visuals, tmp_path, assessor.part_names, assessor.damage_names)["html"].read_text()
+    assert "Make/model (top 3)" in html and "damage filter" in html
 
 
 def test_empty_folder(tmp_path):

@@ -17,21 +17,33 @@ def assess_command(
     case_id: Optional[str] = typer.Option(None, "--case-id", help="Case id (default: random)."),
     weights: Optional[List[Path]] = typer.Option(None, help="Segmenter weights (.safetensors), repeatable; together they "
                                                  "must provide parts and damage heads. Default: the shipped models."),
-    vehicle_threshold: Optional[float] = typer.Option(None, help="Presence-gate threshold (default: the calibrated one)."),
+    vehicle_threshold: Optional[float] = typer.Option(None, help="ImageNet presence-rule threshold, used only when no "
+                                                      "presence head is installed (default: the calibrated one)."),
+    presence_threshold: float = typer.Option(0.5, help="P(vehicle) of the presence head below which a photo is out of scope."),
+    head: Optional[List[Path]] = typer.Option(None, "--head", help="Extra image-level head file (e.g. a SOCAR dirt "
+                                              "classifier), repeatable; shown in the car-state section."),
+    no_heads: bool = typer.Option(False, "--no-heads", help="Run without the shipped image-level heads."),
+    gradcam: bool = typer.Option(True, help="Grad-CAM maps for flagged photos in the HTML report."),
     review_threshold: float = typer.Option(0.5, help="Findings with C_refined below this are flagged for review."),
     min_region: float = typer.Option(0.0005, help="Drop damaged regions smaller than this fraction of the photo."),
     json_out: bool = typer.Option(False, "--json", help="Also print the report JSON on stdout."),
 ) -> None:
     """Assess one case: skip photos without a vehicle, find damaged parts, size them, reconcile the
-    views and flag doubtful findings. Exit code 1 when any photo could not be read."""
+    views, double-check with the image-level heads (damage filter, severity, car state, make/model,
+    same vehicle) and flag doubtful findings. Exit code 1 when any photo could not be read."""
     from ..pipeline.assess import AssessConfig, Assessor
     from ..pipeline.fusion import FusionConfig
     from ..report.html import write_report
 
-    cfg = AssessConfig(review_threshold=review_threshold, fusion=FusionConfig(min_region_fraction=min_region))
+    cfg = AssessConfig(review_threshold=review_threshold, fusion=FusionConfig(min_region_fraction=min_region),
+                       presence_threshold=presence_threshold, gradcam=gradcam)
     if vehicle_threshold is not None:
         cfg.vehicle_threshold = vehicle_threshold
-    assessor = Assessor(cfg, weights or DEFAULT_SEGMENTERS)
+    try:
+        assessor = Assessor(cfg, weights or DEFAULT_SEGMENTERS, heads={} if no_heads else None, extra_heads=head or ())
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
     report, visuals = assessor.assess([str(p) for p in photos], case_id, track=track)
     paths = write_report(report, visuals, out, assessor.part_names, assessor.damage_names)
     if json_out:

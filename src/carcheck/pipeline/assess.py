@@ -1,8 +1,21 @@
 """Assess one case: gate, segment, fuse, reconcile (Ma et al., IEEE T-ITS 2023, Fig. 1).
 
-One backbone pass per photo feeds the vehicle gate (ImageNet logits) and both segmentation
-heads (parts, damage). Models are loaded once per :class:`Assessor`. A photo that cannot be
+One backbone pass per photo feeds the vehicle-presence gate, both segmentation heads (parts,
+damage) and every installed image-level head (damage filter, severity, car state, make/model,
+same-vehicle embedding). Models are loaded once per :class:`Assessor`. A photo that cannot be
 read is recorded with its reason; it never stops the case.
+
+Image-level checks (when their heads are installed):
+
+- presence: P(vehicle) below ``presence_threshold`` -> the photo is skipped as out of scope;
+  without the head, the ImageNet vehicle score OR part coverage rule of :mod:`.gate` applies.
+- damage filter (CarDD, Wang et al., section V-G): P(undamaged) > ``clean_threshold`` and no
+  damage segmented -> "clean"; the filter and the segmenter disagreeing -> the photo is flagged.
+- severity: a grade per photo with damage.
+- make/model: top-3 per photo and averaged over the case; out of scope when the OOD head's max
+  logit is below its threshold (a car outside the known models).
+- same vehicle: photos far from the case's majority vehicle are flagged "different vehicle?".
+- Grad-CAM of the damage filter for every flagged photo, shown in the HTML report.
 """
 
 from __future__ import annotations
@@ -23,10 +36,13 @@ from ..data.taxonomy import get_taxonomy
 from ..models.backbone import inference_context
 from ..models.inference import DEFAULT_SEGMENTERS, load_segmenters, to_input_tensor
 from ..report.privacy import PRIVACY_NOTE
-from ..report.schema import (AssessConfigModel, CaseReport, CaseSummary, Finding, PhotoDetection, PhotoReport)
+from ..report.schema import (AssessConfigModel, CaseReport, CaseSummary, ClassScore, Consistency, DamageFilter,
+                             Finding, PhotoDetection, PhotoReport, VehicleIdentity, VehicleMatch)
 from .agreement import PhotoFindings, reconcile, view_relations
 from .fusion import FusionConfig, damaged_parts, size_class, visible_parts
+from .consistency import case_consistency
 from .gate import DEFAULT_PART_COVERAGE_THRESHOLD, DEFAULT_VEHICLE_THRESHOLD, part_coverage, passes_gate, vehicle_score
+from .image_heads import ImageHeads, PhotoHeadOutputs, head_result
 
 __all__ = ["AssessConfig", "Assessor", "PhotoVisual", "assess", "collect_photos"]
 
@@ -47,6 +63,11 @@ class AssessConfig:
         longest_side: network input size of the longer side, px (the paper's 512).
         min_side: photos with a shorter side below this many px fail as too small.
         bf16: bf16 autocast on the CPU (default path).
+        presence_threshold: P(vehicle) of the presence head below which a photo is out of scope.
+        clean_threshold: P(undamaged) above which a photo without segmented damage is "clean"
+            and a photo with segmented damage is flagged (CarDD V-G uses 0.9).
+        damaged_threshold: P(damaged) above which a photo without segmented damage is flagged.
+        gradcam: compute Grad-CAM maps of the damage filter for flagged photos (HTML report).
     """
 
     vehicle_threshold: float = DEFAULT_VEHICLE_THRESHOLD
@@ -57,6 +78,10 @@ class AssessConfig:
     min_side: int = 32
     bf16: bool = True
     threads: int | None = None
+    presence_threshold: float = 0.5
+    clean_threshold: float = 0.9
+    damaged_threshold: float = 0.9
+    gradcam: bool = True
 
 
 @dataclass
@@ -66,6 +91,8 @@ class PhotoVisual:
     image: np.ndarray  # (h, w, 3) uint8 RGB, resized to longest_side
     part_label: np.ndarray  # (h, w) uint8
     damage_label: np.ndarray  # (h, w) uint8
+    heads: PhotoHeadOutputs | None = None
+    gradcam: np.ndarray | None = None  # (h, w, 3) uint8 overlay, for flagged photos
 
 
 def collect_photos(inputs: Sequence[str | Path]) -> list[Path]:
@@ -93,6 +120,9 @@ class Assessor:
         config: thresholds; defaults as in :class:`AssessConfig`.
         weights: segmenter safetensors file(s) providing ``parts`` and ``damage`` heads (several
             files share one backbone pass; the first file with a head serves that task).
+        heads: image-level head files by task (default: the shipped ones that are installed;
+            ``{}`` for none).
+        extra_heads: more head files, e.g. a SOCAR dirt classifier (shown under car state).
 
     Raises:
         FileNotFoundError / ValueError: from :func:`~carcheck.models.inference.load_segmenter`.
@@ -100,7 +130,8 @@ class Assessor:
     """
 
     def __init__(self, config: AssessConfig | None = None,
-                 weights: str | Path | Sequence[str | Path] = DEFAULT_SEGMENTERS) -> None:
+                 weights: str | Path | Sequence[str | Path] = DEFAULT_SEGMENTERS,
+                 heads: dict[str, str | Path] | None = None, extra_heads: Sequence[str | Path] = ()) -> None:
         self.config = config or AssessConfig()
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
@@ -111,19 +142,22 @@ class Assessor:
                 raise KeyError(f"{weights}: no {head!r} head (heads: {list(self.model.taxonomies)})")
         self.part_names = list(get_taxonomy(self.model.taxonomies["parts"]).classes)
         self.damage_names = list(get_taxonomy(self.model.taxonomies["damage"]).classes)
+        self.heads = ImageHeads(self.model.backbone, None if heads is None else {k: Path(v) for k, v in heads.items()},
+                                extra_heads)
 
     # ------------------------------------------------------------------ per photo
-    def predict(self, image: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, torch.Tensor]:
-        """One backbone pass: ``(vehicle score, part probs (P+1, h, w), damage probs (D+1, h, w), input)``
-        at network resolution (longer side ``config.longest_side``)."""
+    def predict(self, image: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, torch.Tensor, PhotoHeadOutputs]:
+        """One backbone pass: ``(ImageNet vehicle score, part probs (P+1, h, w), damage probs (D+1, h, w),
+        input, image-level head outputs)`` at network resolution (longer side ``config.longest_side``)."""
         x = to_input_tensor(image, self.config.longest_side)
         with inference_context(self.config.bf16):
-            out = self.model.backbone(x, with_logits=True)
+            out = self.model.backbone(x, with_logits=True, with_pooled=True)
             score = float(vehicle_score(out.logits)[0])
             logits = self.model.decode(out.features, tuple(x.shape[-2:]), ["parts", "damage"])
+            heads = self.heads.run(out)
         parts = logits["parts"][0].float().softmax(0).numpy()
         damage = logits["damage"][0].float().softmax(0).numpy()
-        return score, parts, damage, x
+        return score, parts, damage, x, heads
 
     def assess_photo(self, path: Path) -> tuple[PhotoReport, PhotoFindings | None, PhotoVisual | None]:
         """Assess one file; never raises for bad input (the report says why)."""
@@ -134,10 +168,18 @@ class Assessor:
         except ImageLoadError as e:
             return PhotoReport(path=name, status="failed", reason=e.reason), None, None
         h, w = image.shape[:2]
-        score, parts, damage, x = self.predict(image)
+        score, parts, damage, x, heads = self.predict(image)
         part_label = parts.argmax(0).astype(np.uint8)
         coverage = part_coverage(part_label)
-        if not passes_gate(score, coverage, self.config.vehicle_threshold, self.config.part_coverage_threshold):
+        p_vehicle = self.heads.probability(heads, "presence", "vehicle")
+        if p_vehicle is not None:
+            if p_vehicle < self.config.presence_threshold:
+                return (PhotoReport(path=name, status="skipped", width=w, height=h, vehicle_score=round(score, 4),
+                                    presence_probability=round(p_vehicle, 4),
+                                    reason=(f"out of scope: no vehicle (presence head P(vehicle) {p_vehicle:.3f} < "
+                                            f"{self.config.presence_threshold:.2f})"),
+                                    seconds=round(time.perf_counter() - t0, 3)), None, None)
+        elif not passes_gate(score, coverage, self.config.vehicle_threshold, self.config.part_coverage_threshold):
             return (PhotoReport(path=name, status="skipped", width=w, height=h, vehicle_score=round(score, 4),
                                 reason=(f"no vehicle: presence score {score:.3f} < {self.config.vehicle_threshold:.3f} "
                                         f"and part coverage {coverage:.2f} < {self.config.part_coverage_threshold:.2f}"),
@@ -165,11 +207,46 @@ class Assessor:
         # several regions of one (part, damage) pair in a photo: the part's damaged share is their sum
         findings = {k: (c, f, size_class(f, fc, closeup)) for k, (c, f) in per_key.items()}
         report = PhotoReport(path=name, status="assessed", width=w, height=h, vehicle_score=round(score, 4),
-                             visible_parts=vis, view_type="close-up" if closeup else "full view", detections=dets,
-                             seconds=round(time.perf_counter() - t0, 3))
+                             presence_probability=None if p_vehicle is None else round(p_vehicle, 4),
+                             visible_parts=vis, view_type="close-up" if closeup else "full view", detections=dets)
+        self._image_level(report, heads)
+        report.seconds = round(time.perf_counter() - t0, 3)
         img_small = (x[0].permute(1, 2, 0).float().clamp(0, 1).mul(255).round().to(torch.uint8).numpy())
-        visual = PhotoVisual(img_small, part_label, damage.argmax(0).astype(np.uint8))
+        visual = PhotoVisual(img_small, part_label, damage.argmax(0).astype(np.uint8), heads)
         return report, PhotoFindings(name, set(vis), findings), visual
+
+    def _image_level(self, report: PhotoReport, heads: PhotoHeadOutputs) -> None:
+        """Damage filter, car state, severity and make/model of one assessed photo (in place)."""
+        cfg, hs = self.config, self.heads
+        has_damage = bool(report.detections)
+        p_damaged = hs.probability(heads, "damaged", "damaged")
+        if p_damaged is not None:
+            if not has_damage and 1 - p_damaged > cfg.clean_threshold:
+                verdict = "clean"
+            elif has_damage and 1 - p_damaged > cfg.clean_threshold:
+                verdict = "no damage?"
+                report.review_reasons.append(f"damage filter calls the photo undamaged (P = {1 - p_damaged:.2f}) "
+                                             "but damage was segmented")
+            elif not has_damage and p_damaged > cfg.damaged_threshold:
+                verdict = "damage missed?"
+                report.review_reasons.append(f"damage filter sees damage (P = {p_damaged:.2f}) that segmentation "
+                                             "did not find")
+            else:
+                verdict = "agrees"
+            report.damage_filter = DamageFilter(probability_damaged=round(p_damaged, 4), verdict=verdict)
+        for task in hs.state_tasks():
+            if task == "severity" and not (has_damage or (p_damaged or 0) > 0.5):
+                continue  # a severity grade only means something for a damaged car
+            report.car_state[task] = head_result(task, heads.logits[task], hs.info(task))
+        if hs.has("make_model"):
+            res = head_result("make_model", heads.logits["make_model"], hs.info("make_model"))
+            if hs.has("make_model_ood"):
+                info = hs.info("make_model_ood")
+                mls = float(heads.logits["make_model_ood"].max())
+                res.ood_score = round(mls, 4)
+                if mls < info.ood["threshold"]:
+                    res.out_of_scope, res.label, res.probability = True, None, None
+            report.make_model = res
 
     # ------------------------------------------------------------------ per case
     def assess(self, paths: Sequence[str | Path], case_id: str | None = None,
@@ -197,10 +274,18 @@ class Assessor:
                 rep.same_perspective_as = rel[rep.path]["same_perspective_as"]
                 rep.closeup_of = rel[rep.path]["closeup_of"]
         case = reconcile(pf, self.config.review_threshold)
+        vehicle, consistency = self._identity(photos, visuals)
         findings = [Finding(part=c.part, damage=c.damage, size_class=c.size_class,
                             area_fraction_of_part=round(c.area_fraction, 4), c_base=round(c.c_base, 4),
                             k_agree=round(c.k_agree, 4), c_refined=round(c.c_refined, 4), needs_review=c.needs_review,
                             review_reasons=c.review_reasons, photos=c.photos) for c in case]
+        # Grad-CAM for photos an image-level check flagged (filter disagreement, different vehicle?)
+        if self.config.gradcam and self.heads.has("damaged"):
+            self._gradcam([p for p in photos if p.review_reasons and p.path in visuals], visuals)
+        for ph in photos:
+            k = sum(c.needs_review and ph.path in c.photos for c in case)
+            if k:
+                ph.review_reasons.append(f"{k} finding(s) seen in this photo need review")
         n = {s: sum(p.status == s for p in photos) for s in ("assessed", "skipped", "failed")}
         damaged = sorted({f.part for f in findings if f.part != "unassigned"})
         review = sum(f.needs_review for f in findings)
@@ -214,35 +299,98 @@ class Assessor:
             verdict = (f"{len(findings)} finding(s) on {len(damaged)} part(s); {review} need human review.")
         if n["failed"]:
             verdict += f" {n['failed']} file(s) could not be read."
+        if consistency is not None and consistency.different_vehicle:
+            verdict += f" {len(consistency.different_vehicle)} photo(s) may show a different vehicle."
+        clean = sum(p.damage_filter is not None and p.damage_filter.verdict == "clean" for p in photos)
+        if clean:
+            verdict += f" {clean} photo(s) confirmed clean by the damage filter."
         fc = self.config.fusion
         report = CaseReport(
             case_id=case_id or uuid.uuid4().hex[:12],
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             carcheck_version=__version__,
             models={"segmenter": ", ".join(w.name for w in self.weights), "backbone": self.model.backbone.variant,
-                    "vehicle_gate": "ImageNet vehicle classes (summed softmax) OR part coverage"},
+                    "vehicle_gate": (self.heads.files["presence"] if self.heads.has("presence")
+                                     else "ImageNet vehicle classes (summed softmax) OR part coverage"),
+                    **{f"head:{t}": f for t, f in self.heads.files.items() if t != "presence"}},
             config=AssessConfigModel(vehicle_threshold=self.config.vehicle_threshold,
                                      part_coverage_threshold=self.config.part_coverage_threshold,
                                      min_region_fraction=fc.min_region_fraction,
                                      visible_part_fraction=fc.visible_part_fraction,
                                      closeup_max_parts=fc.closeup_max_parts, size_thresholds=list(fc.size_thresholds),
                                      review_threshold=self.config.review_threshold,
-                                     longest_side_px=self.config.longest_side),
+                                     longest_side_px=self.config.longest_side,
+                                     presence_threshold=self.config.presence_threshold if self.heads.has("presence") else None,
+                                     clean_threshold=self.config.clean_threshold if self.heads.has("damaged") else None,
+                                     verification_threshold=(self.heads.info("verification").threshold
+                                                             if self.heads.has("verification") else None)),
             summary=CaseSummary(photos=len(files), assessed=n["assessed"], skipped=n["skipped"], failed=n["failed"],
                                 findings=len(findings), findings_for_review=review, damaged_parts=damaged,
                                 verdict=verdict),
-            findings=findings, photos=photos, privacy=PRIVACY_NOTE)
+            findings=findings, photos=photos, vehicle=vehicle, consistency=consistency, privacy=PRIVACY_NOTE)
         return report, visuals
+
+    def _identity(self, photos: list[PhotoReport], visuals: dict[str, PhotoVisual]
+                  ) -> tuple[VehicleIdentity | None, Consistency | None]:
+        """Case-level make/model (mean probabilities over the in-scope photos) and same-vehicle check."""
+        assessed = [p for p in photos if p.status == "assessed" and p.path in visuals]
+        vehicle = None
+        if self.heads.has("make_model") and assessed:
+            info = self.heads.info("make_model")
+            in_scope = [p for p in assessed if p.make_model is not None and not p.make_model.out_of_scope]
+            use = in_scope or assessed
+            prob = torch.stack([visuals[p.path].heads.logits["make_model"].softmax(0) for p in use]).mean(0)
+            top = prob.topk(min(3, len(prob)))
+            makes: dict[str, float] = {}
+            for c, v in zip(info.classes, prob.tolist()):
+                makes[c.split("_", 1)[0]] = makes.get(c.split("_", 1)[0], 0.0) + v
+            vehicle = VehicleIdentity(
+                make_model_top3=[ClassScore(label=info.classes[int(i)], probability=round(float(v), 4))
+                                 for v, i in zip(top.values, top.indices)],
+                make_top3=[ClassScore(label=k, probability=round(v, 4))
+                           for k, v in sorted(makes.items(), key=lambda kv: -kv[1])[:3]],
+                in_scope=len(in_scope) * 2 > len(assessed), known_models=len(info.classes))
+        consistency = None
+        if self.heads.has("verification") and assessed:
+            head, info = self.heads.heads["verification"]
+            emb = torch.stack([visuals[p.path].heads.embedding for p in assessed])
+            res = case_consistency(head.head, emb, float(info.threshold))
+            ref = assessed[res.reference].path if res.reference is not None else None
+            flagged = []
+            for p, d, same in zip(assessed, res.distances, res.same):
+                if ref is not None:
+                    p.vehicle_match = VehicleMatch(distance=round(d, 4), same_vehicle=same, reference=ref)
+                if not same:
+                    flagged.append(p.path)
+                    p.review_reasons.append(f"different vehicle? (distance {d:.2f} > {info.threshold:.2f} "
+                                            f"to {Path(ref).name})")
+            consistency = Consistency(checked_photos=len(assessed), threshold=float(info.threshold), reference=ref,
+                                      different_vehicle=flagged, note=res.note)
+        return vehicle, consistency
+
+    def _gradcam(self, flagged: list[PhotoReport], visuals: dict[str, PhotoVisual]) -> None:
+        """Grad-CAM of the damage filter's decision on each flagged photo (stored on its visual)."""
+        from ..models.explain import grad_cam, overlay_cam
+
+        head, info = self.heads.heads["damaged"]
+        for p in flagged:
+            v = visuals[p.path]
+            x = to_input_tensor(v.image, max(v.image.shape[:2]))
+            cls = int(v.heads.logits["damaged"].argmax())
+            cam = grad_cam(self.model.backbone, head, x, cls)
+            v.gradcam = overlay_cam(v.image, cam)
+            p.gradcam = f"damaged:{info.classes[cls]}"
 
 
 def assess(paths: Sequence[str | Path], case_id: str | None = None, config: AssessConfig | None = None,
-           weights: str | Path | Sequence[str | Path] = DEFAULT_SEGMENTERS, out_dir: str | Path | None = None) -> CaseReport:
+           weights: str | Path | Sequence[str | Path] = DEFAULT_SEGMENTERS, out_dir: str | Path | None = None,
+           heads: dict[str, str | Path] | None = None, extra_heads: Sequence[str | Path] = ()) -> CaseReport:
     """Assess the photos of one case; optionally write ``report.json`` and ``report.html`` to ``out_dir``.
 
     Same result as ``carcheck assess PATHS --out DIR``. Bad files are recorded in the report
     (``status="failed"`` with a reason), never raised.
     """
-    assessor = Assessor(config, weights)
+    assessor = Assessor(config, weights, heads, extra_heads)
     report, visuals = assessor.assess(paths, case_id)
     if out_dir is not None:
         from ..report.html import write_report

@@ -79,6 +79,9 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
             base, n_blurred = blur_private_regions(v.image)
             entry.update(original=_data_uri(base), parts=_data_uri(overlay(base, v.part_label, part_colours)),
                          damage=_data_uri(overlay(base, v.damage_label, damage_colours, 0.6)), blurred=n_blurred)
+            cam = getattr(v, "gradcam", None)
+            if cam is not None:
+                entry["gradcam"] = _data_uri(blur_private_regions(cam)[0])
         photos.append(entry)
     env = Environment(loader=PackageLoader("carcheck.report", "templates"), autoescape=select_autoescape(["html"]))
     html = env.get_template("report.html").render(

@@ -11,9 +11,64 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
 
-__all__ = ["SCHEMA_VERSION", "PhotoDetection", "PhotoReport", "Finding", "CaseSummary", "CaseReport", "AssessConfigModel"]
+__all__ = ["SCHEMA_VERSION", "PhotoDetection", "PhotoReport", "Finding", "CaseSummary", "CaseReport", "AssessConfigModel",
+           "ClassScore", "HeadResult", "DamageFilter", "VehicleMatch", "VehicleIdentity", "Consistency"]
+
+
+class ClassScore(BaseModel):
+    label: str
+    probability: float = Field(description="Softmax probability (fraction).")
+
+
+class HeadResult(BaseModel):
+    """Output of one image-level classifier on one photo."""
+
+    task: str
+    label: str | None = Field(description="Top class; None when the photo is out of scope for this head.")
+    probability: float | None = None
+    top: list[ClassScore] = Field([], description="Best classes, most probable first.")
+    out_of_scope: bool = Field(False, description="The head's OOD rule (max logit below its validation threshold, "
+                                                  "Vaze et al. 2022) says the photo is unlike its training photos.")
+    ood_score: float | None = Field(None, description="The head's OOD score (max logit).")
+
+
+class DamageFilter(BaseModel):
+    """CarDD section V-G: the damaged/undamaged image classifier double-checks the segmenter."""
+
+    probability_damaged: float
+    verdict: Literal["clean", "agrees", "damage missed?", "no damage?"] = Field(
+        description="clean: filter says undamaged (p > threshold) and no damage was segmented; agrees; "
+                    "'damage missed?': the filter sees damage the segmenter did not find; "
+                    "'no damage?': the segmenter found damage on a photo the filter calls undamaged.")
+
+
+class VehicleMatch(BaseModel):
+    """Same-vehicle check of one photo against the case's majority vehicle."""
+
+    distance: float = Field(description="1 - P(same vehicle) to the case's reference photo, in [0, 1].")
+    same_vehicle: bool
+    reference: str = Field(description="The photo that stands for the case's majority vehicle.")
+
+
+class VehicleIdentity(BaseModel):
+    """Which car the case shows (make/model head averaged over the case's vehicle photos)."""
+
+    make_model_top3: list[ClassScore]
+    make_top3: list[ClassScore]
+    in_scope: bool = Field(description="False when most photos fall outside the known models (OOD rule).")
+    known_models: int = Field(description="Number of models the head knows.")
+
+
+class Consistency(BaseModel):
+    """Do all vehicle photos of the case show the same car?"""
+
+    checked_photos: int
+    threshold: float = Field(description="Distance threshold (EER threshold on validation pairs).")
+    reference: str | None = None
+    different_vehicle: list[str] = Field([], description="Photos flagged 'different vehicle?'.")
+    note: str = ""
 
 
 class PhotoDetection(BaseModel):
@@ -45,6 +100,15 @@ class PhotoReport(BaseModel):
     same_perspective_as: list[str] = Field([], description="Photos with the same set of visible parts.")
     closeup_of: list[str] = Field([], description="Photos whose visible parts strictly contain this photo's.")
     detections: list[PhotoDetection] = []
+    presence_probability: float | None = Field(None, description="Vehicle-presence head P(vehicle) (fraction).")
+    damage_filter: DamageFilter | None = None
+    car_state: dict[str, HeadResult] = Field({}, description="Every installed car-state head by task (damaged, "
+                                             "SOCAR state / defect / dirt...); 'severity' (minor / moderate / "
+                                             "severe) only on photos with damage.")
+    make_model: HeadResult | None = None
+    vehicle_match: VehicleMatch | None = None
+    review_reasons: list[str] = Field([], description="Why a person should look at this photo.")
+    gradcam: str | None = Field(None, description="Head whose Grad-CAM map the HTML report shows for this photo.")
     seconds: float | None = None
 
 
@@ -85,6 +149,9 @@ class AssessConfigModel(BaseModel):
     size_thresholds: list[float]
     review_threshold: float
     longest_side_px: int
+    presence_threshold: float | None = None
+    clean_threshold: float | None = None
+    verification_threshold: float | None = None
 
 
 class CaseReport(BaseModel):
@@ -99,4 +166,6 @@ class CaseReport(BaseModel):
     summary: CaseSummary
     findings: list[Finding]
     photos: list[PhotoReport]
+    vehicle: VehicleIdentity | None = None
+    consistency: Consistency | None = None
     privacy: str

@@ -1,0 +1,104 @@
+"""Image-level heads in the assessment: presence gate, damage filter, severity, car state,
+make/model and the same-vehicle embedding, all read from the photo's one backbone pass.
+
+Which heads run is decided by which files are installed (:data:`~carcheck.models.classifier.
+SHIPPED_CLASSIFIERS` plus any extra head files given), so a fleet that trains a SOCAR-style
+dirt head only drops its file in and the report's car-state section shows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..models.backbone import BackboneOutput, EfficientNetLiteBackbone
+from ..models.classifier import SHIPPED_CLASSIFIERS, HeadInfo, ImageHead, load_head
+from ..report.schema import ClassScore, HeadResult
+
+__all__ = ["ImageHeads", "PhotoHeadOutputs", "head_result", "STATE_TASKS"]
+
+#: Tasks reported in the car-state section (any other classifier task found in extra files too).
+STATE_TASKS = ("damaged", "severity")
+#: Tasks with a role of their own elsewhere in the report.
+_SPECIAL = ("presence", "make_model", "make_model_ood", "verification")
+
+
+@dataclass
+class PhotoHeadOutputs:
+    """Raw outputs of every loaded head for one photo: task -> logits ``(C,)`` / embedding ``(dim,)``."""
+
+    logits: dict[str, torch.Tensor] = field(default_factory=dict)
+    embedding: torch.Tensor | None = None
+
+
+def head_result(task: str, logits: torch.Tensor, info: HeadInfo, k: int = 3) -> HeadResult:
+    """Top-k classes of one head, with its OOD rule applied (max logit below the stored threshold
+    -> ``out_of_scope`` and no label). ``logits (C,)`` float."""
+    p = logits.float().softmax(0)
+    top = p.topk(min(k, len(p)))
+    scores = [ClassScore(label=info.classes[int(i)], probability=round(float(v), 4)) for v, i in zip(top.values, top.indices)]
+    mls = float(logits.max())
+    thr = info.ood.get("threshold") if info.ood else None
+    oos = thr is not None and info.ood.get("enforce", False) and mls < thr
+    return HeadResult(task=task, label=None if oos else scores[0].label,
+                      probability=None if oos else scores[0].probability, top=scores, out_of_scope=oos,
+                      ood_score=round(mls, 4))
+
+
+class ImageHeads:
+    """The installed image-level heads, run on a shared :class:`BackboneOutput`.
+
+    Args:
+        backbone: the shared backbone the heads read (kept for Grad-CAM).
+        paths: task -> head file; default the shipped files that exist.
+        extra: more head files (any task; classifiers appear in the car-state section).
+
+    Raises:
+        FileNotFoundError / ValueError: an explicitly given file is missing or not a head file.
+    """
+
+    def __init__(self, backbone: EfficientNetLiteBackbone, paths: dict[str, Path] | None = None,
+                 extra: Sequence[str | Path] = ()) -> None:
+        files = {t: Path(p) for t, p in (paths if paths is not None else SHIPPED_CLASSIFIERS).items()
+                 if paths is not None or Path(p).is_file()}
+        self.backbone = backbone
+        self.heads: dict[str, tuple[ImageHead, HeadInfo]] = {}
+        self.files: dict[str, str] = {}
+        for task, p in files.items():
+            self.heads[task] = load_head(p)
+            self.files[task] = p.name
+        for p in extra:
+            head, info = load_head(p)
+            self.heads[info.task] = (head, info)
+            self.files[info.task] = Path(p).name
+
+    def has(self, task: str) -> bool:
+        return task in self.heads
+
+    def info(self, task: str) -> HeadInfo:
+        return self.heads[task][1]
+
+    def state_tasks(self) -> list[str]:
+        """Classifier tasks shown in the car-state section."""
+        return [t for t, (_, i) in self.heads.items() if i.kind == "classifier" and t not in _SPECIAL]
+
+    @torch.no_grad()
+    def run(self, out: BackboneOutput) -> PhotoHeadOutputs:
+        """Every head on one photo's backbone output (batch of 1, run with ``with_pooled=True``)."""
+        res = PhotoHeadOutputs()
+        for task, (head, info) in self.heads.items():
+            y = head(out)[0].float()
+            if info.kind == "embedding":
+                res.embedding = y
+            else:
+                res.logits[task] = y
+        return res
+
+    def probability(self, outputs: PhotoHeadOutputs, task: str, label: str) -> float | None:
+        """P(label) of a classifier head, or None when the head is not installed."""
+        if task not in outputs.logits:
+            return None
+        return float(outputs.logits[task].softmax(0)[self.info(task).classes.index(label)])
