@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
+from _timing import median_time  # noqa: E402  (bench/ is on sys.path when run as a script)
 from carcheck.data.labels import read_labels, write_label_csv
 from carcheck.data.recipes import build_recipe
 from carcheck.evaluate.classifier import evaluate_classifier, head_outputs, ood_auroc, ood_score
 from carcheck.models.classifier import SHIPPED_CLASSIFIERS, load_head
+
+
+def _median_ms(fn, runs=200, warmup=10):
+    return 1000 * median_time(fn, runs, warmup)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -36,15 +40,6 @@ TARGETS = {"presence_accuracy": 0.97, "damaged_accuracy_every_source": 0.93, "se
 console = Console()
 
 
-def _median_ms(fn, runs=200, warmup=10):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return 1000 * statistics.median(ts)
 
 
 def recipes(data: Path, out: Path) -> dict[str, Path]:

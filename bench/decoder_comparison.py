@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from _timing import median_time  # noqa: E402  (bench/ is on sys.path when run as a script)
 from carcheck.evaluate.metrics import bootstrap_miou_difference
 from carcheck.evaluate.segmentation import evaluate_segmentation
 from carcheck.models.backbone import inference_context
@@ -44,14 +43,7 @@ def _ms(model) -> float:
     x = torch.rand(1, 3, 512, 512).contiguous(memory_format=torch.channels_last)
     with inference_context(True):
         feats = model.backbone(x).features
-        for _ in range(3):
-            model.decode(feats, (512, 512))
-        ts = []
-        for _ in range(20):
-            t = time.perf_counter()
-            model.decode(feats, (512, 512))
-            ts.append(time.perf_counter() - t)
-    return 1000 * statistics.median(ts)
+        return 1000 * median_time(lambda: model.decode(feats, (512, 512)))
 
 
 def main() -> None:

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -31,6 +29,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from scipy.stats import binomtest
 
+from _timing import median_time  # noqa: E402  (bench/ is on sys.path when run as a script)
 from carcheck.data.images import load_image
 from carcheck.data.labels import read_labels, write_label_csv
 from carcheck.data.recipes import build_recipe, make_of
@@ -39,21 +38,17 @@ from carcheck.evaluate.verification import dominant_colour, hard_pairs
 from carcheck.models.classifier import SHIPPED_CLASSIFIERS, load_head
 from carcheck.models.features import FeatureCache
 
+
+def _median_ms(fn, runs=200, warmup=10):
+    return 1000 * median_time(fn, runs, warmup)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 TARGETS = {"model_top1": 0.75, "make_top1": 0.85, "verification_accuracy": 0.93, "head_ms_per_image": 30.0}
 console = Console()
 
 
-def _median_ms(fn, runs=200, warmup=10):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return 1000 * statistics.median(ts)
 
 
 def make_model_metrics(head_path, csv_path, cache) -> dict:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _timing import median_time  # noqa: E402  (bench/ is on sys.path when run as a script)
 from carcheck.data.coco import CocoSegmentationDataset
 from carcheck.data.taxonomy import get_mapping, get_taxonomy
 from carcheck.evaluate.segmentation import evaluate_segmentation
@@ -36,15 +36,6 @@ TARGETS = {"parts_miou": 0.60, "parts_min_class_iou": 0.30, "damage_type_miou": 
            "both_heads_s_per_image": 0.15, "speedup_vs_paper": 5.0}
 
 
-def _median_time(fn, runs: int = 20, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def speed(model) -> dict:
@@ -54,20 +45,20 @@ def speed(model) -> dict:
         with inference_context(True):
             model(x, tasks=["parts", "damage"])
 
-    res = {"ours_default_s": _median_time(ours)}
+    res = {"ours_default_s": median_time(ours)}
 
     def ours_fp32():
         with inference_context(False):
             model(x, tasks=["parts", "damage"])
 
-    res["ours_fp32_s"] = _median_time(ours_fp32)
+    res["ours_fp32_s"] = median_time(ours_fp32)
 
     def ours_all_bf16():  # decoders in bf16 too: the path the default deliberately avoids
         with inference_context(True):
             feats = model.backbone(x).features
             model.decode(feats, (512, 512), ["parts", "damage"], fp32=False)
 
-    res["ours_all_bf16_s"] = _median_time(ours_all_bf16)
+    res["ours_all_bf16_s"] = median_time(ours_all_bf16)
     try:
         import segmentation_models_pytorch as smp
 
@@ -78,7 +69,7 @@ def speed(model) -> dict:
             with torch.inference_mode():
                 paper(xp)
 
-        res["paper_deeplabv3plus_b5_fp32_s"] = _median_time(theirs)
+        res["paper_deeplabv3plus_b5_fp32_s"] = median_time(theirs)
         res["speedup_vs_paper"] = res["paper_deeplabv3plus_b5_fp32_s"] / res["ours_default_s"]
     except ImportError:
         res["paper_deeplabv3plus_b5_fp32_s"] = None
