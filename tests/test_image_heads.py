@@ -230,3 +230,63 @@ def test_grad_cam_map_is_spatial_and_normalised(backbone):
     assert ov.shape == small.shape and ov.dtype == np.uint8
     with pytest.raises(ValueError, match="one image"):
         grad_cam(backbone, head, torch.cat([x, x]), 0)
+
+
+def test_verification_trainer_learns_identities(tmp_path):
+    """A Siamese head trained on 60 vehicles separates their own pairs far better than chance;
+    the file records the validation EER threshold; a non-image file is skipped, not fatal."""
+    from carcheck.data.recipes import build_recipe
+    from carcheck.train.embedding import EmbeddingTrainConfig, make_pairs, pair_distances, train_embedding
+    from carcheck.models.features import FeatureCache
+    import random
+
+    rows = build_recipe("verification", data_path("verification").parent)
+    cars = sorted({r.group for r in rows if r.source == "car"})[:60]
+    keep = [r for r in rows if r.group in cars]
+    bad = tmp_path / "car_9999_cam1.jpg"
+    bad.write_text("not a photo")
+    keep.append(LabelRow(bad, "car_9999", "car", "train", "car_9999"))
+    csv_path = write_label_csv(keep, tmp_path / "ver.csv")
+    logs = []
+    cache = str(tmp_path / "cache")
+    run = train_embedding(EmbeddingTrainConfig(data=str(csv_path), out=str(tmp_path / "run"), epochs=40, patience=40,
+                                               cache_dir=cache), log=logs.append)
+    assert any("car_9999_cam1.jpg" in m and "skipped" in m for m in logs)
+    head, info = load_head(run / "best.safetensors")
+    assert info.kind == "embedding" and 0 < info.threshold < 1 and head.head.dim == 128
+    train = [r for r in read_label_csv(csv_path) if r.split == "train" and r.path != bad]
+    pairs = make_pairs([r.group for r in train], [r.source for r in train], random.Random(5), 1.0, 1)
+    feats = FeatureCache(cache).get_many([r.path for r in train])[0][:, 0]
+    d = pair_distances(head.head, feats[[p[0] for p in pairs]], feats[[p[1] for p in pairs]])
+    assert verification_metrics(d.tolist(), [p[2] for p in pairs])["roc_auc"] > 0.8
+
+
+def test_evaluate_classifier_skips_unreadable_files_and_cli_json(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from carcheck.cli import app
+
+    path = SHIPPED_CLASSIFIERS["severity"]
+    if not path.is_file():
+        pytest.skip("shipped severity head missing")
+    vds = data_path("car_state/vds_damage_severity")
+    rows = [LabelRow(p, c, "vds", "test") for c in ("minor", "moderate", "severe")
+            for p in sorted((vds / c).glob("*.jpg"))[:3]]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(rows[0].path.read_bytes()[:500])
+    rows.append(LabelRow(broken, "minor", "vds", "test"))
+    csv_path = write_label_csv(rows, tmp_path / "sev.csv")
+    r = CliRunner().invoke(app, ["evaluate", "classifier", str(path), str(csv_path), "--json",
+                                 "--cache-dir", str(tmp_path / "cache")])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout[r.stdout.index("{"):])
+    assert res["n"] == 9 and [f for f, _ in res["unreadable"]] == [str(broken)]
+    assert 0 <= res["accuracy"] <= 1 and len(res["confusion"]) == 3
+    out = tmp_path / "recipe.csv"
+    r = CliRunner().invoke(app, ["dataset", "recipe", "severity", "--root", str(vds.parents[1]), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert {x.split for x in read_label_csv(out)} == {"train", "val", "test"}
+    r = CliRunner().invoke(app, ["dataset", "recipe", "nonsense", "--root", str(vds.parents[1]), "--out", str(out)])
+    assert r.exit_code == 2 and "unknown recipe" in r.output
