@@ -243,8 +243,19 @@ def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **
         y_train = data["train"][1]
         branch = None
     else:
+        from ..data.images import ImageLoadError, load_image
+
         idx = {c: i for i, c in enumerate(classes)}
         sets = {s: [r for r in rows if r.split == s] for s in ("train", "val", "test")}
+        for s in ("train", "val"):  # a bad file must not stop a data-loader batch mid-epoch: drop it up front
+            good = []
+            for r in track(sets[s], description=f"checking {s} photos"):
+                try:
+                    load_image(r.path)
+                    good.append(r)
+                except ImageLoadError as e:
+                    log(f"[yellow]skipped[/] {e.path}: {e.reason}")
+            sets[s] = good
         y_train = torch.tensor([idx[r.label] for r in sets["train"]])
         loaders = {s: torch.utils.data.DataLoader(
             _PhotoDataset(sets[s], [idx[r.label] for r in sets[s]], cfg.longest, cfg.crop, s == "train"),
