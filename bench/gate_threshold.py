@@ -33,8 +33,8 @@ def scores(assessor, files):
     """``(N, 2)``: ImageNet vehicle score, part coverage."""
     out = []
     for f in files:
-        score, parts, _, _ = assessor.predict(load_image(f))
-        out.append((score, part_coverage(parts.argmax(0))))
+        pred = assessor.predict(load_image(f), gate=False)
+        out.append((pred.vehicle_score, part_coverage(pred.parts.argmax(0))))
     return np.array(out)
 
 

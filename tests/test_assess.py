@@ -141,3 +141,19 @@ def test_empty_folder(tmp_path):
     from carcheck import assess
     rep = assess([tmp_path], case_id="empty")
     assert rep.summary.photos == 0 and "No photos" in rep.summary.verdict
+
+
+def test_fallback_gate_without_image_level_heads():
+    """Without the presence head the ImageNet-score OR part-coverage rule gates, and the report has
+    no image-level sections."""
+    import csv
+    root = data_path("vehicle_presence/coco128")
+    with open(root / "labels.csv") as f:
+        empty = next(root / "images" / r["file"] for r in csv.DictReader(f) if r["has_vehicle_incl_motorcycle"] == "0")
+    car = sorted((data_path("car_parts") / "testset" / "JPEGImages").glob("*.jpg"))[0]
+    from carcheck import assess
+    rep = assess([empty, car], case_id="fallback", heads={})
+    by = {p.path: p for p in rep.photos}
+    assert by[str(empty)].status == "skipped" and by[str(empty)].reason.startswith("no vehicle: presence score")
+    assert by[str(car)].status == "assessed" and by[str(car)].presence_probability is None
+    assert by[str(car)].damage_filter is None and rep.vehicle is None and rep.consistency is None

@@ -32,6 +32,7 @@ import torch
 
 from .. import __version__
 from ..data.images import ImageLoadError, load_image
+from ..data.recipes import make_of
 from ..data.taxonomy import get_taxonomy
 from ..models.backbone import inference_context
 from ..models.inference import DEFAULT_SEGMENTERS, load_segmenters, to_input_tensor
@@ -82,6 +83,27 @@ class AssessConfig:
     clean_threshold: float = 0.9
     damaged_threshold: float = 0.9
     gradcam: bool = True
+
+
+@dataclass
+class Prediction:
+    """One photo through the models (:meth:`Assessor.predict`).
+
+    Attributes:
+        x: network input ``(1, 3, h, w)`` float in [0, 1].
+        vehicle_score: ImageNet vehicle-class score (fraction).
+        presence: presence head P(vehicle), or None without that head.
+        heads: every image-level head's output.
+        parts / damage: softmax maps ``(P+1, h, w)`` / ``(D+1, h, w)`` float32, None when the
+            presence gate stopped the photo before the decoders.
+    """
+
+    x: torch.Tensor
+    vehicle_score: float
+    presence: float | None
+    heads: PhotoHeadOutputs
+    parts: np.ndarray | None
+    damage: np.ndarray | None
 
 
 @dataclass
@@ -146,18 +168,25 @@ class Assessor:
                                 extra_heads)
 
     # ------------------------------------------------------------------ per photo
-    def predict(self, image: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, torch.Tensor, PhotoHeadOutputs]:
-        """One backbone pass: ``(ImageNet vehicle score, part probs (P+1, h, w), damage probs (D+1, h, w),
-        input, image-level head outputs)`` at network resolution (longer side ``config.longest_side``)."""
+    def predict(self, image: np.ndarray, gate: bool = True) -> "Prediction":
+        """One backbone pass for the image-level heads, then the segmentation decoders.
+
+        With ``gate`` and an installed presence head, a photo the head calls "no vehicle" stops
+        before the decoders (they are most of the per-photo cost); ``parts``/``damage`` are then None.
+        Maps are at network resolution (longer side ``config.longest_side``).
+        """
         x = to_input_tensor(image, self.config.longest_side)
+        parts = damage = None
         with inference_context(self.config.bf16):
             out = self.model.backbone(x, with_logits=True, with_pooled=True)
             score = float(vehicle_score(out.logits)[0])
-            logits = self.model.decode(out.features, tuple(x.shape[-2:]), ["parts", "damage"])
             heads = self.heads.run(out)
-        parts = logits["parts"][0].float().softmax(0).numpy()
-        damage = logits["damage"][0].float().softmax(0).numpy()
-        return score, parts, damage, x, heads
+            p_vehicle = self.heads.probability(heads, "presence", "vehicle")
+            if not (gate and p_vehicle is not None and p_vehicle < self.config.presence_threshold):
+                logits = self.model.decode(out.features, tuple(x.shape[-2:]), ["parts", "damage"])
+                parts = logits["parts"][0].float().softmax(0).numpy()
+                damage = logits["damage"][0].float().softmax(0).numpy()
+        return Prediction(x, score, p_vehicle, heads, parts, damage)
 
     def assess_photo(self, path: Path) -> tuple[PhotoReport, PhotoFindings | None, PhotoVisual | None]:
         """Assess one file; never raises for bad input (the report says why)."""
@@ -168,10 +197,9 @@ class Assessor:
         except ImageLoadError as e:
             return PhotoReport(path=name, status="failed", reason=e.reason), None, None
         h, w = image.shape[:2]
-        score, parts, damage, x, heads = self.predict(image)
-        part_label = parts.argmax(0).astype(np.uint8)
-        coverage = part_coverage(part_label)
-        p_vehicle = self.heads.probability(heads, "presence", "vehicle")
+        pred = self.predict(image)
+        score, p_vehicle, parts, damage, x, heads = (pred.vehicle_score, pred.presence, pred.parts, pred.damage,
+                                                     pred.x, pred.heads)
         if p_vehicle is not None:
             if p_vehicle < self.config.presence_threshold:
                 return (PhotoReport(path=name, status="skipped", width=w, height=h, vehicle_score=round(score, 4),
@@ -179,12 +207,14 @@ class Assessor:
                                     reason=(f"out of scope: no vehicle (presence head P(vehicle) {p_vehicle:.3f} < "
                                             f"{self.config.presence_threshold:.2f})"),
                                     seconds=round(time.perf_counter() - t0, 3)), None, None)
-        elif not passes_gate(score, coverage, self.config.vehicle_threshold, self.config.part_coverage_threshold):
+        elif not passes_gate(score, coverage := part_coverage(parts.argmax(0)), self.config.vehicle_threshold,
+                             self.config.part_coverage_threshold):
             return (PhotoReport(path=name, status="skipped", width=w, height=h, vehicle_score=round(score, 4),
                                 reason=(f"no vehicle: presence score {score:.3f} < {self.config.vehicle_threshold:.3f} "
                                         f"and part coverage {coverage:.2f} < {self.config.part_coverage_threshold:.2f}"),
                                 seconds=round(time.perf_counter() - t0, 3)), None, None)
         fc = self.config.fusion
+        part_label = parts.argmax(0).astype(np.uint8)
         vis = visible_parts(part_label, self.part_names, fc)
         closeup = len(vis) <= fc.closeup_max_parts
         regions = damaged_parts(parts, damage, self.part_names, self.damage_names, fc)
@@ -343,7 +373,7 @@ class Assessor:
             top = prob.topk(min(3, len(prob)))
             makes: dict[str, float] = {}
             for c, v in zip(info.classes, prob.tolist()):
-                makes[c.split("_", 1)[0]] = makes.get(c.split("_", 1)[0], 0.0) + v
+                makes[make_of(c)] = makes.get(make_of(c), 0.0) + v
             vehicle = VehicleIdentity(
                 make_model_top3=[ClassScore(label=info.classes[int(i)], probability=round(float(v), 4))
                                  for v, i in zip(top.values, top.indices)],
@@ -352,7 +382,7 @@ class Assessor:
                 in_scope=len(in_scope) * 2 > len(assessed), known_models=len(info.classes))
         consistency = None
         if self.heads.has("verification") and assessed:
-            head, info = self.heads.heads["verification"]
+            head, info = self.heads.get("verification")
             emb = torch.stack([visuals[p.path].heads.embedding for p in assessed])
             res = case_consistency(head.head, emb, float(info.threshold))
             ref = assessed[res.reference].path if res.reference is not None else None
@@ -372,7 +402,7 @@ class Assessor:
         """Grad-CAM of the damage filter's decision on each flagged photo (stored on its visual)."""
         from ..models.explain import grad_cam, overlay_cam
 
-        head, info = self.heads.heads["damaged"]
+        head, info = self.heads.get("damaged")
         for p in flagged:
             v = visuals[p.path]
             x = to_input_tensor(v.image, max(v.image.shape[:2]))

@@ -1,6 +1,7 @@
 """Vehicle presence gate (Ma et al., section II-A, module 1).
 
-Until a trained presence head ships, the score is the summed ImageNet-1k probability of the
+The assessment gates with the trained presence head (``classifier_presence_lite0``) when it is
+installed; this module is the fallback rule without it: the summed ImageNet-1k probability of the
 vehicle classes (:data:`~carcheck.models.backbone.VEHICLE_IMAGENET_CLASSES`: cars, vans,
 trucks, buses and close-up car parts such as grille, car wheel, car mirror), read from the
 same backbone pass that feeds segmentation. The default threshold was chosen with

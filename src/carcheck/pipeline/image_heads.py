@@ -86,6 +86,10 @@ class ImageHeads:
     def info(self, task: str) -> HeadInfo:
         return self.heads[task][1]
 
+    def get(self, task: str) -> tuple[ImageHead, HeadInfo]:
+        """The loaded head and its info. Raises KeyError when the task has no installed head."""
+        return self.heads[task]
+
     def state_tasks(self) -> list[str]:
         """Classifier tasks shown in the car-state section."""
         return [t for t, (_, i) in self.heads.items() if i.kind == "classifier" and t not in _SPECIAL]
