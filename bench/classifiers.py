@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from _timing import median_time  # noqa: E402  (bench/ is on sys.path when run as a script)
+from _timing import head_ms, median_time  # noqa: E402  (bench/ is on sys.path when run as a script)
 from carcheck.data.labels import read_labels, write_label_csv
 from carcheck.data.recipes import build_recipe
 from carcheck.evaluate.classifier import evaluate_classifier, head_outputs, ood_auroc, ood_score
@@ -70,8 +70,7 @@ def leave_one_source_out(csv: Path, cache: str) -> dict:
             # the left-out source's photos are only in the test split: never seen in training or validation
             keep_csv = write_label_csv(keep, Path(tmp) / "train.csv")
             cfg = ClassifierTrainConfig(data=str(keep_csv), task="damaged", out=str(Path(tmp) / "run"), cache_dir=cache,
-                                        hidden=info.hidden, loss=info.extra.get("loss", "focal"),
-                                        crop_labels=tuple(info.extra.get("crop_labels", ())))
+                                        hidden=info.hidden, loss=info.extra.get("loss", "focal"))
             run = train_classifier(cfg, log=lambda m: None)
             r = evaluate_classifier(run / "best.safetensors", p, "test", cache_dir=cache)
             res[src] = {"accuracy": r["per_source_accuracy"][src], "n": sum(1 for x in test)}
@@ -104,7 +103,7 @@ def main() -> None:
                       f"MSP {r['ood']['auroc_msp']:.3f}")
     # presence head as the out-of-scope rule: P(vehicle) over all car test photos vs no-vehicle photos
     rows = [r for r in read_labels(paths["presence"]) if r.split == "test"]
-    logits, ok, _, info = head_outputs(SHIPPED_CLASSIFIERS["presence"], rows, args.cache)
+    logits, ok, _, info = head_outputs(SHIPPED_CLASSIFIERS["presence"], [r.path for r in rows], args.cache)
     pv = logits.softmax(1)[:, info.classes.index("vehicle")]
     lab = [rows[i].label for i in ok]
     ids = [float(p) for p, l in zip(pv, lab) if l == "vehicle"]
@@ -118,8 +117,8 @@ def main() -> None:
     # Vaze et al.: max logit of the closed-set 32-model classifier (linear head) as the OOD score
     mm = [r for r in read_labels(paths["make_model"]) if r.split == "test"]
     unk = [r for r in read_labels(paths["unknown_vehicles"]) if r.split == "test"]
-    a, _, _, info = head_outputs(SHIPPED_CLASSIFIERS["make_model_ood"], mm, args.cache)
-    b, okb, _, _ = head_outputs(SHIPPED_CLASSIFIERS["make_model_ood"], unk, args.cache)
+    a, _, _, info = head_outputs(SHIPPED_CLASSIFIERS["make_model_ood"], [r.path for r in mm], args.cache)
+    b, okb, _, _ = head_outputs(SHIPPED_CLASSIFIERS["make_model_ood"], [r.path for r in unk], args.cache)
     sa, sb = ood_score(a).tolist(), ood_score(b).tolist()
     nov = [x for x, i in zip(sb, okb) if unk[i].source == "coco128"]
     cars = [x for x, i in zip(sb, okb) if unk[i].source != "coco128"]
@@ -149,14 +148,7 @@ def main() -> None:
         with inference_context(True):
             bb(x, with_pooled=True)
 
-    speed = {"backbone_pass_ms_512x384": _median_ms(backbone_pass, runs=20, warmup=3)}
-    with inference_context(True):
-        out = bb(x, with_pooled=True)
-    for task, path in SHIPPED_CLASSIFIERS.items():
-        if path.is_file():
-            head, _ = load_head(path)
-            with torch.inference_mode():
-                speed[f"{task}_head_ms"] = _median_ms(lambda: head(out))
+    speed = {"backbone_pass_ms_512x384": _median_ms(backbone_pass, runs=20, warmup=3), **head_ms(SHIPPED_CLASSIFIERS)}
     from carcheck.models.explain import grad_cam
 
     head, info = load_head(SHIPPED_CLASSIFIERS["damaged"])

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from scipy.stats import binomtest
 
-from _timing import median_time  # noqa: E402  (bench/ is on sys.path when run as a script)
+from _timing import head_ms  # noqa: E402  (bench/ is on sys.path when run as a script)
 from carcheck.data.images import load_image
 from carcheck.data.labels import read_labels, write_label_csv
 from carcheck.data.recipes import build_recipe, make_of
@@ -38,9 +38,6 @@ from carcheck.evaluate.verification import dominant_colour, hard_pairs
 from carcheck.models.classifier import SHIPPED_CLASSIFIERS, load_head
 from carcheck.models.features import FeatureCache
 
-
-def _median_ms(fn, runs=200, warmup=10):
-    return 1000 * median_time(fn, runs, warmup)
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +50,7 @@ console = Console()
 
 def make_model_metrics(head_path, csv_path, cache) -> dict:
     rows = [r for r in read_labels(csv_path) if r.split == "test"]
-    logits, ok, bad, info = head_outputs(head_path, rows, cache)
+    logits, ok, bad, info = head_outputs(head_path, [r.path for r in rows], cache)
     y = torch.tensor([info.classes.index(rows[i].label) for i in ok])
     makes = sorted({make_of(c) for c in info.classes})
     to_make = torch.tensor([makes.index(make_of(c)) for c in info.classes])
@@ -92,12 +89,12 @@ def verification(data: Path, cache_dir: str, head_path: Path = SHIPPED_CLASSIFIE
         """Embeddings through the head's own inference path (branch or pooled features)."""
         need = sorted({f for f in files if f not in emb})
         if need:
-            out, ok, _, _ = head_outputs((head, info), [type("R", (), {"path": base / "images" / f}) for f in need], cache_dir)
+            out, ok, _, _ = head_outputs((head, info), [base / "images" / f for f in need], cache_dir)
             emb.update({need[i]: out[j] for j, i in enumerate(ok)})
         return torch.stack([emb[f] for f in files])
 
     def raw(files):
-        return torch.stack([cache.get(base / "images" / f)[0] for f in files])
+        return torch.stack([cache.get(base / "images" / f, ("full",))[0] for f in files])
 
     def dist(ea, eb):
         with torch.no_grad():
@@ -159,23 +156,9 @@ def main() -> None:
         m = v[k]
         console.print(f"verification [{k}] n={m['n']}: accuracy {m['accuracy']:.3f} at {m['threshold']:.3f}, "
                       f"ROC AUC {m['roc_auc']:.3f}, EER {m['eer']:.3f} (EER threshold {m['eer_threshold']:.3f})")
-    from carcheck.models.backbone import build_backbone, inference_context
-
-    bb = build_backbone("lite0")
-    x = torch.rand(1, 3, 384, 512).contiguous(memory_format=torch.channels_last)
-    with inference_context(True):
-        out = bb(x, with_pooled=True)
-    speed = {}
-    for task in ("make_model", "make_model_ood", "verification"):
-        p = SHIPPED_CLASSIFIERS.get(task)
-        if p is not None and p.is_file():
-            h, _ = load_head(p)
-            with torch.inference_mode():
-                speed[f"{task}_head_ms"] = _median_ms(lambda: h(out))
+    speed = head_ms({t: SHIPPED_CLASSIFIERS.get(t) for t in ("make_model", "make_model_ood", "verification")})
     if args.compare_head:
-        h, _ = load_head(args.compare_head)
-        with torch.inference_mode():
-            speed["compare_head_ms"] = _median_ms(lambda: h(out), runs=50)
+        speed.update(head_ms({"compare": args.compare_head}, runs=50))
     results["speed"] = speed
     console.print("speed (2 threads, on the shared pass): " + ", ".join(f"{k} {v:.2f}" for k, v in speed.items()))
     s = results["make_model"]["shipped"]

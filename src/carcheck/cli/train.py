@@ -73,8 +73,6 @@ def classifier(
     epochs: int = typer.Option(60), patience: int = typer.Option(3, help="Early stopping on validation loss."),
     lr: float = typer.Option(1e-3), batch_size: int = typer.Option(64), hidden: int = typer.Option(256),
     seed: int = typer.Option(0), cache_dir: Path = typer.Option(Path("runs/feature_cache")),
-    crop_label: List[str] = typer.Option([], "--crop-label", help="Class whose photos also train on crops "
-                                         "(repeatable; e.g. undamaged)."),
     ood_data: Optional[Path] = typer.Option(None, help="Out-of-distribution photos (CSV/folder) to set the OOD threshold."),
     device: str = typer.Option("cpu"), threads: int = typer.Option(2),
 ) -> None:
@@ -85,7 +83,7 @@ def classifier(
     cfg = ClassifierTrainConfig(data=str(data), task=task, out=str(out), taxonomy=taxonomy, map_to=map_to, mode=mode,
                                 loss=loss, gamma=gamma, weighted_sampling=weighted_sampling, epochs=epochs,
                                 patience=patience, lr=lr, batch_size=batch_size, hidden=hidden, seed=seed,
-                                cache_dir=str(cache_dir), device=device, threads=threads, crop_labels=tuple(crop_label),
+                                cache_dir=str(cache_dir), device=device, threads=threads,
                                 ood_data=str(ood_data) if ood_data else None)
     try:
         run = train_classifier(cfg, track=track, log=console.print)

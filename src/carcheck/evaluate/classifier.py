@@ -113,16 +113,16 @@ def verification_metrics(distances: Sequence[float], same: Sequence[int], thresh
             "eer_threshold": eer_t, "threshold": t, "accuracy": float(((d <= t).astype(int) == y).mean())}
 
 
-def head_outputs(path_or_head, rows, cache_dir: str = "runs/feature_cache", track=lambda it, **k: it,
+def head_outputs(path_or_head, paths, cache_dir: str = "runs/feature_cache", track=lambda it, **k: it,
                  backbone=None) -> tuple[torch.Tensor, list[int], list[tuple[str, str]], "HeadInfo"]:
-    """Outputs of an image-level head (logits or embeddings) for labelled rows, through the
+    """Outputs of an image-level head (logits or embeddings) for image files, through the
     inference path (longer side 512 px, bf16 backbone, view "full").
 
     Args:
         path_or_head: a head file, or ``(ImageHead, HeadInfo)``.
-        rows: :class:`~carcheck.data.labels.LabelRow` list (or anything with ``.path``).
+        paths: image files.
     Returns:
-        ``(outputs (N_ok, K) float32, indices of readable rows, [(file, reason)] of the rest, info)``;
+        ``(outputs (N_ok, K) float32, indices of readable files, [(file, reason)] of the rest, info)``;
         unreadable files are listed, never raised.
     """
     from ..data.images import ImageLoadError, load_image
@@ -135,17 +135,17 @@ def head_outputs(path_or_head, rows, cache_dir: str = "runs/feature_cache", trac
     head.eval()
     if head.branch is None:
         feats, ok, bad = FeatureCache(cache_dir, backbone=backbone, longest=info.longest).get_many(
-            [r.path for r in rows], track=track)
+            paths, ("full",), track=track)
         with torch.no_grad():
             out = head.head(feats[:, 0]) if len(ok) else torch.zeros(0, len(info.classes) or info.dim)
         return out, ok, bad, info
     backbone = backbone or build_backbone(info.backbone)
     outs, ok, bad = [], [], []
-    for i, r in enumerate(track(list(rows), description="head outputs")):
+    for i, p in enumerate(track(list(paths), description="head outputs")):
         try:
-            x = to_input_tensor(load_image(r.path), info.longest)
+            x = to_input_tensor(load_image(p), info.longest)
         except ImageLoadError as e:
-            bad.append((str(r.path), e.reason))
+            bad.append((str(p), e.reason))
             continue
         with inference_context(True):
             outs.append(head(backbone(x, with_pooled=False)).float())
@@ -182,7 +182,7 @@ def evaluate_classifier(head_path, data, split: str | None = "test", ood_data=No
         m = get_mapping(*info.extra["map"])
         rows = [replace(r, label=m.map_name(r.label)) for r in rows]
         rows = [r for r in rows if r.label is not None]
-    logits, ok, bad, info = head_outputs(head_info, rows, cache_dir, track)
+    logits, ok, bad, info = head_outputs(head_info, [r.path for r in rows], cache_dir, track)
     idx = {c: i for i, c in enumerate(info.classes)}
     unknown = sorted({rows[i].label for i in ok} - set(idx))
     if unknown:
@@ -199,7 +199,7 @@ def evaluate_classifier(head_path, data, split: str | None = "test", ood_data=No
                                   for m in [torch.tensor([rows[i].source == s for i in ok])] if m.any()}
     if ood_data is not None:
         ood_rows = read_labels(ood_data)
-        ood_logits, _, ood_bad, _ = head_outputs(head_info, ood_rows, cache_dir, track)
+        ood_logits, _, ood_bad, _ = head_outputs(head_info, [r.path for r in ood_rows], cache_dir, track)
         res["ood"] = {"n_in": int(len(logits)), "n_out": int(len(ood_logits)), "unreadable": ood_bad}
         for kind in ("max_logit", "msp"):
             res["ood"][f"auroc_{kind}"] = ood_auroc(ood_score(logits, kind).tolist(), ood_score(ood_logits, kind).tolist())

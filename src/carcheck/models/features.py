@@ -19,56 +19,47 @@ from ..data.images import ImageLoadError, load_image
 from .backbone import EfficientNetLiteBackbone, build_backbone, inference_context
 from .inference import to_input_tensor
 
-__all__ = ["VIEWS", "CROP_VIEWS", "pooled_features", "FeatureCache"]
+__all__ = ["VIEWS", "pooled_features", "FeatureCache"]
 
-#: Views cached per photo by default: the photo and its mirror image (train-time augmentation).
+#: Views of a photo: the photo and its mirror image (the mirror is train-time augmentation).
 VIEWS = ("full", "hflip")
-#: Crop views (train-time augmentation for classes a crop cannot change, e.g. "undamaged"):
-#: central 60% of each side, left and right 65% of the width.
-CROP_VIEWS = ("center", "left", "right")
 
 
 def pooled_features(backbone: EfficientNetLiteBackbone, image: np.ndarray, longest: int = 512, bf16: bool = True,
                     views: Sequence[str] = ("full",)) -> torch.Tensor:
-    """Pooled head features of one photo for each view.
+    """Pooled head features of one photo for each view, in one batched backbone pass.
 
     Args:
         image: RGB ``uint8`` ``(H, W, 3)``.
         longest: longer side in px fed to the backbone (the assessment's 512).
-        views: names from :data:`VIEWS` and :data:`CROP_VIEWS`.
+        views: names from :data:`VIEWS`.
     Returns:
         ``(len(views), D)`` float32 (D = 1280 for Lite0), a normal (not inference-mode) tensor.
     Raises:
         ValueError: unknown view.
     """
-    h, w = image.shape[:2]
-    crops = {"center": (0.2, 0.8, 0.2, 0.8), "left": (0.0, 1.0, 0.0, 0.65), "right": (0.0, 1.0, 0.35, 1.0)}
-    out = []
-    for v in views:
-        if v in ("full", "hflip"):
-            x = to_input_tensor(image, longest)
-            x = x.flip(-1) if v == "hflip" else x
-        elif v in crops:
-            y0, y1, x0, x1 = crops[v]
-            x = to_input_tensor(image[int(y0 * h):max(int(y1 * h), int(y0 * h) + 1),
-                                      int(x0 * w):max(int(x1 * w), int(x0 * w) + 1)], longest)
-        else:
-            raise ValueError(f"unknown view {v!r}; choose from {VIEWS + CROP_VIEWS}")
-        with inference_context(bf16):
-            out.append(backbone(x, with_pooled=True).pooled.float())
-    return torch.cat(out)  # outside inference mode: a normal tensor, usable in autograd
+    unknown = [v for v in views if v not in VIEWS]
+    if unknown:
+        raise ValueError(f"unknown view(s) {unknown}; choose from {VIEWS}")
+    x = to_input_tensor(image, longest)
+    batch = torch.cat([x.flip(-1) if v == "hflip" else x for v in views]).contiguous(memory_format=torch.channels_last)
+    with inference_context(bf16):
+        pooled = backbone(batch, with_pooled=True).pooled
+    return pooled.float().clone()  # outside inference mode: a normal tensor, usable in autograd
 
 
 class FeatureCache:
-    """Pooled features of image files, cached on disk (one ``.npy`` per file and setting).
+    """Pooled features of image files, cached on disk (one ``.npy`` per file, view and setting).
 
     The key hashes the resolved path, file size, modification time, backbone variant, input
-    size and views, so an edited photo or another setting is recomputed.
+    size, bf16 and the view, so an edited photo or another setting is recomputed, and asking for
+    one view (evaluation) never computes another (the mirror image only training needs).
 
     Args:
         cache_dir: folder for the ``.npy`` files (created).
-        backbone: a frozen backbone (default: ImageNet Lite0, eval, channels_last).
-        longest / bf16 / views: as :func:`pooled_features`.
+        backbone: a frozen backbone (default: ImageNet Lite0, eval, channels_last, built on first miss).
+        longest / bf16: as :func:`pooled_features`.
+        views: the views :meth:`get` returns by default.
     """
 
     def __init__(self, cache_dir: str | Path, backbone: EfficientNetLiteBackbone | None = None, longest: int = 512,
@@ -84,15 +75,15 @@ class FeatureCache:
             self._backbone = build_backbone("lite0")
         return self._backbone
 
-    def _key(self, path: Path) -> Path:
+    def _key(self, path: Path, view: str) -> Path:
         st = path.stat()
         variant = self._backbone.variant if self._backbone is not None else "lite0"
         h = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{variant}|{self.longest}|"
-                         f"{int(self.bf16)}|{','.join(self.views)}".encode()).hexdigest()
+                         f"{int(self.bf16)}|{view}".encode()).hexdigest()
         return self.dir / f"{h}.npy"
 
-    def get(self, path: str | Path) -> torch.Tensor:
-        """``(V, D)`` float32 features of one file.
+    def get(self, path: str | Path, views: Sequence[str] | None = None) -> torch.Tensor:
+        """``(V, D)`` float32 features of one file (``views`` default: the cache's).
 
         Raises:
             ImageLoadError: the file is missing or not a readable image (names the file).
@@ -100,17 +91,20 @@ class FeatureCache:
         path = Path(path)
         if not path.is_file():
             raise ImageLoadError(path, "file not found")
-        key = self._key(path)
-        if key.is_file():
-            return torch.from_numpy(np.load(key).astype(np.float32))
-        feats = pooled_features(self.backbone, load_image(path), self.longest, self.bf16, self.views)
-        tmp = key.with_suffix(".tmp.npy")
-        np.save(tmp, feats.numpy().astype(np.float16))
-        tmp.replace(key)
-        return feats.half().float()  # the same values a cache hit returns
+        views = tuple(views or self.views)
+        keys = {v: self._key(path, v) for v in views}
+        missing = [v for v in views if not keys[v].is_file()]
+        if missing:
+            feats = pooled_features(self.backbone, load_image(path), self.longest, self.bf16, missing)
+            for v, f in zip(missing, feats):
+                tmp = keys[v].with_suffix(".tmp.npy")
+                np.save(tmp, f.numpy().astype(np.float16))
+                tmp.replace(keys[v])
+        # every value as stored (float16), whether just computed or read back
+        return torch.stack([torch.from_numpy(np.load(keys[v]).astype(np.float32)) for v in views])
 
-    def get_many(self, paths: Iterable[str | Path], track: Callable = lambda it, **k: it
-                 ) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
+    def get_many(self, paths: Iterable[str | Path], views: Sequence[str] | None = None,
+                 track: Callable = lambda it, **k: it) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
         """Features of many files; unreadable files are skipped and reported, never raised.
 
         Returns:
@@ -119,10 +113,10 @@ class FeatureCache:
         feats, ok, bad = [], [], []
         for i, p in enumerate(track(list(paths), description="features")):
             try:
-                feats.append(self.get(p))
+                feats.append(self.get(p, views))
                 ok.append(i)
             except ImageLoadError as e:
                 bad.append((str(p), e.reason))
         if not feats:
-            return torch.zeros(0, len(self.views), 0), ok, bad
+            return torch.zeros(0, len(views or self.views), 0), ok, bad
         return torch.stack(feats), ok, bad

@@ -64,9 +64,6 @@ class ClassifierTrainConfig:
         patience: early-stopping patience in epochs (validation loss).
         hidden: hidden width of the MLP head (0: linear).
         val_fraction / test_fraction: seeded stratified split of rows without one.
-        crop_labels: classes whose training photos also contribute crop views
-            (:data:`~carcheck.models.features.CROP_VIEWS`): for labels a crop cannot change
-            ("undamaged"), so that framing (whole car vs close-up) stops being a cue.
         ood_data: label CSV / folder of out-of-distribution photos; its ``val`` rows (all rows
             when none is marked val) set the OOD threshold with the validation split (best
             balanced accuracy keeping >= 95% of in-distribution photos). Without it the threshold
@@ -97,7 +94,6 @@ class ClassifierTrainConfig:
     crop: int = 384
     device: str = "cpu"
     threads: int = 2
-    crop_labels: tuple[str, ...] = ()
     ood_data: str | None = None
     command: str = ""
 
@@ -162,25 +158,17 @@ def _seed(seed: int) -> None:
 
 
 def _frozen_data(cfg, rows, classes, track, log):
+    """Cached pooled features (photo + mirror image) and labels of the train and val splits."""
     from ..models.features import FeatureCache
 
     cache = FeatureCache(cfg.cache_dir, longest=cfg.longest)
     idx = {c: i for i, c in enumerate(classes)}
     out = {}
-    for split in ("train", "val", "test"):
+    for split in ("train", "val"):
         sel = [r for r in rows if r.split == split]
         feats, ok, bad = cache.get_many([r.path for r in sel], track=track)
         for f, why in bad:
             log(f"[yellow]skipped[/] {f}: {why}")
-        if split == "train" and cfg.crop_labels and len(ok):
-            from ..models.features import CROP_VIEWS
-
-            crops = FeatureCache(cfg.cache_dir, backbone=cache.backbone, longest=cfg.longest, views=CROP_VIEWS)
-            extra = feats[:, [0, 1, 0]].clone()  # rows without crops: their own views fill the slots
-            for j, i in enumerate(ok):
-                if sel[i].label in cfg.crop_labels:
-                    extra[j] = crops.get(sel[i].path)
-            feats = torch.cat([feats, extra], 1)
         out[split] = (feats, torch.tensor([idx[sel[i].label] for i in ok], dtype=torch.long))
     return out
 
@@ -231,22 +219,22 @@ def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **
     _seed(cfg.seed)
     rows, classes = prepare_rows(cfg)
     dev = torch.device(cfg.device)
-    from ..models.backbone import build_backbone
-
-    backbone = build_backbone("lite0", channels_last=True).to(dev)
-    for p in backbone.parameters():
-        p.requires_grad_(False)
-    D = backbone.num_features
-
-    if cfg.mode == "frozen":
+    if cfg.mode == "frozen":  # the feature cache builds a backbone only for photos it has not seen
         data = _frozen_data(cfg, rows, classes, track, log)
         y_train = data["train"][1]
+        D = data["train"][0].shape[-1]
         branch = None
     else:
+        from ..models.backbone import build_backbone
+
+        backbone = build_backbone("lite0", channels_last=True).to(dev)
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        D = backbone.num_features
         from ..data.images import ImageLoadError, load_image
 
         idx = {c: i for i, c in enumerate(classes)}
-        sets = {s: [r for r in rows if r.split == s] for s in ("train", "val", "test")}
+        sets = {s: [r for r in rows if r.split == s] for s in ("train", "val")}
         for s in ("train", "val"):  # a bad file must not stop a data-loader batch mid-epoch: drop it up front
             good = []
             for r in track(sets[s], description=f"checking {s} photos"):
@@ -263,6 +251,7 @@ def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **
             for s in ("train", "val")}
         branch = LastStageBranch(backbone).to(dev)
     C = len(classes)
+    _seed(cfg.seed)  # again: the head's init must not depend on whether the cache had to build a backbone
     model = ImageHead(ClassifierHead(D, C, cfg.hidden, cfg.dropout), branch).to(dev)
     alpha = class_alpha(y_train, C).to(dev) if cfg.loss == "focal" else None
     counts = torch.bincount(y_train, minlength=C).float()
@@ -361,7 +350,8 @@ def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **
 
         orows = read_labels(cfg.ood_data)
         orows = [r for r in orows if r.split == "val"] or orows
-        of, _, _ = FeatureCache(cfg.cache_dir, longest=cfg.longest).get_many([r.path for r in orows], track=track)
+        of, _, _ = FeatureCache(cfg.cache_dir, longest=cfg.longest).get_many([r.path for r in orows], ("full",),
+                                                                               track=track)
         with torch.no_grad():
             ood_val = ood_score(model.head(of[:, 0]), "max_logit").tolist()
     thr = ood_threshold(ood_score(val_logits, "max_logit").tolist(), ood_val)
@@ -371,7 +361,7 @@ def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **
                                   if ood_val else "keeps 95% of validation photos")},
                     extra={"command": cfg.command, "mode": cfg.mode, "loss": cfg.loss,
                            "map": [cfg.taxonomy, cfg.map_to] if cfg.taxonomy and cfg.map_to else None,
-                           "crop_labels": list(cfg.crop_labels), "ood_data": cfg.ood_data,
+                           "ood_data": cfg.ood_data,
                            "train_counts": {c: int(counts[i]) for i, c in enumerate(classes)},
                            "best_val_loss": best, "data": str(cfg.data)})
     save_head(model, info, out / "best.safetensors")

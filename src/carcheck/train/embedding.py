@@ -164,6 +164,7 @@ def train_embedding(cfg: EmbeddingTrainConfig, track: Callable = lambda it, **k:
             raise ValueError(f"{cfg.data}: the {s} split needs at least 2 identities")
     if cfg.mode != "finetune":
         in_features = data["train"][0].shape[-1]
+    torch.manual_seed(cfg.seed)  # again: the init must not depend on whether the cache built a backbone
     head = EmbeddingHead(in_features, cfg.dim, cfg.hidden, cfg.dropout).to(dev)
     model = ImageHead(head, branch)
 
