@@ -5,7 +5,8 @@ Both decoders were trained with one recipe per task, differing only in ``--decod
 parts on car_parts/trainingset (10% held out for validation), damage type on lensor train (val
 for selection); 14 epochs, batch 8, 384 px crops, AdamW 2e-3, ce+dice, seed 0, frozen backbone.
 They ran on a lent GPU (``--device cuda --workers 12``) from copies of the training images
-downscaled to 448 px longest side (the trainer preloads at 442 px anyway), e.g.
+downscaled to 448 px longest side (the trainer preloads at 442 px anyway), through the Python API
+with the config this CLI call builds:
 
     carcheck train segmentation --task parts:dsmlr_parts:<car_parts/trainingset>/annotations.json \\
         --epochs 14 --batch-size 8 --size 384 --lr 0.002 --loss ce+dice --seed 0 --decoder aspp \\

@@ -112,6 +112,9 @@ def main() -> None:
                 f"- **Training command**: `{ex.get('command', '')}`, after writing its label CSV(s) with "
                 + ", ".join(f"`carcheck dataset recipe {Path(d).stem} --root ../shared/data --out {d}`"
                             for d in (ex.get("data"), ex.get("ood_data")) if d),
+                "- **Reproducibility**: trained with the trainer of commit 7128e66. The trainer now re-seeds after "
+                "loading features (before, a cache miss that built a backbone shifted the random state), so the "
+                "command gives slightly different weights today; the metrics below are those of the shipped file.",
                 (f"- **OOD rule**: max logit below {info.ood['threshold']} (chosen on validation: {info.ood['rule']}) -> "
                  "\"not one of the known models\" in the report." if task == "make_model_ood" else
                  f"- **OOD threshold stored** ({info.ood}) but not used to reject photos: its AUROC against photos "
