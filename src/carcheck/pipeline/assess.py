@@ -114,7 +114,7 @@ class PhotoVisual:
     part_label: np.ndarray  # (h, w) uint8
     damage_label: np.ndarray  # (h, w) uint8
     heads: PhotoHeadOutputs | None = None
-    gradcam: np.ndarray | None = None  # (h, w, 3) uint8 overlay, for flagged photos
+    gradcam: np.ndarray | None = None  # (h, w) float32 Grad-CAM map in [0, 1], for flagged photos
 
 
 def collect_photos(inputs: Sequence[str | Path]) -> list[Path]:
@@ -400,7 +400,7 @@ class Assessor:
 
     def _gradcam(self, flagged: list[PhotoReport], visuals: dict[str, PhotoVisual]) -> None:
         """Grad-CAM of the damage filter's decision on each flagged photo (stored on its visual)."""
-        from ..models.explain import grad_cam, overlay_cam
+        from ..models.explain import grad_cam
 
         head, info = self.heads.get("damaged")
         for p in flagged:
@@ -408,7 +408,7 @@ class Assessor:
             x = to_input_tensor(v.image, max(v.image.shape[:2]))
             cls = int(v.heads.logits["damaged"].argmax())
             cam = grad_cam(self.model.backbone, head, x, cls)
-            v.gradcam = overlay_cam(v.image, cam)
+            v.gradcam = cam  # the report draws it over the privacy-blurred photo
             p.gradcam = f"damaged:{info.classes[cls]}"
 
 

@@ -80,8 +80,10 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
             entry.update(original=_data_uri(base), parts=_data_uri(overlay(base, v.part_label, part_colours)),
                          damage=_data_uri(overlay(base, v.damage_label, damage_colours, 0.6)), blurred=n_blurred)
             cam = getattr(v, "gradcam", None)
-            if cam is not None:
-                entry["gradcam"] = _data_uri(blur_private_regions(cam)[0])
+            if cam is not None:  # drawn over the already blurred photo: one face/plate search per photo
+                from ..models.explain import overlay_cam
+
+                entry["gradcam"] = _data_uri(overlay_cam(base, cam))
         photos.append(entry)
     env = Environment(loader=PackageLoader("carcheck.report", "templates"), autoescape=select_autoescape(["html"]))
     html = env.get_template("report.html").render(
