@@ -215,9 +215,10 @@ class Assessor:
                                 seconds=round(time.perf_counter() - t0, 3)), None, None)
         fc = self.config.fusion
         part_label = parts.argmax(0).astype(np.uint8)
+        damage_label = damage.argmax(0).astype(np.uint8)
         vis = visible_parts(part_label, self.part_names, fc)
         closeup = len(vis) <= fc.closeup_max_parts
-        regions = damaged_parts(parts, damage, self.part_names, self.damage_names, fc)
+        regions = damaged_parts(parts, damage, self.part_names, self.damage_names, fc, part_label, damage_label)
         nh, nw = part_label.shape
         scale = (h / nh) * (w / nw)
         sx, sy = w / nw, h / nh
@@ -242,7 +243,7 @@ class Assessor:
         self._image_level(report, heads)
         report.seconds = round(time.perf_counter() - t0, 3)
         img_small = (x[0].permute(1, 2, 0).float().clamp(0, 1).mul(255).round().to(torch.uint8).numpy())
-        visual = PhotoVisual(img_small, part_label, damage.argmax(0).astype(np.uint8), heads)
+        visual = PhotoVisual(img_small, part_label, damage_label, heads)
         return report, PhotoFindings(name, set(vis), findings), visual
 
     def _image_level(self, report: PhotoReport, heads: PhotoHeadOutputs) -> None:

@@ -72,18 +72,21 @@ def visible_parts(part_label: np.ndarray, part_names: list[str], cfg: FusionConf
 
 
 def damaged_parts(part_prob: np.ndarray, damage_prob: np.ndarray, part_names: list[str], damage_names: list[str],
-                  cfg: FusionConfig) -> list[Region]:
+                  cfg: FusionConfig, part_label: np.ndarray | None = None,
+                  damage_label: np.ndarray | None = None) -> list[Region]:
     """Overlay part and damage predictions into damaged parts D_k.
 
     Args:
         part_prob: ``(P + 1, H, W)`` float part probabilities (index 0 background).
         damage_prob: ``(D + 1, H, W)`` float damage probabilities (index 0 no damage), same H, W.
         part_names, damage_names: class names without background.
+        part_label, damage_label: their argmax ``(H, W)`` when the caller already has it.
     Returns:
         regions sorted by decreasing C_base.
     """
-    part_label = part_prob.argmax(0)
-    dmg_label = damage_prob.argmax(0)
+    # int64: label arithmetic below (damage * n_parts + part, -1 for none) must not wrap around in uint8
+    part_label = (part_prob.argmax(0) if part_label is None else part_label).astype(np.int64)
+    dmg_label = (damage_prob.argmax(0) if damage_label is None else damage_label).astype(np.int64)
     h, w = dmg_label.shape
     min_area = max(1, int(cfg.min_region_fraction * h * w))
     part_counts = np.bincount(part_label.ravel(), minlength=len(part_names) + 1)
