@@ -39,13 +39,16 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
 
 
+def _car_parts(root: Path, label: str) -> list[LabelRow]:
+    """DSMLR photos: the testset stays test, the trainingset is split later."""
+    cp = root / "car_parts"
+    return ([LabelRow(p, label, "car_parts", None) for p in _images(cp / "trainingset" / "JPEGImages")]
+            + [LabelRow(p, label, "car_parts", "test") for p in _images(cp / "testset" / "JPEGImages")])
+
+
 def _car_photos(root: Path, label: str) -> list[LabelRow]:
     """Car photos of car_parts, lensor, vds and Stanford Cars, with each set's own split kept."""
-    rows = []
-    cp = root / "car_parts"
-    rows += [LabelRow(p, label, "car_parts", None) for p in _images(cp / "trainingset" / "JPEGImages")]
-    rows += [LabelRow(p, label, "car_parts", "test") for p in _images(cp / "testset" / "JPEGImages")]
-    return rows + _stanford(root, label) + _lensor(root, label) + _vds(root, label)
+    return _car_parts(root, label) + _stanford(root, label) + _lensor(root, label) + _vds(root, label)
 
 
 def _lensor(root: Path, label: str) -> list[LabelRow]:
@@ -79,10 +82,7 @@ def presence(root: Path) -> list[LabelRow]:
 
 def damaged(root: Path) -> list[LabelRow]:
     """damaged / undamaged; the source is kept for per-source accuracy."""
-    cp = root / "car_parts"
-    rows = [LabelRow(p, "undamaged", "car_parts", None) for p in _images(cp / "trainingset" / "JPEGImages")]
-    rows += [LabelRow(p, "undamaged", "car_parts", "test") for p in _images(cp / "testset" / "JPEGImages")]
-    rows += _stanford(root, "undamaged") + _lensor(root, "damaged") + _vds(root, "damaged")
+    rows = _car_parts(root, "undamaged") + _stanford(root, "undamaged") + _lensor(root, "damaged") + _vds(root, "damaged")
     return assign_splits(rows)
 
 
