@@ -113,10 +113,16 @@ def verification_metrics(distances: Sequence[float], same: Sequence[int], thresh
             "eer_threshold": eer_t, "threshold": t, "accuracy": float(((d <= t).astype(int) == y).mean())}
 
 
+#: Longer side (px) of the photo tensor a StandaloneNet receives in the assessment (its shared-pass input).
+STANDALONE_PHOTO_LONGEST = 512
+
+
 def head_outputs(path_or_head, paths, cache_dir: str = "runs/feature_cache", track=lambda it, **k: it,
                  backbone=None) -> tuple[torch.Tensor, list[int], list[tuple[str, str]], "HeadInfo"]:
     """Outputs of an image-level head (logits or embeddings) for image files, through the
-    inference path (longer side 512 px, bf16 backbone, view "full").
+    inference path (longer side 512 px, bf16 backbone, view "full"; a
+    :class:`~carcheck.models.classifier.StandaloneNet` gets that same 512 px photo, as in the
+    assessment, and resizes it to its input size).
 
     Args:
         path_or_head: a head file, or ``(ImageHead, HeadInfo)``.
@@ -131,8 +137,22 @@ def head_outputs(path_or_head, paths, cache_dir: str = "runs/feature_cache", tra
     from ..models.features import FeatureCache
     from ..models.inference import to_input_tensor
 
+    from ..models.classifier import StandaloneNet
+
     head, info = load_head(path_or_head) if not isinstance(path_or_head, tuple) else path_or_head
     head.eval()
+    if isinstance(head, StandaloneNet):  # its own backbone: the assessment's 512 px photo, resized by the net
+        outs, ok, bad = [], [], []
+        for i, p in enumerate(track(list(paths), description="head outputs")):
+            try:
+                x = to_input_tensor(load_image(p), STANDALONE_PHOTO_LONGEST)
+            except ImageLoadError as e:
+                bad.append((str(p), e.reason))
+                continue
+            with inference_context(True):
+                outs.append(head(x).float())
+            ok.append(i)
+        return (torch.cat(outs) if outs else torch.zeros(0, len(info.classes) or info.dim)), ok, bad, info
     if head.branch is None:
         feats, ok, bad = FeatureCache(cache_dir, backbone=backbone, longest=info.longest).get_many(
             paths, ("full",), track=track)

@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from .backbone import EfficientNetLiteBackbone
 
-__all__ = ["ClassifierHead", "EmbeddingHead", "LastStageBranch", "ImageHead", "HeadInfo", "save_head", "load_head",
-           "BackboneClassifier", "SHIPPED_CLASSIFIERS"]
+__all__ = ["ClassifierHead", "EmbeddingHead", "LastStageBranch", "ImageHead", "StandaloneNet", "HeadInfo", "save_head",
+           "load_head", "BackboneClassifier", "SHIPPED_CLASSIFIERS"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 #: Shipped image-level heads by task (files that are absent are simply not used).
@@ -85,6 +85,10 @@ class EmbeddingHead(nn.Module):
         """Same-vehicle logit ``(B,)`` of embedding pairs ``(B, dim)`` (sigmoid -> probability)."""
         return self.compare((ea - eb).abs()).squeeze(-1)
 
+    def distance(self, ea: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:
+        """Verification distance ``1 - P(same)`` in [0, 1], ``(B,)``, of embedding pairs ``(B, dim)``."""
+        return 1 - torch.sigmoid(self.pair_logit(ea, eb))
+
 
 class LastStageBranch(nn.Module):
     """A trainable copy of the backbone's last stage (stride 16 -> 32 blocks, head conv, BN,
@@ -138,6 +142,73 @@ class ImageHead(nn.Module):
     def forward(self, out) -> torch.Tensor:
         return self.head(self.pooled(out))
 
+    def distance(self, ea: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:
+        """Pair distance of two embedding batches ``(B, dim)`` -> ``(B,)`` (embedding heads only)."""
+        return self.head.distance(ea, eb)
+
+
+class StandaloneNet(nn.Module):
+    """An image-level model with its OWN fine-tuned backbone, for tasks where the shared frozen
+    pass is not discriminative enough (measured: vehicle re-identification, bench/identity.py).
+    It costs a second, small backbone pass per photo at ``input_size``.
+
+    Two kinds:
+
+    - classifier (``num_classes > 0``): pooled features -> dropout -> linear -> logits ``(B, C)``.
+    - embedding (``num_classes == 0``): pooled features -> BatchNorm1d "BNNeck" -> L2-normalised
+      embedding ``(B, D)``; pairs are compared by cosine distance ``1 - e_a . e_b`` in [0, 2]
+      (Luo et al., "Bag of Tricks and a Strong Baseline for Deep Person Re-identification",
+      CVPR-W 2019: triplet loss before the neck, ID cross-entropy after it).
+
+    Args:
+        backbone: an :class:`EfficientNetLiteBackbone` (fine-tuned as a whole); its ImageNet
+            classifier is replaced by an identity (so ``with_logits`` no longer applies to it).
+        num_classes: C for a classifier, 0 for an embedding.
+        input_size: ``(H, W)`` px every photo is resized to (aspect ratio not kept, as in training).
+        flip_tta: average the outputs (logits, or neck features before normalising) of the photo
+            and its mirror image.
+
+    ``forward(x)``: ``(B, 3, h, w)`` float in [0, 1], any size -> logits or embeddings, float32.
+    """
+
+    def __init__(self, backbone: EfficientNetLiteBackbone, num_classes: int = 0, input_size: tuple[int, int] = (224, 224),
+                 flip_tta: bool = True, dropout: float = 0.3) -> None:
+        super().__init__()
+        backbone.net._fc = nn.Identity()  # the ImageNet classifier is never used here: 1.28 M weights fewer per file
+        self.backbone = backbone
+        self.num_classes, self.input_size, self.flip_tta = num_classes, tuple(input_size), flip_tta
+        if num_classes:
+            self.drop = nn.Dropout(dropout)
+            self.fc = nn.Linear(backbone.num_features, num_classes)
+        else:
+            self.neck = nn.BatchNorm1d(backbone.num_features)
+            self.neck.bias.requires_grad_(False)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features ``(B, F)`` float32 of photos already at ``input_size``."""
+        return self.backbone(x.contiguous(memory_format=torch.channels_last), with_pooled=True).pooled
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled features -> logits ``(B, C)`` (classifier) or the neck's features (embedding, not normalised)."""
+        if self.num_classes:
+            return self.fc(self.drop(pooled.float()))
+        return self.neck(pooled.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != self.input_size:
+            x = F.interpolate(x.float(), size=self.input_size, mode="bilinear", antialias=True, align_corners=False)
+        xs = torch.cat([x, x.flip(-1)]) if self.flip_tta else x
+        y = self.project(self.pooled(xs)).float()
+        if self.flip_tta:
+            b = x.shape[0]
+            y = (y[:b] + y[b:]) / 2  # mean logits (classifier) / mean neck features (embedding)
+        return y if self.num_classes else F.normalize(y, dim=-1)
+
+    @staticmethod
+    def distance(ea: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:
+        """Cosine distance ``1 - e_a . e_b`` ``(B,)`` of unit embeddings ``(B, D)``."""
+        return 1 - (ea.float() * eb.float()).sum(-1)
+
 
 @dataclass
 class HeadInfo:
@@ -169,19 +240,68 @@ class HeadInfo:
     extra: dict = field(default_factory=dict)
 
 
-def save_head(head: ImageHead, info: HeadInfo, path: str | Path) -> Path:
-    """Write an :class:`ImageHead`'s weights (float16 to keep files small) and its
-    :class:`HeadInfo` as safetensors (``info.extra["branch"]`` records whether it has a branch)."""
-    info.extra["branch"] = head.branch is not None
+#: Suffix of the per-output-channel scale stored beside an int8 weight tensor.
+_INT8_SCALE = ".int8_scale"
+
+
+def _quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8 weights (zero point 0, scale = max |w| / 127):
+    ``(C, ...)`` float -> ``(int8 tensor of the same shape, (C,) float32 scales)``."""
+    w = w.detach().float()
+    scale = w.reshape(w.shape[0], -1).abs().amax(1).clamp(min=1e-12) / 127
+    q = torch.round(w / scale.view(-1, *([1] * (w.dim() - 1)))).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def _dequantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Float32 state dict from a file's tensors (int8 weights times their per-channel scales)."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith(_INT8_SCALE):
+            continue
+        scale = state.get(k + _INT8_SCALE)
+        out[k] = v.float() if scale is None else v.float() * scale.float().view(-1, *([1] * (v.dim() - 1)))
+    return out
+
+
+def save_head(head: ImageHead | StandaloneNet, info: HeadInfo, path: str | Path) -> Path:
+    """Write an :class:`ImageHead`'s or :class:`StandaloneNet`'s weights and its :class:`HeadInfo`
+    as safetensors (``info.extra["branch"]`` records whether it has a branch,
+    ``info.extra["standalone"]`` whether it has its own backbone, with its ``input_size`` and
+    ``flip_tta``).
+
+    Storage, to keep files small: float16; a StandaloneNet's convolution and linear weights (the
+    bulk of a backbone) as int8 with one float32 scale per output channel (weight-only, symmetric;
+    :func:`load_head` dequantises to float32), about 3.5 MB for Lite0 instead of 6.8 MB.
+    """
+    standalone = isinstance(head, StandaloneNet)
+    if standalone:
+        info.extra.update(standalone=True, branch=False, input_size=list(head.input_size), flip_tta=head.flip_tta,
+                          weights="int8 per output channel for conv/linear weights, float16 otherwise")
+        info.backbone = head.backbone.variant
+    else:
+        info.extra["branch"] = head.branch is not None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in head.state_dict().items()}
+    state = {}
+    for k, v in head.state_dict().items():
+        if standalone and v.is_floating_point() and v.dim() >= 2 and v.numel() >= 256:
+            state[k], state[k + _INT8_SCALE] = _quantize_int8(v)
+        else:
+            state[k] = v.detach().to(torch.float16) if v.is_floating_point() else v.detach()
+    state = {k: v.contiguous() for k, v in state.items()}
     save_file(state, str(path), metadata={"carcheck_head": json.dumps(info.__dict__)})
     return path
 
 
-def load_head(path: str | Path, backbone: EfficientNetLiteBackbone | None = None) -> tuple[ImageHead, HeadInfo]:
-    """Load an :class:`ImageHead` written by :func:`save_head`; eval mode, float32.
+def load_head(path: str | Path, backbone: EfficientNetLiteBackbone | None = None, fuse: bool = True
+              ) -> tuple[ImageHead | StandaloneNet, HeadInfo]:
+    """Load an :class:`ImageHead` (or a :class:`StandaloneNet`, when the file has its own
+    backbone) written by :func:`save_head`; eval mode, float32.
+
+    With ``fuse`` a StandaloneNet's BatchNorm layers are folded into its convolutions
+    (:func:`~carcheck.models.backbone.fuse_conv_bn`: same outputs, ~10% faster on the CPU);
+    pass ``fuse=False`` to train it further or save it again.
 
     Args:
         backbone: the shared backbone; only its structure is used, to build a branch (default:
@@ -199,7 +319,22 @@ def load_head(path: str | Path, backbone: EfficientNetLiteBackbone | None = None
     if "carcheck_head" not in meta:
         raise ValueError(f"{path}: not a carcheck head file (no 'carcheck_head' metadata)")
     info = HeadInfo(**json.loads(meta["carcheck_head"]))
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    state = _dequantize(load_file(str(path)))
+    if info.extra.get("standalone"):
+        net = StandaloneNet(EfficientNetLiteBackbone(info.backbone, pretrained=False),
+                            len(info.classes) if info.kind == "classifier" else 0,
+                            tuple(info.extra["input_size"]), bool(info.extra.get("flip_tta", True)))
+        state = {k: v for k, v in state.items() if not k.startswith("backbone.net._fc.")}
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"{path}: weights do not fit a standalone {info.kind}: {e}") from None
+        net.backbone.to(memory_format=torch.channels_last)
+        if fuse:
+            from .backbone import fuse_conv_bn
+
+            fuse_conv_bn(net.eval().backbone)
+        return net.eval(), info
     first = "head.embed.1.weight" if info.kind == "embedding" else "head.net.1.weight"
     if first not in state:
         raise ValueError(f"{path}: no {first!r} tensor: not a {info.kind} head")

@@ -15,17 +15,19 @@ import numpy as np
 import torch
 
 from .backbone import EfficientNetLiteBackbone
-from .classifier import BackboneClassifier, ImageHead
+from .classifier import BackboneClassifier, ImageHead, StandaloneNet
 
 __all__ = ["grad_cam", "overlay_cam"]
 
 
-def grad_cam(backbone: EfficientNetLiteBackbone, head: ImageHead, x: torch.Tensor, class_index: int) -> np.ndarray:
+def grad_cam(backbone: EfficientNetLiteBackbone, head: ImageHead | StandaloneNet, x: torch.Tensor,
+             class_index: int) -> np.ndarray:
     """Grad-CAM of one class for one image.
 
     Args:
-        backbone: the (frozen) shared backbone.
-        head: a classifier :class:`ImageHead`.
+        backbone: the (frozen) shared backbone (unused for a :class:`StandaloneNet`).
+        head: a classifier :class:`ImageHead`, or a classifier :class:`StandaloneNet` (then
+            its own backbone's last convolution is the target layer).
         x: ``(1, 3, H, W)`` float in [0, 1] (the network input, e.g. longer side 512 px).
         class_index: the logit to explain.
     Returns:
@@ -38,14 +40,16 @@ def grad_cam(backbone: EfficientNetLiteBackbone, head: ImageHead, x: torch.Tenso
 
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"grad_cam takes one image (1, 3, H, W), got {tuple(x.shape)}")
-    n = head.head.num_classes if hasattr(head.head, "num_classes") else None
+    standalone = isinstance(head, StandaloneNet)
+    n = head.num_classes if standalone else getattr(head.head, "num_classes", None)
     if n is not None and not 0 <= class_index < n:
         raise ValueError(f"class index {class_index} out of range for {n} classes")
-    model = BackboneClassifier(backbone, head).eval()
+    model = head.eval() if standalone else BackboneClassifier(backbone, head).eval()
+    target = head.backbone.net._conv_head if standalone else model.target_layer
     # the backbone is frozen: without an input that requires grad, no activation would, and the
     # library's gradient hook would never fire
     x = x.detach().float().contiguous().requires_grad_(True)
-    with torch.enable_grad(), GradCAM(model=model, target_layers=[model.target_layer]) as cam:
+    with torch.enable_grad(), GradCAM(model=model, target_layers=[target]) as cam:
         maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(class_index)])
     return np.asarray(maps[0], dtype=np.float32)
 

@@ -1,9 +1,12 @@
 """Assess one case: gate, segment, fuse, reconcile (Ma et al., IEEE T-ITS 2023, Fig. 1).
 
 One backbone pass per photo feeds the vehicle-presence gate, both segmentation heads (parts,
-damage) and every installed image-level head (damage filter, severity, car state, make/model,
-same-vehicle embedding). Models are loaded once per :class:`Assessor`. A photo that cannot be
-read is recorded with its reason; it never stops the case.
+damage) and every installed image-level head on the shared features (damage filter, severity,
+car state, make/model OOD). Models with their own fine-tuned backbone
+(:class:`~carcheck.models.classifier.StandaloneNet`: the shipped same-vehicle embedding and
+make/model classifier, where the frozen features were measured too weak) add one small pass each,
+only on photos that pass the presence gate. Models are loaded once per :class:`Assessor`. A photo
+that cannot be read is recorded with its reason; it never stops the case.
 
 Image-level checks (when their heads are installed):
 
@@ -183,6 +186,7 @@ class Assessor:
             heads = self.heads.run(out)
             p_vehicle = self.heads.probability(heads, "presence", "vehicle")
             if not (gate and p_vehicle is not None and p_vehicle < self.config.presence_threshold):
+                self.heads.run_standalone(x, heads)
                 logits = self.model.decode(out.features, tuple(x.shape[-2:]), ["parts", "damage"])
                 parts = logits["parts"][0].float().softmax(0).numpy()
                 damage = logits["damage"][0].float().softmax(0).numpy()
@@ -385,7 +389,7 @@ class Assessor:
         if self.heads.has("verification") and assessed:
             head, info = self.heads.get("verification")
             emb = torch.stack([visuals[p.path].heads.embedding for p in assessed])
-            res = case_consistency(head.head, emb, float(info.threshold))
+            res = case_consistency(head.distance, emb, float(info.threshold))
             ref = assessed[res.reference].path if res.reference is not None else None
             flagged = []
             for p, d, same in zip(assessed, res.distances, res.same):

@@ -1,7 +1,8 @@
 """Case consistency: do all vehicle photos of a case show the same car?
 
-Every vehicle photo's 128-d embedding (Siamese head) is compared with every other; the pair
-distance is ``1 - P(same vehicle)`` from the learned L1-distance head. The case's majority vehicle
+Every vehicle photo's embedding is compared with every other through the verification model's
+own pair distance (cosine distance of the fine-tuned re-id embeddings, or ``1 - P(same
+vehicle)`` of a Siamese L1-distance head). The case's majority vehicle
 is represented by its medoid photo (smallest summed distance to the others, i.e. the photo most
 others match); a photo farther than the threshold (the EER threshold on validation pairs) from it
 is flagged "different vehicle?" with its distance. With two photos there is no majority: a
@@ -11,10 +12,9 @@ mismatch flags both.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
-
-from ..models.classifier import EmbeddingHead
 
 __all__ = ["ConsistencyResult", "case_consistency"]
 
@@ -30,11 +30,13 @@ class ConsistencyResult:
 
 
 @torch.no_grad()
-def case_consistency(head: EmbeddingHead, embeddings: torch.Tensor, threshold: float) -> ConsistencyResult:
+def case_consistency(distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], embeddings: torch.Tensor,
+                     threshold: float) -> ConsistencyResult:
     """Majority-vehicle check.
 
     Args:
-        head: the Siamese head (its ``pair_logit`` scores embedding pairs).
+        distance: pair distance of two embedding batches ``(B, dim)`` -> ``(B,)`` (the
+            verification model's ``distance`` method).
         embeddings: ``(N, dim)`` float32 L2-normalised embeddings of the case's vehicle photos.
         threshold: distance above which two photos are called different vehicles.
     Returns:
@@ -45,7 +47,7 @@ def case_consistency(head: EmbeddingHead, embeddings: torch.Tensor, threshold: f
         return ConsistencyResult(None, [0.0] * n, [True] * n, "fewer than 2 vehicle photos: nothing to compare")
     a = embeddings[:, None, :].expand(n, n, -1).reshape(n * n, -1)
     b = embeddings[None, :, :].expand(n, n, -1).reshape(n * n, -1)
-    d = (1 - torch.sigmoid(head.pair_logit(a, b))).reshape(n, n)
+    d = distance(a, b).reshape(n, n)
     d = (d + d.T) / 2
     d.fill_diagonal_(0)
     ref = int(d.sum(1).argmin())

@@ -1,5 +1,7 @@
 """Image-level heads in the assessment: presence gate, damage filter, severity, car state,
-make/model and the same-vehicle embedding, all read from the photo's one backbone pass.
+make/model and the same-vehicle embedding, read from the photo's one backbone pass; a head with
+its own fine-tuned backbone (:class:`~carcheck.models.classifier.StandaloneNet`, the shipped
+verification model) runs on the photo itself.
 
 Which heads run is decided by which files are installed (:data:`~carcheck.models.classifier.
 SHIPPED_CLASSIFIERS` plus any extra head files given), so a fleet that trains a SOCAR-style
@@ -15,7 +17,7 @@ from typing import Sequence
 import torch
 
 from ..models.backbone import BackboneOutput, EfficientNetLiteBackbone
-from ..models.classifier import SHIPPED_CLASSIFIERS, HeadInfo, ImageHead, load_head
+from ..models.classifier import SHIPPED_CLASSIFIERS, HeadInfo, ImageHead, StandaloneNet, load_head
 from ..report.schema import ClassScore, HeadResult
 
 __all__ = ["ImageHeads", "PhotoHeadOutputs", "head_result", "STATE_TASKS"]
@@ -70,7 +72,7 @@ class ImageHeads:
         files = {t: Path(p) for t, p in (paths if paths is not None else SHIPPED_CLASSIFIERS).items()
                  if paths is not None or Path(p).is_file()}
         self.backbone = backbone
-        self.heads: dict[str, tuple[ImageHead, HeadInfo]] = {}
+        self.heads: dict[str, tuple[ImageHead | StandaloneNet, HeadInfo]] = {}
         self.files: dict[str, str] = {}
         for task, p in files.items():
             self.heads[task] = load_head(p)
@@ -86,7 +88,7 @@ class ImageHeads:
     def info(self, task: str) -> HeadInfo:
         return self.heads[task][1]
 
-    def get(self, task: str) -> tuple[ImageHead, HeadInfo]:
+    def get(self, task: str) -> tuple[ImageHead | StandaloneNet, HeadInfo]:
         """The loaded head and its info. Raises KeyError when the task has no installed head."""
         return self.heads[task]
 
@@ -96,15 +98,29 @@ class ImageHeads:
 
     @torch.no_grad()
     def run(self, out: BackboneOutput) -> PhotoHeadOutputs:
-        """Every head on one photo's backbone output (batch of 1, run with ``with_pooled=True``)."""
+        """Every head on the shared pass, from one photo's backbone output (batch of 1, run with
+        ``with_pooled=True``); models with their own backbone are left to :meth:`run_standalone`."""
         res = PhotoHeadOutputs()
         for task, (head, info) in self.heads.items():
-            y = head(out)[0].float()
-            if info.kind == "embedding":
-                res.embedding = y
-            else:
-                res.logits[task] = y
+            if not isinstance(head, StandaloneNet):
+                self._store(res, task, info, head(out)[0].float())
         return res
+
+    @torch.no_grad()
+    def run_standalone(self, x: torch.Tensor, res: PhotoHeadOutputs) -> PhotoHeadOutputs:
+        """The heads with their own backbone on the photo ``x (1, 3, H, W)`` float in [0, 1],
+        added to ``res`` (the assessment runs them only on photos that pass the presence gate)."""
+        for task, (head, info) in self.heads.items():
+            if isinstance(head, StandaloneNet):
+                self._store(res, task, info, head(x)[0].float())
+        return res
+
+    @staticmethod
+    def _store(res: PhotoHeadOutputs, task: str, info: HeadInfo, y: torch.Tensor) -> None:
+        if info.kind == "embedding":
+            res.embedding = y
+        else:
+            res.logits[task] = y
 
     def probability(self, outputs: PhotoHeadOutputs, task: str, label: str) -> float | None:
         """P(label) of a classifier head, or None when the head is not installed."""
