@@ -125,11 +125,11 @@ def test_case_consistency_flags_the_odd_photo():
     same = torch.nn.functional.normalize(torch.tensor([1.0, 0, 0, 0]), dim=0)
     other = torch.nn.functional.normalize(torch.tensor([0.0, 1, 0, 0]), dim=0)
     emb = torch.stack([same, same, other, same])
-    res = case_consistency(head, emb, threshold=0.5)
+    res = case_consistency(head.distance, emb, threshold=0.5)
     assert res.same == [True, True, False, True] and res.distances[2] > 0.9
-    two = case_consistency(head, torch.stack([same, other]), 0.5)
+    two = case_consistency(head.distance, torch.stack([same, other]), 0.5)
     assert two.same == [False, False] and "no majority" in two.note
-    assert case_consistency(head, same[None], 0.5).same == [True]
+    assert case_consistency(head.distance, same[None], 0.5).same == [True]
 
 
 # ---------------------------------------------------------------- trainers on real photos
@@ -230,23 +230,37 @@ def test_grad_cam_map_is_spatial_and_normalised(backbone):
     assert ov.shape == small.shape and ov.dtype == np.uint8
     with pytest.raises(ValueError, match="one image"):
         grad_cam(backbone, head, torch.cat([x, x]), 0)
+    # a classifier with its own fine-tuned backbone (the shipped make/model model): map at the photo's size
+    mm, mm_info = load_head(SHIPPED_CLASSIFIERS["make_model"])
+    if mm_info.extra.get("standalone"):
+        cam2 = grad_cam(backbone, mm, x, 0)
+        assert cam2.shape == tuple(x.shape[-2:]) and 0 <= cam2.min() and cam2.max() <= 1 and cam2.std() > 0.01
+        with pytest.raises(ValueError, match="out of range"):
+            grad_cam(backbone, mm, x, len(mm_info.classes))
+
+
+def _verification_csv(tmp_path, n_cars):
+    """A label CSV of the first ``n_cars`` car identities of vn_traffic_reid_2cam plus one
+    non-image file in the training split; returns ``(csv path, the bad file)``."""
+    from carcheck.data.recipes import build_recipe
+
+    rows = build_recipe("verification", data_path("verification").parent)
+    cars = sorted({r.group for r in rows if r.source == "car"})[:n_cars]
+    keep = [r for r in rows if r.group in cars]
+    bad = tmp_path / "car_9999_cam1.jpg"
+    bad.write_text("not a photo")
+    keep.append(LabelRow(bad, "car_9999", "car", "train", "car_9999"))
+    return write_label_csv(keep, tmp_path / "ver.csv"), bad
 
 
 def test_verification_trainer_learns_identities(tmp_path):
     """A Siamese head trained on 60 vehicles separates their own pairs far better than chance;
     the file records the validation EER threshold; a non-image file is skipped, not fatal."""
-    from carcheck.data.recipes import build_recipe
     from carcheck.train.embedding import EmbeddingTrainConfig, make_pairs, pair_distances, train_embedding
     from carcheck.models.features import FeatureCache
     import random
 
-    rows = build_recipe("verification", data_path("verification").parent)
-    cars = sorted({r.group for r in rows if r.source == "car"})[:60]
-    keep = [r for r in rows if r.group in cars]
-    bad = tmp_path / "car_9999_cam1.jpg"
-    bad.write_text("not a photo")
-    keep.append(LabelRow(bad, "car_9999", "car", "train", "car_9999"))
-    csv_path = write_label_csv(keep, tmp_path / "ver.csv")
+    csv_path, bad = _verification_csv(tmp_path, 60)
     logs = []
     cache = str(tmp_path / "cache")
     run = train_embedding(EmbeddingTrainConfig(data=str(csv_path), out=str(tmp_path / "run"), epochs=40, patience=40,
@@ -290,3 +304,98 @@ def test_evaluate_classifier_skips_unreadable_files_and_cli_json(tmp_path):
     assert {x.split for x in read_label_csv(out)} == {"train", "val", "test"}
     r = CliRunner().invoke(app, ["dataset", "recipe", "nonsense", "--root", str(vds.parents[1]), "--out", str(out)])
     assert r.exit_code == 2 and "unknown recipe" in r.output
+
+
+# ---------------------------------------------------------------- standalone (own backbone) models
+def test_standalone_net_roundtrip_flip_tta_and_distance(tmp_path):
+    """A StandaloneNet survives save/load (float16 file) with its input size, resizes any photo
+    to it, averages photo and mirror, and returns unit embeddings whose cosine distance is 0 for
+    a photo and itself."""
+    from carcheck.models.backbone import EfficientNetLiteBackbone
+    from carcheck.models.classifier import HeadInfo, StandaloneNet, save_head
+
+    torch.manual_seed(0)
+    net = StandaloneNet(EfficientNetLiteBackbone("lite0", pretrained=False), 0, (64, 96)).eval()
+    path = save_head(net, HeadInfo(kind="embedding", task="verification", threshold=0.3), tmp_path / "n.safetensors")
+    loaded, info = load_head(path)
+    assert isinstance(loaded, StandaloneNet) and loaded.input_size == (64, 96) and info.extra["standalone"]
+    x = torch.rand(2, 3, 120, 70)
+    with torch.no_grad():
+        e = loaded(x)
+        e_mirror = loaded(x.flip(-1))
+    assert e.shape == (2, 1280) and e.dtype == torch.float32
+    assert torch.allclose(e.norm(dim=1), torch.ones(2), atol=1e-4)
+    assert torch.allclose(e, e_mirror, atol=1e-3)  # flip TTA: a photo and its mirror image embed alike
+    assert float(loaded.distance(e, e).abs().max()) < 1e-4
+    with torch.no_grad():
+        ref = net(x)
+    assert float(torch.nn.functional.cosine_similarity(ref, e).min()) > 0.99  # int8 / float16 storage changes little
+    from safetensors.torch import load_file
+    stored = load_file(str(path))
+    assert stored["backbone.net._conv_head.weight"].dtype == torch.int8  # the bulk is int8 ...
+    assert stored["backbone.net._conv_head.weight.int8_scale"].shape == (1280,)  # ... with one scale per channel
+    assert stored["neck.weight"].dtype == torch.float16
+    clf = StandaloneNet(EfficientNetLiteBackbone("lite0", pretrained=False), 3, (64, 64), flip_tta=False).eval()
+    p2 = save_head(clf, HeadInfo(kind="classifier", task="t", classes=["a", "b", "c"]), tmp_path / "c.safetensors")
+    c2, _ = load_head(p2)
+    assert c2(torch.rand(1, 3, 50, 50)).shape == (1, 3) and not c2.flip_tta
+
+
+def test_standalone_trainer_learns_identities_and_resumes(tmp_path):
+    """The re-id fine-tune (triplet + ID loss) on 24 real vehicles at 64 px: validation pairs are
+    separated better than chance after 2 epochs, the threshold is stored, an unreadable file is
+    skipped, and a finished run resumes without training again."""
+    from carcheck.models.classifier import StandaloneNet
+    from carcheck.train.standalone import StandaloneTrainConfig, train_standalone
+
+    csv_path, _ = _verification_csv(tmp_path, 24)
+    logs = []
+    cfg = StandaloneTrainConfig(data=str(csv_path), task="verification", out=str(tmp_path / "run"), height=64,
+                                width=64, epochs=2, ids_per_batch=8, lr=1e-3)
+    run = train_standalone(cfg, log=logs.append)
+    assert any("car_9999_cam1.jpg" in m and "skipped" in m for m in logs)
+    net, info = load_head(run / "best.safetensors")
+    assert isinstance(net, StandaloneNet) and info.kind == "embedding" and 0 < info.threshold < 2
+    assert info.extra["val"]["roc_auc"] > 0.6
+    n_lines = len((run / "metrics.jsonl").read_text().splitlines())
+    logs.clear()
+    train_standalone(cfg, log=logs.append)  # resumes at epoch 2 of 2: nothing left to train
+    assert any("resumed" in m for m in logs)
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == n_lines
+
+
+def test_lowres_view_is_a_softer_copy_of_the_photo(backbone):
+    """The opt-in ``lowres`` training view: same feature size, close to but not equal to the
+    photo's features (a 2x down/up-sampled input); unknown views are refused."""
+    from carcheck.data.images import load_image
+    from carcheck.models.features import pooled_features
+
+    img = load_image(sorted((data_path("car_parts") / "testset/JPEGImages").glob("*.jpg"))[0])
+    f = pooled_features(backbone, img, views=("full", "lowres", "hflip"))
+    assert f.shape == (3, 1280) and f.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(f[0:1], f[1:2])
+    assert 0.7 < float(cos) < 0.9999
+    with pytest.raises(ValueError, match="unknown view"):
+        pooled_features(backbone, img, views=("blurry",))
+
+
+def test_standalone_heads_run_only_when_given_the_photo(tmp_path):
+    """ImageHeads: heads on the shared pass run from the backbone output alone; a model with its
+    own backbone runs only on the photo (the assessment calls it after the presence gate)."""
+    from carcheck.models.backbone import EfficientNetLiteBackbone
+    from carcheck.models.classifier import ClassifierHead, HeadInfo, ImageHead, StandaloneNet, save_head
+    from carcheck.pipeline.image_heads import ImageHeads
+
+    bb = EfficientNetLiteBackbone("lite0", pretrained=False).eval()
+    shared = save_head(ImageHead(ClassifierHead(1280, 2, 0)), HeadInfo(kind="classifier", task="presence",
+                                                                       classes=["no_vehicle", "vehicle"], hidden=0),
+                       tmp_path / "p.safetensors")
+    own = save_head(StandaloneNet(EfficientNetLiteBackbone("lite0", pretrained=False), 0, (64, 64)).eval(),
+                    HeadInfo(kind="embedding", task="verification", threshold=0.5), tmp_path / "v.safetensors")
+    heads = ImageHeads(bb, {"presence": shared, "verification": own})
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        res = heads.run(bb(x, with_pooled=True))
+    assert set(res.logits) == {"presence"} and res.embedding is None
+    heads.run_standalone(x, res)
+    assert res.embedding is not None and res.embedding.shape == (1280,)

@@ -1,4 +1,4 @@
-"""``carcheck train segmentation``."""
+"""``carcheck train segmentation | classifier | verification | standalone``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,16 @@ def _parse_task(spec: str) -> TaskSpec:
         if not Path(p).is_file():
             raise typer.BadParameter(f"{p}: no such annotation file")
     return TaskSpec(name, tax, train, val)
+
+
+def _run_trainer(train, cfg, what: str) -> None:
+    """Run an image-level trainer; a data or taxonomy problem ends with its message and exit code 2."""
+    try:
+        run = train(cfg, track=track, log=console.print)
+    except (ValueError, TaxonomyError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    console.print(f"[green]done[/]: best {what} in {run / 'best.safetensors'}")
 
 
 @app.command("segmentation")
@@ -74,23 +84,19 @@ def classifier(
     lr: float = typer.Option(1e-3), batch_size: int = typer.Option(64), hidden: int = typer.Option(256),
     seed: int = typer.Option(0), cache_dir: Path = typer.Option(Path("runs/feature_cache")),
     ood_data: Optional[Path] = typer.Option(None, help="Out-of-distribution photos (CSV/folder) to set the OOD threshold."),
+    views: str = typer.Option("full,hflip", help="Frozen mode: training views per photo (full, hflip, lowres)."),
     device: str = typer.Option("cpu"), threads: int = typer.Option(2),
 ) -> None:
     """Train an image-level classifier head on the shared backbone."""
-    from ..data.taxonomy import TaxonomyError
     from ..train.classifier import ClassifierTrainConfig, train_classifier
 
     cfg = ClassifierTrainConfig(data=str(data), task=task, out=str(out), taxonomy=taxonomy, map_to=map_to, mode=mode,
                                 loss=loss, gamma=gamma, weighted_sampling=weighted_sampling, epochs=epochs,
                                 patience=patience, lr=lr, batch_size=batch_size, hidden=hidden, seed=seed,
                                 cache_dir=str(cache_dir), device=device, threads=threads,
-                                ood_data=str(ood_data) if ood_data else None)
-    try:
-        run = train_classifier(cfg, track=track, log=console.print)
-    except (ValueError, TaxonomyError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2)
-    console.print(f"[green]done[/]: best head in {run / 'best.safetensors'}")
+                                ood_data=str(ood_data) if ood_data else None,
+                                views=tuple(v.strip() for v in views.split(",") if v.strip()))
+    _run_trainer(train_classifier, cfg, "head")
 
 
 @app.command("verification")
@@ -102,15 +108,35 @@ def verification(
     mode: str = typer.Option("frozen", help="frozen (cached pooled features) or finetune (last stage too)."),
     device: str = typer.Option("cpu"), threads: int = typer.Option(2),
 ) -> None:
-    """Train the Siamese same-vehicle head (128-d embeddings, learned L1-distance head)."""
+    """Train the Siamese same-vehicle head on the frozen shared features (128-d embeddings, learned
+    L1-distance head): the fast baseline. The shipped, fine-tuned re-id model comes from `train standalone`."""
     from ..train.embedding import EmbeddingTrainConfig, train_embedding
 
     cfg = EmbeddingTrainConfig(data=str(data), out=str(out), epochs=epochs, patience=patience, lr=lr,
                                hard_fraction=hard_fraction, seed=seed, cache_dir=str(cache_dir), threads=threads,
                                mode=mode, device=device)
-    try:
-        run = train_embedding(cfg, track=track, log=console.print)
-    except (ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2)
-    console.print(f"[green]done[/]: best head in {run / 'best.safetensors'}")
+    _run_trainer(train_embedding, cfg, "head")
+
+
+@app.command("standalone")
+def standalone(
+    data: Path = typer.Option(..., help="Label CSV (file,label[,source,split,group]) or folder-per-class root."),
+    task: str = typer.Option(..., help="Task name stored in the model (verification, make_model...)."),
+    kind: str = typer.Option("embedding", help="embedding (re-id: triplet + ID loss) or classifier."),
+    out: Path = typer.Option(Path("runs/standalone"), help="Run folder (resumes when it holds last.pt)."),
+    height: int = typer.Option(224, help="Input height, px."), width: int = typer.Option(224, help="Input width, px."),
+    epochs: int = typer.Option(12), lr: float = typer.Option(4e-4, help="Backbone learning rate (new layers 10x)."),
+    batch_size: int = typer.Option(32, help="Classifier batch."),
+    ids_per_batch: int = typer.Option(16, help="Embedding batch: identities (P) per batch."),
+    photos_per_id: int = typer.Option(2, help="Embedding batch: photos (K) per identity."),
+    loss: str = typer.Option("ce", help="Classifier loss: ce (label smoothing 0.1) or focal."),
+    seed: int = typer.Option(0), device: str = typer.Option("cpu"), threads: int = typer.Option(2),
+) -> None:
+    """Fine-tune a whole backbone for one task (its own second pass per photo): the shipped
+    verification and make/model models."""
+    from ..train.standalone import StandaloneTrainConfig, train_standalone
+
+    cfg = StandaloneTrainConfig(data=str(data), task=task, kind=kind, out=str(out), height=height, width=width,
+                                epochs=epochs, lr=lr, batch_size=batch_size, ids_per_batch=ids_per_batch,
+                                photos_per_id=photos_per_id, loss=loss, seed=seed, device=device, threads=threads)
+    _run_trainer(train_standalone, cfg, "model")

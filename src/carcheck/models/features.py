@@ -14,15 +14,21 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..data.images import ImageLoadError, load_image
 from .backbone import EfficientNetLiteBackbone, build_backbone, inference_context
 from .inference import to_input_tensor
 
-__all__ = ["VIEWS", "pooled_features", "FeatureCache"]
+__all__ = ["VIEWS", "ALL_VIEWS", "pooled_features", "FeatureCache"]
 
-#: Views of a photo: the photo and its mirror image (the mirror is train-time augmentation).
+#: Default views of a photo: the photo and its mirror image (the mirror is train-time augmentation).
 VIEWS = ("full", "hflip")
+#: Every view :func:`pooled_features` can make. ``lowres``: the network input downscaled 2x
+#: (antialiased) and upscaled back, i.e. the photo as a 256 px one looks at 512 px; an opt-in
+#: training view so that a head does not take "small, soft photo" as a class cue (the damage
+#: filter's undamaged training photos are all >= 512 px while most VDS damage photos are ~259 px).
+ALL_VIEWS = ("full", "hflip", "lowres")
 
 
 def pooled_features(backbone: EfficientNetLiteBackbone, image: np.ndarray, longest: int = 512, bf16: bool = True,
@@ -32,17 +38,26 @@ def pooled_features(backbone: EfficientNetLiteBackbone, image: np.ndarray, longe
     Args:
         image: RGB ``uint8`` ``(H, W, 3)``.
         longest: longer side in px fed to the backbone (the assessment's 512).
-        views: names from :data:`VIEWS`.
+        views: names from :data:`ALL_VIEWS`.
     Returns:
         ``(len(views), D)`` float32 (D = 1280 for Lite0), a normal (not inference-mode) tensor.
     Raises:
         ValueError: unknown view.
     """
-    unknown = [v for v in views if v not in VIEWS]
+    unknown = [v for v in views if v not in ALL_VIEWS]
     if unknown:
-        raise ValueError(f"unknown view(s) {unknown}; choose from {VIEWS}")
+        raise ValueError(f"unknown view(s) {unknown}; choose from {ALL_VIEWS}")
     x = to_input_tensor(image, longest)
-    batch = torch.cat([x.flip(-1) if v == "hflip" else x for v in views]).contiguous(memory_format=torch.channels_last)
+
+    def view(name: str) -> torch.Tensor:
+        if name == "hflip":
+            return x.flip(-1)
+        if name == "lowres":
+            small = F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)
+            return F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return x
+
+    batch = torch.cat([view(v) for v in views]).contiguous(memory_format=torch.channels_last)
     with inference_context(bf16):
         pooled = backbone(batch, with_pooled=True).pooled
     return pooled.float().clone()  # outside inference mode: a normal tensor, usable in autograd

@@ -25,16 +25,12 @@ threshold on the validation split: 95% of in-distribution validation photos are 
 from __future__ import annotations
 
 import json
-import random
-import shlex
-import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,6 +39,7 @@ from ..data.taxonomy import get_mapping, get_taxonomy
 from ..evaluate.classifier import ood_score, ood_threshold
 from ..models.classifier import ClassifierHead, HeadInfo, ImageHead, LastStageBranch, save_head
 from .losses import focal_loss
+from .run import seed_everything, start_run
 
 __all__ = ["ClassifierTrainConfig", "prepare_rows", "class_alpha", "classification_loss", "train_classifier"]
 
@@ -64,6 +61,9 @@ class ClassifierTrainConfig:
         patience: early-stopping patience in epochs (validation loss).
         hidden: hidden width of the MLP head (0: linear).
         val_fraction / test_fraction: seeded stratified split of rows without one.
+        views: cached views a frozen-mode training photo is drawn from each epoch
+            (:data:`~carcheck.models.features.ALL_VIEWS`; default photo + mirror image; add
+            ``lowres`` so that resolution stops being a class cue).
         ood_data: label CSV / folder of out-of-distribution photos; its ``val`` rows (all rows
             when none is marked val) set the OOD threshold with the validation split (best
             balanced accuracy keeping >= 95% of in-distribution photos). Without it the threshold
@@ -95,6 +95,7 @@ class ClassifierTrainConfig:
     device: str = "cpu"
     threads: int = 2
     ood_data: str | None = None
+    views: tuple[str, ...] = ("full", "hflip")
     command: str = ""
 
 
@@ -151,22 +152,16 @@ def classification_loss(logits: torch.Tensor, target: torch.Tensor, kind: str, a
     raise ValueError(f"unknown loss {kind!r}; use focal or ce")
 
 
-def _seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _frozen_data(cfg, rows, classes, track, log):
     """Cached pooled features (photo + mirror image) and labels of the train and val splits."""
     from ..models.features import FeatureCache
 
-    cache = FeatureCache(cfg.cache_dir, longest=cfg.longest)
+    cache = FeatureCache(cfg.cache_dir, longest=cfg.longest, views=tuple(cfg.views))
     idx = {c: i for i, c in enumerate(classes)}
     out = {}
-    for split in ("train", "val"):
+    for split in ("train", "val"):  # validation uses the photo itself only
         sel = [r for r in rows if r.split == split]
-        feats, ok, bad = cache.get_many([r.path for r in sel], track=track)
+        feats, ok, bad = cache.get_many([r.path for r in sel], None if split == "train" else ("full",), track=track)
         for f, why in bad:
             log(f"[yellow]skipped[/] {f}: {why}")
         out[split] = (feats, torch.tensor([idx[sel[i].label] for i in ok], dtype=torch.long))
@@ -211,12 +206,7 @@ def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **
         raise ValueError(f"unknown mode {cfg.mode!r}; use frozen or finetune")
     if cfg.loss not in ("focal", "ce"):
         raise ValueError(f"unknown loss {cfg.loss!r}; use focal or ce")
-    torch.set_num_threads(cfg.threads)
-    cfg.command = cfg.command or " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    _seed(cfg.seed)
+    out = start_run(cfg)
     rows, classes = prepare_rows(cfg)
     dev = torch.device(cfg.device)
     if cfg.mode == "frozen":  # the feature cache builds a backbone only for photos it has not seen
@@ -251,7 +241,7 @@ def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **
             for s in ("train", "val")}
         branch = LastStageBranch(backbone).to(dev)
     C = len(classes)
-    _seed(cfg.seed)  # again: the head's init must not depend on whether the cache had to build a backbone
+    seed_everything(cfg.seed)  # again: the head's init must not depend on whether the cache had to build a backbone
     model = ImageHead(ClassifierHead(D, C, cfg.hidden, cfg.dropout), branch).to(dev)
     alpha = class_alpha(y_train, C).to(dev) if cfg.loss == "focal" else None
     counts = torch.bincount(y_train, minlength=C).float()
@@ -359,7 +349,7 @@ def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **
                     ood={"score": "max_logit", "threshold": round(thr, 4),
                          "rule": ("best balanced accuracy on validation in/out photos keeping >= 95% of in-distribution"
                                   if ood_val else "keeps 95% of validation photos")},
-                    extra={"command": cfg.command, "mode": cfg.mode, "loss": cfg.loss,
+                    extra={"command": cfg.command, "mode": cfg.mode, "loss": cfg.loss, "views": list(cfg.views),
                            "map": [cfg.taxonomy, cfg.map_to] if cfg.taxonomy and cfg.map_to else None,
                            "ood_data": cfg.ood_data,
                            "train_counts": {c: int(counts[i]) for i, c in enumerate(classes)},

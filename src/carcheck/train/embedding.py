@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import json
 import random
-import shlex
-import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +29,7 @@ from ..data.labels import LabelRow, assign_splits, read_labels
 from ..evaluate.classifier import verification_metrics
 from ..models.classifier import EmbeddingHead, HeadInfo, ImageHead, save_head
 from ..models.features import FeatureCache
+from .run import start_run
 
 __all__ = ["EmbeddingTrainConfig", "make_pairs", "pair_distances", "train_embedding"]
 
@@ -130,13 +129,7 @@ def train_embedding(cfg: EmbeddingTrainConfig, track: Callable = lambda it, **k:
     Raises:
         ValueError: fewer than 2 identities in the training or validation split.
     """
-    torch.set_num_threads(cfg.threads)
-    cfg.command = cfg.command or " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    out = start_run(cfg)
     rows: list[LabelRow] = read_labels(cfg.data)
     rows = [r if r.group else LabelRow(r.path, r.label, r.source, r.split, r.label) for r in rows]
     rows = assign_splits(rows, seed=cfg.seed, strata=("source",))
