@@ -70,7 +70,8 @@ def leave_one_source_out(csv: Path, cache: str) -> dict:
             # the left-out source's photos are only in the test split: never seen in training or validation
             keep_csv = write_label_csv(keep, Path(tmp) / "train.csv")
             cfg = ClassifierTrainConfig(data=str(keep_csv), task="damaged", out=str(Path(tmp) / "run"), cache_dir=cache,
-                                        hidden=info.hidden, loss=info.extra.get("loss", "focal"))
+                                        hidden=info.hidden, loss=info.extra.get("loss", "focal"),
+                                        views=tuple(info.extra.get("views", ("full", "hflip"))))
             run = train_classifier(cfg, log=lambda m: None)
             r = evaluate_classifier(run / "best.safetensors", p, "test", cache_dir=cache)
             res[src] = {"accuracy": r["per_source_accuracy"][src], "n": sum(1 for x in test)}
