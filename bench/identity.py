@@ -3,16 +3,20 @@
 Held-out data (fixed, seeded splits from ``carcheck dataset recipe``):
 - make/model: stanford_cars_subset32 test split; model top-1/top-5 (32 classes) and make
   top-1/top-5 (16 makes: first token of the folder name; a make's probability is the sum of its
-  models'), for the shipped frozen-backbone head and, with ``--compare-head``, another head file
-  (e.g. the last-stage fine-tuned one) on the same photos;
+  models'), for the shipped model and, with ``--compare-head NAME=FILE``, other models (e.g. the
+  frozen-backbone head) on the same photos;
 - close-up parts: car_part_crops test split (a head is trained here in seconds; crops of one
   photo never straddle splits); accuracy with its exact binomial 95% CI (small sample);
 - verification: vn_traffic_reid_2cam pairs.csv restricted to pairs whose two photos are in the
-  test identities; accuracy at the head's validation EER threshold, ROC AUC, EER; the same on
-  harder pairs (same vehicle type AND same colour); raw-feature cosine distance as a baseline.
-- speed: ms per image of each head on the shared pass (median of 200 runs, 2 threads).
+  test identities; accuracy at the model's validation EER threshold, ROC AUC, EER; the same on
+  harder pairs (same vehicle type AND same colour); raw-feature cosine distance as a baseline;
+  with ``--compare-verification NAME=FILE`` other verification models on the same pairs; and the
+  false-accept rate on phone photos of different cars (lplenka, DSMLR testset: the assessment's
+  domain, where no labelled same-car pairs exist).
+- speed: ms per image of each head on the shared pass (median of 200 runs, 2 threads); for a
+  model with its own backbone (the fine-tuned verification model) its whole extra pass.
 
-Run: python bench/identity.py [--data ../shared/data] [--compare-head runs/mm_ft/best.safetensors]
+Run: python bench/identity.py [--data ../shared/data] [--compare-head NAME=FILE] [--compare-verification NAME=FILE]
 Prints tables; writes bench/results/identity.json.
 """
 
@@ -43,7 +47,7 @@ from carcheck.models.features import FeatureCache
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 TARGETS = {"model_top1": 0.75, "make_top1": 0.85, "verification_accuracy": 0.93, "head_ms_per_image": 30.0}
-console = Console()
+console = Console(markup=False)  # names in brackets are text, not rich markup
 
 
 
@@ -98,7 +102,7 @@ def verification(data: Path, cache_dir: str, head_path: Path = SHIPPED_CLASSIFIE
 
     def dist(ea, eb):
         with torch.no_grad():
-            return (1 - torch.sigmoid(head.head.pair_logit(ea, eb))).tolist()
+            return head.distance(ea, eb).tolist()
 
     with open(base / "pairs.csv", newline="") as f:
         pairs = [p for p in csv.DictReader(f) if split[p["file_a"]] == "test" and split[p["file_b"]] == "test"]
@@ -125,40 +129,74 @@ def verification(data: Path, cache_dir: str, head_path: Path = SHIPPED_CLASSIFIE
     return res
 
 
+def different_car_false_accepts(data: Path, head_path: Path, n: int = 60) -> dict:
+    """The assessment's domain: phone photos of DIFFERENT cars (lplenka damage photos; DSMLR street
+    photos of the car_parts testset, one car each as far as we can tell). No set here has two
+    labelled phone photos of one car, so only the false-accept rate (pairs called "same vehicle"
+    at the model's threshold) can be measured, not the true-accept rate."""
+    head, info = load_head(head_path)
+    sets = {"lplenka": sorted((data / "car_damage/coco_car_damage_lplenka/val").glob("*.jpg"))
+            + sorted((data / "car_damage/coco_car_damage_lplenka/train").glob("*.jpg")),
+            "car_parts_testset": sorted((data / "car_parts/testset/JPEGImages").glob("*.jpg"))}
+    res = {}
+    for name, paths in sets.items():
+        emb, ok, _, _ = head_outputs((head, info), paths[:n])
+        i, j = torch.triu_indices(len(ok), len(ok), 1)
+        with torch.no_grad():
+            d = head.distance(emb[i], emb[j])
+        res[name] = {"photos": len(ok), "pairs": int(len(d)), "threshold": info.threshold,
+                     "false_accept_rate": float((d <= info.threshold).float().mean())}
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--cache", default=str(ROOT / "runs" / "feature_cache"))
-    ap.add_argument("--compare-head", type=Path, help="another make/model head file for the same test photos")
-    ap.add_argument("--compare-verification", type=Path, help="another verification head file for the same pairs")
+    ap.add_argument("--compare-head", action="append", default=[], metavar="NAME=FILE",
+                    help="another make/model model for the same test photos (repeatable)")
+    ap.add_argument("--compare-verification", action="append", default=[], metavar="NAME=FILE",
+                    help="another verification model for the same pairs (repeatable), e.g. "
+                         "'frozen Siamese head=runs/ver_frozen.safetensors'")
     args = ap.parse_args()
     torch.set_num_threads(2)
     mm_csv = write_label_csv(build_recipe("make_model", args.data), ROOT / "runs" / "recipes" / "make_model.csv")
     results: dict = {"targets": TARGETS}
     results["make_model"] = {"shipped": make_model_metrics(SHIPPED_CLASSIFIERS["make_model"], mm_csv, args.cache)}
-    if args.compare_head:
-        results["make_model"]["compare"] = make_model_metrics(args.compare_head, mm_csv, args.cache)
-    for k, v in results["make_model"].items():
-        console.print(f"make/model [{k}, {v['mode']}] on {v['n']} test photos: model top-1 {v['model_top1']:.3f}, "
-                      f"top-5 {v['model_top5']:.3f}; make top-1 {v['make_top1']:.3f}, top-5 {v['make_top5']:.3f}")
+    results["make_model_compare"] = []
+    for spec in args.compare_head:
+        name, _, file = spec.rpartition("=")
+        results["make_model_compare"].append({"name": name or file, **make_model_metrics(Path(file), mm_csv, args.cache)})
+    for v in [results["make_model"]["shipped"], *results["make_model_compare"]]:
+        console.print(f"make/model [{v.get('name', 'shipped')}, {v['mode']}] on {v['n']} test photos: model top-1 "
+                      f"{v['model_top1']:.3f}, top-5 {v['model_top5']:.3f}; make top-1 {v['make_top1']:.3f}, "
+                      f"top-5 {v['make_top5']:.3f}")
     results["part_crops"] = part_crops(args.data, args.cache)
     pc = results["part_crops"]
     console.print(f"close-up parts: accuracy {pc['accuracy']:.3f} on {pc['n_test']} test crops "
                   f"(exact 95% CI {pc['accuracy_ci95'][0]:.2f}-{pc['accuracy_ci95'][1]:.2f}), macro F1 {pc['macro_f1']:.3f}")
     results["verification"] = v = verification(args.data, args.cache)
-    if args.compare_verification:
-        c = verification(args.data, args.cache, args.compare_verification)
-        results["verification_compare"] = {"file": str(args.compare_verification), "pairs": c["pairs"],
-                                            "hard_pairs_same_type_and_colour": c["hard_pairs_same_type_and_colour"]}
-        console.print(f"verification [compare {args.compare_verification}]: accuracy {c['pairs']['accuracy']:.3f}, "
-                      f"ROC AUC {c['pairs']['roc_auc']:.3f}")
+    results["verification_compare"] = []
+    for spec in args.compare_verification:
+        name, _, file = spec.rpartition("=")
+        c = verification(args.data, args.cache, Path(file))
+        results["verification_compare"].append({"name": name or file, "file": file, "pairs": c["pairs"],
+                                                "hard_pairs_same_type_and_colour": c["hard_pairs_same_type_and_colour"]})
+        console.print(f"verification [compare: {name or file}]: accuracy {c['pairs']['accuracy']:.3f}, "
+                      f"ROC AUC {c['pairs']['roc_auc']:.3f}; hard pairs {c['hard_pairs_same_type_and_colour']['accuracy']:.3f}")
+    v["different_car_phone_photos"] = different_car_false_accepts(args.data, SHIPPED_CLASSIFIERS["verification"])
+    for c, spec in zip(results["verification_compare"], args.compare_verification):
+        c["different_car_phone_photos"] = different_car_false_accepts(args.data, Path(spec.rpartition("=")[2]))
+    for name, m in [("shipped", v), *((c["name"], c) for c in results["verification_compare"])]:
+        console.print(f"verification [{name}] on phone photos of different cars: false-accept rate "
+                      + ", ".join(f"{k} {x['false_accept_rate']:.3f} ({x['pairs']} pairs)"
+                                  for k, x in m["different_car_phone_photos"].items()))
     for k in ("pairs", "hard_pairs_same_type_and_colour", "pairs_raw_cosine_baseline"):
         m = v[k]
         console.print(f"verification [{k}] n={m['n']}: accuracy {m['accuracy']:.3f} at {m['threshold']:.3f}, "
                       f"ROC AUC {m['roc_auc']:.3f}, EER {m['eer']:.3f} (EER threshold {m['eer_threshold']:.3f})")
     speed = head_ms({t: SHIPPED_CLASSIFIERS.get(t) for t in ("make_model", "make_model_ood", "verification")})
-    if args.compare_head:
-        speed.update(head_ms({"compare": args.compare_head}, runs=50))
+
     results["speed"] = speed
     console.print("speed (2 threads, on the shared pass): " + ", ".join(f"{k} {v:.2f}" for k, v in speed.items()))
     s = results["make_model"]["shipped"]
