@@ -365,16 +365,21 @@ def test_standalone_trainer_learns_identities_and_resumes(tmp_path):
 
 
 def test_lowres_view_is_a_softer_copy_of_the_photo(backbone):
-    """The opt-in ``lowres`` training view: same feature size, close to but not equal to the
-    photo's features (a 2x down/up-sampled input); unknown views are refused."""
+    """The opt-in low-resolution training views: same feature size, close to but not equal to the
+    photo's features (a 2x / 3x down/up-sampled input), ``lowres_hflip`` = ``lowres`` of the mirror
+    image; unknown views are refused."""
     from carcheck.data.images import load_image
     from carcheck.models.features import pooled_features
 
     img = load_image(sorted((data_path("car_parts") / "testset/JPEGImages").glob("*.jpg"))[0])
-    f = pooled_features(backbone, img, views=("full", "lowres", "hflip"))
-    assert f.shape == (3, 1280) and f.dtype == torch.float32
-    cos = torch.nn.functional.cosine_similarity(f[0:1], f[1:2])
-    assert 0.7 < float(cos) < 0.9999
+    f = pooled_features(backbone, img, views=("full", "lowres", "hflip", "lowres_hflip", "vlowres"))
+    assert f.shape == (5, 1280) and f.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(f[0:1], f[1:])
+    assert 0.7 < float(cos[0]) < 0.9999
+    assert float(cos[3]) < float(cos[0])  # 3x down is further from the photo than 2x down
+    # lowres_hflip is the low-resolution copy of the mirror image
+    mirrored = pooled_features(backbone, np.ascontiguousarray(img[:, ::-1]), views=("lowres",))
+    assert float(torch.nn.functional.cosine_similarity(mirrored, f[3:4])) > 0.999
     with pytest.raises(ValueError, match="unknown view"):
         pooled_features(backbone, img, views=("blurry",))
 

@@ -84,7 +84,7 @@ def classifier(
     lr: float = typer.Option(1e-3), batch_size: int = typer.Option(64), hidden: int = typer.Option(256),
     seed: int = typer.Option(0), cache_dir: Path = typer.Option(Path("runs/feature_cache")),
     ood_data: Optional[Path] = typer.Option(None, help="Out-of-distribution photos (CSV/folder) to set the OOD threshold."),
-    views: str = typer.Option("full,hflip", help="Frozen mode: training views per photo (full, hflip, lowres)."),
+    views: str = typer.Option("full,hflip", help="Frozen mode: training views per photo (full, hflip, lowres, lowres_hflip, vlowres)."),
     device: str = typer.Option("cpu"), threads: int = typer.Option(2),
 ) -> None:
     """Train an image-level classifier head on the shared backbone."""

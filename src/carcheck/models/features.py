@@ -27,8 +27,9 @@ VIEWS = ("full", "hflip")
 #: Every view :func:`pooled_features` can make. ``lowres``: the network input downscaled 2x
 #: (antialiased) and upscaled back, i.e. the photo as a 256 px one looks at 512 px; an opt-in
 #: training view so that a head does not take "small, soft photo" as a class cue (the damage
-#: filter's undamaged training photos are all >= 512 px while most VDS damage photos are ~259 px).
-ALL_VIEWS = ("full", "hflip", "lowres")
+#: filter's undamaged training photos are all >= 512 px while most VDS damage photos are ~259 px);
+#: ``lowres_hflip``: the same of the mirror image; ``vlowres``: downscaled 3x (a 170 px photo).
+ALL_VIEWS = ("full", "hflip", "lowres", "lowres_hflip", "vlowres")
 
 
 def pooled_features(backbone: EfficientNetLiteBackbone, image: np.ndarray, longest: int = 512, bf16: bool = True,
@@ -50,12 +51,12 @@ def pooled_features(backbone: EfficientNetLiteBackbone, image: np.ndarray, longe
     x = to_input_tensor(image, longest)
 
     def view(name: str) -> torch.Tensor:
-        if name == "hflip":
-            return x.flip(-1)
-        if name == "lowres":
-            small = F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)
-            return F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return x
+        y = x.flip(-1) if name in ("hflip", "lowres_hflip") else x
+        if name in ("lowres", "lowres_hflip", "vlowres"):
+            small = F.interpolate(y, scale_factor=1 / 3 if name == "vlowres" else 0.5, mode="bilinear", antialias=True,
+                                  align_corners=False)
+            return F.interpolate(small, size=y.shape[-2:], mode="bilinear", align_corners=False)
+        return y
 
     batch = torch.cat([view(v) for v in views]).contiguous(memory_format=torch.channels_last)
     with inference_context(bf16):

@@ -63,7 +63,8 @@ class ClassifierTrainConfig:
         val_fraction / test_fraction: seeded stratified split of rows without one.
         views: cached views a frozen-mode training photo is drawn from each epoch
             (:data:`~carcheck.models.features.ALL_VIEWS`; default photo + mirror image; add
-            ``lowres`` so that resolution stops being a class cue).
+            ``lowres`` and ``lowres_hflip`` so that resolution stops being a class cue, as the
+            shipped damage filter does).
         ood_data: label CSV / folder of out-of-distribution photos; its ``val`` rows (all rows
             when none is marked val) set the OOD threshold with the validation split (best
             balanced accuracy keeping >= 95% of in-distribution photos). Without it the threshold
