@@ -4,7 +4,8 @@ Held-out data: each recipe's fixed test split (``carcheck dataset recipe NAME``:
 stratified; car_parts/testset and lensor's test split stay test). Heads: the shipped files.
 Reports accuracy, macro P/R/F1, confusion and per-source accuracy; for the damage filter also a
 leave-one-source-out run (train without a source, test on it: does the filter rely on the photo
-source?); OOD AUROC (max logit, MSP) of each closed-set classifier against coco128 photos without
+source?) and its per-source accuracy on the test photos at half resolution (does photo size
+decide?); OOD AUROC (max logit, MSP) of each closed-set classifier against coco128 photos without
 a vehicle, and of the presence head; ms per image of each head on top of the shared backbone
 pass (median of 200 runs, 2 threads) and of one Grad-CAM map.
 
@@ -102,6 +103,21 @@ def main() -> None:
         console.print(f"  confusion (rows = true {r['classes']}): {r['confusion']}")
         console.print(f"  OOD vs coco128 no-vehicle test photos: AUROC max logit {r['ood']['auroc_max_logit']:.3f}, "
                       f"MSP {r['ood']['auroc_msp']:.3f}")
+    # the damage filter on the same test photos at half resolution (the ``lowres`` view: a 2x down- and
+    # up-sampled input, as a ~256 px photo looks at 512 px): does photo size decide "damaged"?
+    from carcheck.models.features import FeatureCache
+
+    dmg_head, dmg_info = load_head(SHIPPED_CLASSIFIERS["damaged"])
+    rows = [r for r in read_labels(paths["damaged"]) if r.split == "test"]
+    feats, ok, _ = FeatureCache(args.cache).get_many([r.path for r in rows], ("lowres",))
+    with torch.no_grad():
+        pred = dmg_head.head(feats[:, 0]).argmax(1)
+    hit = {}
+    for j, i in enumerate(ok):
+        hit.setdefault(rows[i].source, []).append(dmg_info.classes[int(pred[j])] == rows[i].label)
+    results["damaged_test_half_resolution"] = {s: sum(h) / len(h) for s, h in sorted(hit.items())}
+    console.print("damage filter, test photos at half resolution: " + ", ".join(
+        f"{s} {a:.3f}" for s, a in results["damaged_test_half_resolution"].items()))
     # presence head as the out-of-scope rule: P(vehicle) over all car test photos vs no-vehicle photos
     rows = [r for r in read_labels(paths["presence"]) if r.split == "test"]
     logits, ok, _, info = head_outputs(SHIPPED_CLASSIFIERS["presence"], [r.path for r in rows], args.cache)
@@ -152,8 +168,7 @@ def main() -> None:
     speed = {"backbone_pass_ms_512x384": _median_ms(backbone_pass, runs=20, warmup=3), **head_ms(SHIPPED_CLASSIFIERS)}
     from carcheck.models.explain import grad_cam
 
-    head, info = load_head(SHIPPED_CLASSIFIERS["damaged"])
-    speed["gradcam_ms_512x384"] = _median_ms(lambda: grad_cam(bb, head, x, 0), runs=5, warmup=1)
+    speed["gradcam_ms_512x384"] = _median_ms(lambda: grad_cam(bb, dmg_head, x, 0), runs=5, warmup=1)
     results["speed"] = speed
     console.print("speed (2 threads): " + ", ".join(f"{k} {v:.2f}" for k, v in speed.items()))
     dmg = results["heads"]["damaged"]["per_source_accuracy"]

@@ -66,6 +66,9 @@ def main() -> None:
         if task == "presence":
             o = cls["out_of_scope"]
             rows.append(("out of scope: AUROC of P(vehicle), all car test photos vs no-vehicle", f"{o['auroc']:.3f}", ">= 0.95"))
+        if task == "damaged" and "damaged_test_half_resolution" in cls:
+            rows.append(("accuracy per source on the same test photos at half resolution (2x down- and up-sampled)",
+                         " / ".join(f"{s} {v:.3f}" for s, v in cls["damaged_test_half_resolution"].items()), ""))
         if task == "damaged" and "damaged_leave_one_source_out" in cls:
             for s, v in cls["damaged_leave_one_source_out"].items():
                 rows.append((f"leave-one-source-out accuracy, {s} (trained without it)", f"{v['accuracy']:.3f} (n={v['n']})", ""))
@@ -129,13 +132,15 @@ def main() -> None:
                          f"{ex.get('train_photos')} training photos."
                          if standalone else
                          f"- **Training**: {ex.get('loss', 'BCE on pairs')} loss, mode {ex.get('mode', 'frozen')}, early stopping on "
-                         f"validation loss; train counts {ex.get('train_counts', '-')}.")
+                         f"validation loss; training views {', '.join(ex.get('views', ['full', 'hflip']))}; "
+                         f"train counts {ex.get('train_counts', '-')}.")
         repro_line = ("- **Reproducibility**: the command above, on the CPU (2 threads), wrote the run's `best.safetensors` "
                       "(seeded; thread scheduling can still change the last digits); the shipped file is that file without "
                       "the unused ImageNet classifier weights (today's trainer leaves them out), stored with int8 convolution weights "
                       "(`save_head`: the metrics below are those of the int8 file)"
                       + (" and with the inference settings of the note above" if ex.get("inference_note") else "") + "."
                       if standalone else
+                      f"- **Reproducibility**: {ex['repro_note']}" if ex.get("repro_note") else
                       "- **Reproducibility**: trained with the trainer of commit 7128e66. The trainer now re-seeds after "
                       "loading features (before, a cache miss that built a backbone shifted the random state), so the "
                       "command gives slightly different weights today; the metrics below are those of the shipped file.")

@@ -214,6 +214,24 @@ def test_shipped_presence_and_damage_heads_on_held_out_photos(backbone):
 
 
 @pytest.mark.skipif(not SHIPPED_CLASSIFIERS["damaged"].is_file(), reason="shipped damage filter missing")
+def test_shipped_damage_filter_does_not_take_photo_size_for_damage(backbone):
+    """Undamaged held-out DSMLR photos stay "undamaged" on average when shown at half resolution
+    (the ``lowres`` view). The filter shipped before the low-resolution training views called 11
+    of these 12 photos damaged at half resolution (mean P(undamaged) 0.79 -> 0.24)."""
+    from carcheck.data.images import load_image
+    from carcheck.models.features import pooled_features
+
+    head, info = load_head(SHIPPED_CLASSIFIERS["damaged"])
+    u = info.classes.index("undamaged")
+    photos = sorted((data_path("car_parts") / "testset/JPEGImages").glob("*.jpg"))[:12]
+    with torch.no_grad():
+        p = torch.stack([head.head(pooled_features(backbone, load_image(f), views=("full", "lowres"))).softmax(1)[:, u]
+                         for f in photos])  # (12, 2): photo, half resolution
+    assert float(p[:, 1].mean()) > 0.5, p
+    assert float((p[:, 0] - p[:, 1]).mean()) < 0.2, p
+
+
+@pytest.mark.skipif(not SHIPPED_CLASSIFIERS["damaged"].is_file(), reason="shipped damage filter missing")
 def test_grad_cam_map_is_spatial_and_normalised(backbone):
     from carcheck.data.images import load_image
     from carcheck.models.explain import grad_cam, overlay_cam
