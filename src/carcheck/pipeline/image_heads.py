@@ -1,7 +1,7 @@
 """Image-level heads in the assessment: presence gate, damage filter, severity, car state,
 make/model and the same-vehicle embedding, read from the photo's one backbone pass; a head with
 its own fine-tuned backbone (:class:`~carcheck.models.classifier.StandaloneNet`, the shipped
-verification model) runs on the photo itself.
+verification and make/model models) runs on the photo itself.
 
 Which heads run is decided by which files are installed (:data:`~carcheck.models.classifier.
 SHIPPED_CLASSIFIERS` plus any extra head files given), so a fleet that trains a SOCAR-style
