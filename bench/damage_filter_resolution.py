@@ -10,14 +10,17 @@ undamaged car "damaged" because the photo is small fails there.
 Protocol: the shipped recipe (focal loss, MLP 256, weighted sampling, early stopping on validation
 loss) with the product trainer (`carcheck train classifier`), training views {photo+mirror,
 + low-resolution copy of the photo, + low-resolution copies of photo and mirror image ("x2": half of
-the training draws are low-resolution), + a 3x downsampled copy} x seeds {0, 1, 2}. Selection rule,
+the training draws are low-resolution), + a 3x downsampled copy} x the validation loss that drives
+early stopping, the LR schedule and the kept epoch {the focal training loss ("train"), plain
+cross-entropy ("ce")} x seeds {0, 1, 2}. Selection rule,
 fixed before the test numbers of these runs were read: the highest mean over seeds of the worst
 per-source accuracy on val and val_lowres (the target is "every source"). Test: the recipe's
 fixed test split.
 
 Run: python bench/damage_filter_resolution.py [--data ../shared/data]
 Prints tables; writes bench/results/damage_filter_resolution.json. With ``--longest 256
---view-sets photo+mirror,photo+mirror+lowres --out bench/results/damage_filter_resolution_256px.json``:
+--view-sets photo+mirror,photo+mirror+lowres --val-losses train
+--out bench/results/damage_filter_resolution_256px.json``:
 the filter on its own 256 px pass instead of the shared 512 px one (every photo equally soft).
 Needs cached features (computed on first use; ~0.1 s per photo and view on 2 cores).
 """
@@ -25,6 +28,7 @@ Needs cached features (computed on first use; ~0.1 s per photo and view on 2 cor
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -61,15 +65,19 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--cache", default=str(ROOT / "runs" / "feature_cache"))
     ap.add_argument("--view-sets", default=",".join(VIEWS), help="subset of the training view sets to run")
+    ap.add_argument("--val-losses", default="train,ce",
+                    help="validation losses for early stopping to compare: train (focal, as trained) and/or ce")
     ap.add_argument("--longest", type=int, default=512, help="input size (longer side, px) of the filter's pass")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "damage_filter_resolution.json")
     args = ap.parse_args()
     view_sets = {k: VIEWS[k] for k in args.view_sets.split(",")}
+    val_losses = args.val_losses.split(",")
     torch.set_num_threads(2)
     csv_path = write_label_csv(build_recipe("damaged", args.data), ROOT / "runs" / "recipes" / "damaged.csv")
     rows = read_labels(csv_path)
     results: dict = {"selection_rule": "max over configs of mean over seeds of min per-source accuracy on val and "
-                                       "val_lowres", "longest": args.longest, "runs": {}, "configs": {}, "ensembles": {}}
+                                       "val_lowres", "longest": args.longest,
+               "val_losses": val_losses, "runs": {}, "configs": {}, "ensembles": {}}
     cache = FeatureCache(args.cache, longest=args.longest)
     feats = {}
     for name, (split, view) in EVAL.items():  # evaluation features, read once
@@ -77,12 +85,14 @@ def main() -> None:
         f, ok, _ = cache.get_many([r.path for r in sel], (view,))
         feats[name] = (f[:, 0], [sel[i] for i in ok])
     with tempfile.TemporaryDirectory() as tmp:
-        for vname, views in view_sets.items():
+        for (vname0, views), val_loss in itertools.product(view_sets.items(), val_losses):
+            vname = vname0 + ("" if val_loss == "train" else f" | {val_loss} val loss")
             probs = {s: [] for s in EVAL}
             recs = []
             for seed in SEEDS:
-                cfg = ClassifierTrainConfig(data=str(csv_path), task="damaged", out=f"{tmp}/{vname}_{seed}",
-                                            cache_dir=args.cache, views=views, seed=seed, longest=args.longest)
+                cfg = ClassifierTrainConfig(data=str(csv_path), task="damaged", out=f"{tmp}/{vname0}_{val_loss}_{seed}",
+                                            cache_dir=args.cache, views=views, seed=seed, longest=args.longest,
+                                            val_loss=val_loss)
                 head, info = load_head(train_classifier(cfg, log=lambda m: None) / "best.safetensors")
                 rec = {}
                 for s in EVAL:
@@ -105,7 +115,8 @@ def main() -> None:
                 for s in EVAL}
     results["selected"] = max(results["configs"], key=lambda k: results["configs"][k]["selection_score_mean"])
     keys = list(next(iter(results["configs"].values()))["test"])
-    table = Table(title=f"damage filter: mean accuracy over 3 seeds (focal, MLP 256, {args.longest} px)")
+    table = Table(title=f"damage filter: mean accuracy over 3 seeds (focal, MLP 256, {args.longest} px; "
+                        "'ce val loss': early stopping on validation cross-entropy instead of the focal loss)")
     for c in ["training views", "score", "split", *keys]:
         table.add_column(c)
     for name, m in results["configs"].items():

@@ -132,7 +132,8 @@ def main() -> None:
                          f"{ex.get('train_photos')} training photos."
                          if standalone else
                          f"- **Training**: {ex.get('loss', 'BCE on pairs')} loss, mode {ex.get('mode', 'frozen')}, early stopping on "
-                         f"validation loss; training views {', '.join(ex.get('views', ['full', 'hflip']))}; "
+                         + ("validation cross-entropy" if ex.get("val_loss") == "ce" else "validation loss")
+                         + f"; training views {', '.join(ex.get('views', ['full', 'hflip']))}; "
                          f"train counts {ex.get('train_counts', '-')}.")
         repro_line = ("- **Reproducibility**: the command above, on the CPU (2 threads), wrote the run's `best.safetensors` "
                       "(seeded; thread scheduling can still change the last digits); the shipped file is that file without "

@@ -180,6 +180,36 @@ def test_classifier_trainer_on_socar_layout_and_binary_tasks(socar_layout, tmp_p
         train_classifier(bad)
 
 
+def test_classifier_trainer_can_stop_on_validation_cross_entropy(socar_layout, tmp_path):
+    """``val_loss="ce"``: the kept epoch is the one with the lowest validation cross-entropy, and
+    the loss logged for it is the cross-entropy of the saved head on the validation photos."""
+    import json
+
+    import torch.nn.functional as F
+
+    from carcheck.models.features import FeatureCache
+    from carcheck.train.classifier import ClassifierTrainConfig, prepare_rows, train_classifier
+
+    cache = str(tmp_path / "cache")
+    cfg = ClassifierTrainConfig(data=str(socar_layout), task="socar_defect", out=str(tmp_path / "ce"),
+                                taxonomy="socar_state", map_to="socar_defect", epochs=6, patience=3, cache_dir=cache,
+                                val_fraction=0.2, test_fraction=0.2, val_loss="ce")
+    run = train_classifier(cfg, log=lambda m: None)
+    head, info = load_head(run / "best.safetensors")
+    assert info.extra["val_loss"] == "ce"
+    rows, classes = prepare_rows(cfg)
+    val = [r for r in rows if r.split == "val"]
+    feats, ok, _ = FeatureCache(cache).get_many([r.path for r in val], ("full",))
+    y = torch.tensor([classes.index(val[i].label) for i in ok])
+    with torch.no_grad():
+        ce = F.cross_entropy(head.head(feats[:, 0]), y).item()
+    logged = [json.loads(line)["val_loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert ce == pytest.approx(min(logged), abs=2e-3)  # the saved head is float16
+    with pytest.raises(ValueError, match="validation loss"):
+        train_classifier(ClassifierTrainConfig(data=str(socar_layout), task="x", out=str(tmp_path / "bad"),
+                                               val_loss="nll"))
+
+
 def test_evaluate_classifier_rejects_labels_outside_the_head(socar_layout, tmp_path):
     from carcheck.evaluate.classifier import evaluate_classifier
 

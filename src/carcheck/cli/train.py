@@ -81,6 +81,8 @@ def classifier(
     loss: str = typer.Option("focal", help="focal (alpha from class counts) or ce."),
     gamma: float = typer.Option(2.0), weighted_sampling: bool = typer.Option(True),
     epochs: int = typer.Option(60), patience: int = typer.Option(3, help="Early stopping on validation loss."),
+    val_loss: str = typer.Option("train", help="Validation loss for early stopping / LR schedule / best epoch: "
+                                               "train (the training loss) or ce (cross-entropy)."),
     lr: float = typer.Option(1e-3), batch_size: int = typer.Option(64), hidden: int = typer.Option(256),
     seed: int = typer.Option(0), cache_dir: Path = typer.Option(Path("runs/feature_cache")),
     ood_data: Optional[Path] = typer.Option(None, help="Out-of-distribution photos (CSV/folder) to set the OOD threshold."),
@@ -92,8 +94,8 @@ def classifier(
 
     cfg = ClassifierTrainConfig(data=str(data), task=task, out=str(out), taxonomy=taxonomy, map_to=map_to, mode=mode,
                                 loss=loss, gamma=gamma, weighted_sampling=weighted_sampling, epochs=epochs,
-                                patience=patience, lr=lr, batch_size=batch_size, hidden=hidden, seed=seed,
-                                cache_dir=str(cache_dir), device=device, threads=threads,
+                                patience=patience, val_loss=val_loss, lr=lr, batch_size=batch_size, hidden=hidden,
+                                seed=seed, cache_dir=str(cache_dir), device=device, threads=threads,
                                 ood_data=str(ood_data) if ood_data else None,
                                 views=tuple(v.strip() for v in views.split(",") if v.strip()))
     _run_trainer(train_classifier, cfg, "head")
