@@ -54,7 +54,8 @@ def recipes(data: Path, out: Path) -> dict[str, Path]:
 
 
 def leave_one_source_out(csv: Path, cache: str) -> dict:
-    """Damage filter trained without one source and tested on that source's test photos."""
+    """Damage filter trained without one source (the shipped head's recipe: loss, views, validation
+    loss) and tested on that source's test photos."""
     import dataclasses
     import tempfile
 
@@ -72,7 +73,8 @@ def leave_one_source_out(csv: Path, cache: str) -> dict:
             keep_csv = write_label_csv(keep, Path(tmp) / "train.csv")
             cfg = ClassifierTrainConfig(data=str(keep_csv), task="damaged", out=str(Path(tmp) / "run"), cache_dir=cache,
                                         hidden=info.hidden, loss=info.extra.get("loss", "focal"),
-                                        views=tuple(info.extra.get("views", ("full", "hflip"))))
+                                        views=tuple(info.extra.get("views", ("full", "hflip"))),
+                                        val_loss=info.extra.get("val_loss", "train"))
             run = train_classifier(cfg, log=lambda m: None)
             r = evaluate_classifier(run / "best.safetensors", p, "test", cache_dir=cache)
             res[src] = {"accuracy": r["per_source_accuracy"][src], "n": sum(1 for x in test)}
