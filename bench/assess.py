@@ -45,7 +45,7 @@ def main() -> None:
     root = DATA / "car_damage" / "coco_car_damage_lplenka"
     res = {"per_split": {}, "targets": TARGETS}
     tp = fn = fp = 0
-    times, report_times, skipped = [], [], 0
+    times, skipped = [], 0
     for split in ("val", "train"):
         gt = damaged_parts_ground_truth(root / split / "COCO_merged_annos.json")
         s_tp = s_fn = s_fp = 0

@@ -80,7 +80,7 @@ def test_degenerate_polygon_and_size_mismatch(lplenka_copy):
 
 def test_duplicate_across_splits_is_found(lplenka_copy):
     # copy a training photo into val under another name, mirrored
-    from PIL import Image, ImageOps
+    from PIL import Image
     Image.open(lplenka_copy / "train" / "10.jpg").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(lplenka_copy / "val" / "dup.jpg")
     for name in ("COCO_merged_annos.json", "COCO_val_annos.json", "COCO_mul_val_annos.json"):
         p = lplenka_copy / "val" / name

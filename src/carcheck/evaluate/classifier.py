@@ -9,11 +9,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
+
+if TYPE_CHECKING:
+    from ..models.classifier import HeadInfo
 
 __all__ = ["classification_metrics", "topk_accuracy", "ood_score", "ood_auroc", "ood_threshold",
            "verification_metrics", "head_outputs", "evaluate_classifier"]
@@ -118,7 +121,7 @@ STANDALONE_PHOTO_LONGEST = 512
 
 
 def head_outputs(path_or_head, paths, cache_dir: str = "runs/feature_cache", track=lambda it, **k: it,
-                 backbone=None) -> tuple[torch.Tensor, list[int], list[tuple[str, str]], "HeadInfo"]:
+                 backbone=None) -> tuple[torch.Tensor, list[int], list[tuple[str, str]], HeadInfo]:
     """Outputs of an image-level head (logits or embeddings) for image files, through the
     inference path (longer side 512 px, bf16 backbone, view "full"; a
     :class:`~carcheck.models.classifier.StandaloneNet` gets that same 512 px photo, as in the
