@@ -262,6 +262,28 @@ def test_shipped_damage_filter_does_not_take_photo_size_for_damage(backbone):
 
 
 @pytest.mark.skipif(not SHIPPED_CLASSIFIERS["damaged"].is_file(), reason="shipped damage filter missing")
+def test_shipped_damage_filter_is_right_on_held_out_photos_of_every_source(backbone):
+    """A guard against shipping a wrong or stale file: 12 photos per source from the damage recipe's
+    fixed test split (every k-th, sorted), through the inference path. bench/classifiers.py scores
+    all 511 (car_parts 0.945, the lowest source)."""
+    from carcheck.data.images import load_image
+    from carcheck.data.recipes import build_recipe
+    from carcheck.models.features import pooled_features
+
+    data_path("car_parts"), data_path("car_state"), data_path("car_models"), data_path("car_damage")
+    rows = [r for r in build_recipe("damaged", data_path(".")) if r.split == "test"]
+    head, info = load_head(SHIPPED_CLASSIFIERS["damaged"])
+    correct = {}
+    for src in sorted({r.source for r in rows}):
+        sel = sorted((r for r in rows if r.source == src), key=lambda r: str(r.path))
+        sel = sel[:: max(1, len(sel) // 12)][:12]
+        with torch.no_grad():
+            pred = [info.classes[int(head.head(pooled_features(backbone, load_image(r.path))).argmax())] for r in sel]
+        correct[src] = sum(p == r.label for p, r in zip(pred, sel))
+    assert len(correct) == 4 and all(n >= 10 for n in correct.values()), correct
+
+
+@pytest.mark.skipif(not SHIPPED_CLASSIFIERS["damaged"].is_file(), reason="shipped damage filter missing")
 def test_grad_cam_map_is_spatial_and_normalised(backbone):
     from carcheck.data.images import load_image
     from carcheck.models.explain import grad_cam, overlay_cam
