@@ -26,7 +26,7 @@ from rich.table import Table
 from _timing import head_ms, median_time  # noqa: E402  (bench/ is on sys.path when run as a script)
 from carcheck.data.labels import read_labels, write_label_csv
 from carcheck.data.recipes import build_recipe
-from carcheck.evaluate.classifier import evaluate_classifier, head_outputs, ood_auroc, ood_score
+from carcheck.evaluate.classifier import evaluate_classifier, head_outputs, ood_auroc, ood_score, per_source_accuracy
 from carcheck.models.classifier import SHIPPED_CLASSIFIERS, load_head
 
 
@@ -114,10 +114,8 @@ def main() -> None:
     feats, ok, _ = FeatureCache(args.cache).get_many([r.path for r in rows], ("lowres",))
     with torch.no_grad():
         pred = dmg_head.head(feats[:, 0]).argmax(1)
-    hit = {}
-    for j, i in enumerate(ok):
-        hit.setdefault(rows[i].source, []).append(dmg_info.classes[int(pred[j])] == rows[i].label)
-    results["damaged_test_half_resolution"] = {s: sum(h) / len(h) for s, h in sorted(hit.items())}
+    y = torch.tensor([dmg_info.classes.index(rows[i].label) for i in ok])
+    results["damaged_test_half_resolution"] = per_source_accuracy(pred, y, [rows[i].source for i in ok])
     console.print("damage filter, test photos at half resolution: " + ", ".join(
         f"{s} {a:.3f}" for s, a in results["damaged_test_half_resolution"].items()))
     # presence head as the out-of-scope rule: P(vehicle) over all car test photos vs no-vehicle photos

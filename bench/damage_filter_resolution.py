@@ -39,9 +39,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from damage_filter_views import per_source  # noqa: E402  (bench/ is on sys.path when run as a script)
 from carcheck.data.labels import read_labels, write_label_csv
 from carcheck.data.recipes import build_recipe
+from carcheck.evaluate.classifier import per_source_accuracy
 from carcheck.models.classifier import load_head
 from carcheck.models.features import FeatureCache
 from carcheck.train.classifier import ClassifierTrainConfig, train_classifier
@@ -55,6 +55,12 @@ SEEDS = (0, 1, 2)
 #: evaluation splits: (recipe split, view of the photo)
 EVAL = {"val": ("val", "full"), "val_lowres": ("val", "lowres"), "test": ("test", "full")}
 console = Console(width=170)
+
+
+def per_source(prob: torch.Tensor, y: torch.Tensor, sources: list[str]) -> dict[str, float]:
+    """Accuracy overall (``all``) and per source of class probabilities ``(N, 2)``."""
+    pred = prob.argmax(1)
+    return {"all": float((pred == y).float().mean()), **per_source_accuracy(pred, y, sources)}
 
 
 def worst_source(rec: dict) -> float:

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from carcheck.data.labels import read_labels, write_label_csv
 from carcheck.data.recipes import build_recipe
-from carcheck.evaluate.classifier import head_outputs
+from carcheck.evaluate.classifier import head_outputs, per_source_accuracy
 from carcheck.train.classifier import ClassifierTrainConfig, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,13 +37,9 @@ console = Console(width=160)
 
 
 def per_source(prob: torch.Tensor, y: torch.Tensor, sources: list[str]) -> dict[str, float]:
-    """Accuracy per source and overall (``all``) of class probabilities ``(N, 2)``."""
+    """Accuracy overall (``all``) and per source of class probabilities ``(N, 2)``."""
     pred = prob.argmax(1)
-    out = {"all": float((pred == y).float().mean())}
-    for s in sorted(set(sources)):
-        m = torch.tensor([x == s for x in sources])
-        out[s] = float((pred[m] == y[m]).float().mean())
-    return out
+    return {"all": float((pred == y).float().mean()), **per_source_accuracy(pred, y, sources)}
 
 
 def main() -> None:

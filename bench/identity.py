@@ -196,7 +196,6 @@ def main() -> None:
         console.print(f"verification [{k}] n={m['n']}: accuracy {m['accuracy']:.3f} at {m['threshold']:.3f}, "
                       f"ROC AUC {m['roc_auc']:.3f}, EER {m['eer']:.3f} (EER threshold {m['eer_threshold']:.3f})")
     speed = head_ms({t: SHIPPED_CLASSIFIERS.get(t) for t in ("make_model", "make_model_ood", "verification")})
-
     results["speed"] = speed
     console.print("speed (2 threads, on the shared pass): " + ", ".join(f"{k} {v:.2f}" for k, v in speed.items()))
     s = results["make_model"]["shipped"]

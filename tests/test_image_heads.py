@@ -13,8 +13,8 @@ import torch
 
 from carcheck.data.folder import FolderFormatError
 from carcheck.data.labels import LabelRow, assign_splits, read_label_csv, read_labels, write_label_csv
-from carcheck.evaluate.classifier import (classification_metrics, ood_auroc, ood_threshold, topk_accuracy,
-                                          verification_metrics)
+from carcheck.evaluate.classifier import (classification_metrics, ood_auroc, ood_threshold, per_source_accuracy,
+                                          topk_accuracy, verification_metrics)
 from carcheck.models.classifier import SHIPPED_CLASSIFIERS, EmbeddingHead, load_head
 from carcheck.pipeline.consistency import case_consistency
 from carcheck.train.classifier import class_alpha, classification_loss
@@ -108,6 +108,8 @@ def test_classification_and_ood_metrics():
     m = classification_metrics([0, 0, 1, 1], [0, 1, 1, 1], ["a", "b"])
     assert m["accuracy"] == 0.75 and m["confusion"] == [[1, 1], [0, 2]]
     assert m["per_class"]["b"]["precision"] == pytest.approx(2 / 3) and m["macro_recall"] == pytest.approx(0.75)
+    acc = per_source_accuracy(torch.tensor([0, 1, 1, 1]), torch.tensor([0, 0, 1, 1]), ["y", "x", "y", "x"])
+    assert acc == {"x": 0.5, "y": 1.0} and list(acc) == ["x", "y"]
     logits = torch.tensor([[3.0, 1, 0], [0, 2, 1], [0, 1, 2]])
     assert topk_accuracy(logits, torch.tensor([1, 2, 0]), 1) == 0 and topk_accuracy(logits, torch.tensor([1, 2, 0]), 3) == 1
     assert ood_auroc([3, 4, 5], [0, 1, 2]) == 1.0

@@ -18,7 +18,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, r
 if TYPE_CHECKING:
     from ..models.classifier import HeadInfo
 
-__all__ = ["classification_metrics", "topk_accuracy", "ood_score", "ood_auroc", "ood_threshold",
+__all__ = ["classification_metrics", "per_source_accuracy", "topk_accuracy", "ood_score", "ood_auroc", "ood_threshold",
            "verification_metrics", "head_outputs", "evaluate_classifier"]
 
 
@@ -138,9 +138,8 @@ def head_outputs(path_or_head, paths, cache_dir: str = "runs/feature_cache", tra
     from ..models.backbone import build_backbone, inference_context
     from ..models.classifier import load_head
     from ..models.features import FeatureCache
-    from ..models.inference import to_input_tensor
-
     from ..models.classifier import StandaloneNet
+    from ..models.inference import to_input_tensor
 
     head, info = load_head(path_or_head) if not isinstance(path_or_head, tuple) else path_or_head
     head.eval()
@@ -174,6 +173,23 @@ def head_outputs(path_or_head, paths, cache_dir: str = "runs/feature_cache", tra
             outs.append(head(backbone(x, with_pooled=False)).float())
         ok.append(i)
     return (torch.cat(outs) if outs else torch.zeros(0, len(info.classes))), ok, bad, info
+
+
+def per_source_accuracy(pred: torch.Tensor, target: torch.Tensor, sources: Sequence[str]) -> dict[str, float]:
+    """Accuracy per photo source (CarDD-style filter reporting: one number per data source, so a
+    filter that only learned the source shows up).
+
+    Args:
+        pred / target: ``(N,)`` int64 predicted and true class indices.
+        sources: ``N`` source names, one per photo.
+    Returns:
+        ``{source: accuracy}`` (fraction), sources sorted by name.
+    """
+    out = {}
+    for s in sorted(set(sources)):
+        m = torch.tensor([x == s for x in sources])
+        out[s] = float((pred[m] == target[m]).float().mean())
+    return out
 
 
 def evaluate_classifier(head_path, data, split: str | None = "test", ood_data=None,
@@ -216,10 +232,7 @@ def evaluate_classifier(head_path, data, split: str | None = "test", ood_data=No
     res.update(task=info.task, split=split, unreadable=bad)
     if len(info.classes) > 5:
         res["top5_accuracy"] = topk_accuracy(logits, y, 5)
-    sources = sorted({rows[i].source for i in ok})
-    res["per_source_accuracy"] = {s: float((pred[m] == y[m]).float().mean())
-                                  for s in sources
-                                  for m in [torch.tensor([rows[i].source == s for i in ok])] if m.any()}
+    res["per_source_accuracy"] = per_source_accuracy(pred, y, [rows[i].source for i in ok])
     if ood_data is not None:
         ood_rows = read_labels(ood_data)
         ood_logits, _, ood_bad, _ = head_outputs(head_info, [r.path for r in ood_rows], cache_dir, track)
