@@ -30,14 +30,14 @@ def head_ms(head_files: dict, size: tuple[int, int] = (384, 512), runs: int = 20
 
     bb = build_backbone("lite0")
     x = torch.rand(1, 3, *size).contiguous(memory_format=torch.channels_last)
-    with inference_context(True):
+    with inference_context():
         out = bb(x, with_pooled=True)
     res = {}
     for name, path in head_files.items():
         if path is not None and path.is_file():
             head, _ = load_head(path)
             if isinstance(head, StandaloneNet):  # its own backbone pass on the photo (bf16, like the assessment)
-                with inference_context(True):
+                with inference_context():
                     res[f"{name}_head_ms"] = 1000 * median_time(lambda: head(x), max(20, runs // 10), warmup=3)
                 continue
             with torch.inference_mode():

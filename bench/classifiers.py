@@ -162,7 +162,7 @@ def main() -> None:
     x = torch.rand(1, 3, 384, 512).contiguous(memory_format=torch.channels_last)
 
     def backbone_pass():
-        with inference_context(True):
+        with inference_context():
             bb(x, with_pooled=True)
 
     speed = {"backbone_pass_ms_512x384": _median_ms(backbone_pass, runs=20, warmup=3), **head_ms(SHIPPED_CLASSIFIERS)}

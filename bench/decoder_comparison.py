@@ -42,7 +42,7 @@ SETS = {"parts": ("parts", [DATA / "car_parts/testset/annotations.json"], None, 
 
 def _ms(model) -> float:
     x = torch.rand(1, 3, 512, 512).contiguous(memory_format=torch.channels_last)
-    with inference_context(True):
+    with inference_context():
         feats = model.backbone(x).features
         return 1000 * median_time(lambda: model.decode(feats, (512, 512)))
 

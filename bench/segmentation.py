@@ -41,11 +41,13 @@ TARGETS = {"parts_miou": 0.60, "parts_min_class_iou": 0.30, "damage_type_miou": 
 def speed(model) -> dict:
     x = torch.rand(1, 3, 512, 512).contiguous(memory_format=torch.channels_last)
 
-    def ours():
-        with inference_context(True):
+    def ours():  # the default: precision auto (bf16 only where the CPU runs it natively)
+        with inference_context():
             model(x, tasks=["parts", "damage"])
 
-    res = {"ours_default_s": median_time(ours)}
+    from carcheck.models.runtime import cpu_info, resolve_precision
+
+    res = {"ours_default_s": median_time(ours), "default_precision": resolve_precision("auto"), "machine": cpu_info()}
 
     def ours_fp32():
         with inference_context(False):

@@ -34,6 +34,8 @@ def lplenka_case(assessor):
 def test_lplenka_findings_match_ground_truth_damaged_parts(lplenka_case):
     val, report, _ = lplenka_case
     assert report.summary.photos == 9 and report.summary.failed == 0
+    from carcheck.models.runtime import resolve_precision
+    assert report.config.precision == resolve_precision("auto")  # the precision actually used is stated
     assert report.summary.assessed >= 8, [(p.path, p.reason) for p in report.photos]
     mapping = get_mapping("dsmlr_parts", "lplenka_parts")
     gt = damaged_parts_ground_truth(val / "COCO_merged_annos.json")
@@ -57,7 +59,7 @@ def test_report_files_and_html_content(lplenka_case, tmp_path, assessor):
     _, report, visuals = lplenka_case
     paths = write_report(report, visuals, tmp_path, assessor.part_names, assessor.damage_names)
     data = json.loads(paths["json"].read_text())
-    assert data["schema_version"] == "1.1" and len(data["photos"]) == 9
+    assert data["schema_version"] == "1.2" and len(data["photos"]) == 9
     html = paths["html"].read_text()
     cams = sum(v.gradcam is not None for v in visuals.values())
     assert html.count("data:image/jpeg;base64,") == 3 * report.summary.assessed + cams

@@ -4,7 +4,12 @@ The main entry point is :func:`assess` (same as ``carcheck assess``): the photos
 in, a :class:`~carcheck.report.schema.CaseReport` out.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:  # one source for the version: the installed package's metadata (pyproject.toml)
+    __version__ = _version("carcheck")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def assess(paths, case_id=None, config=None, out_dir=None, **kwargs):

@@ -11,6 +11,19 @@ from rich.progress import track as rich_track
 
 console = Console(stderr=True)
 
+#: ``--precision`` help text, shared by every command that runs a network.
+PRECISION_HELP = ("auto (default: bf16 only on CUDA or a CPU with native bf16, AVX512-BF16/AMX; else fp32), "
+                  "fp32 or bf16.")
+
+
+def check_precision(precision: str) -> str:
+    """Validate a ``--precision`` value (typer.BadParameter, exit code 2, for an unknown one)."""
+    import typer
+
+    if precision not in ("auto", "fp32", "bf16"):
+        raise typer.BadParameter(f"{precision!r}: choose auto, fp32 or bf16", param_hint="--precision")
+    return precision
+
 
 def track(iterable, description: str = "working", **_: Any):
     """rich progress bar on stderr (so ``--json`` stdout stays clean)."""

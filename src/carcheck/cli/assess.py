@@ -7,8 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..models.inference import DEFAULT_SEGMENTERS
-from ._common import console, emit_json, track
+from ._common import PRECISION_HELP, check_precision, console, emit_json, track
 
 
 def assess_command(
@@ -27,16 +26,19 @@ def assess_command(
     review_threshold: float = typer.Option(0.5, help="Findings with C_refined below this are flagged for review."),
     min_region: float = typer.Option(0.0005, help="Drop damaged regions smaller than this fraction of the photo."),
     json_out: bool = typer.Option(False, "--json", help="Also print the report JSON on stdout."),
+    precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
+    threads: Optional[int] = typer.Option(None, help="Torch threads (default: every core)."),
 ) -> None:
     """Assess one case: skip photos without a vehicle, find damaged parts, size them, reconcile the
     views, double-check with the image-level heads (damage filter, severity, car state, make/model,
     same vehicle) and flag doubtful findings. Exit code 1 when any photo could not be read."""
+    from ..models.inference import DEFAULT_SEGMENTERS
     from ..pipeline.assess import AssessConfig, Assessor
     from ..pipeline.fusion import FusionConfig
     from ..report.html import write_report
 
     cfg = AssessConfig(review_threshold=review_threshold, fusion=FusionConfig(min_region_fraction=min_region),
-                       presence_threshold=presence_threshold, gradcam=gradcam)
+                       presence_threshold=presence_threshold, gradcam=gradcam, precision=precision, threads=threads)
     if vehicle_threshold is not None:
         cfg.vehicle_threshold = vehicle_threshold
     try:

@@ -8,7 +8,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..data.check import check_dataset, dataset_stats
 from ._common import console, emit_json, track
 
 app = typer.Typer(help="Inspect and validate datasets (COCO, YOLO, folder-per-class, pairs CSV).",
@@ -20,6 +19,8 @@ def stats(path: Path = typer.Argument(..., help="Dataset folder (or a folder of 
           json_out: bool = typer.Option(False, "--json", help="Print the numbers as JSON on stdout.")) -> None:
     """Per-class image and instance counts, with CarDD's small / medium / large split
     (instance area < 128², < 256², >= 256² px)."""
+    from ..data.check import dataset_stats
+
     try:
         result = dataset_stats(path, track=track)
     except FileNotFoundError as e:
@@ -51,6 +52,8 @@ def check(path: Path = typer.Argument(..., help="Dataset folder (or a folder of 
     """Validate a dataset: missing/unreadable images, unknown image or category ids, degenerate
     polygons, size mismatches, near-duplicates across splits. Exits 1 when there are errors."""
     try:
+        from ..data.check import check_dataset
+
         report = check_dataset(path, hash_threshold=hash_threshold, duplicates=not no_duplicates, track=track)
     except FileNotFoundError as e:
         console.print(f"[red]error:[/] {e}")

@@ -8,16 +8,14 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ..data.coco import find_coco_files
-from ..evaluate.metrics import bootstrap_miou_difference
-from ..evaluate.segmentation import evaluate_segmentation
-from ..models.inference import DEFAULT_SEGMENTERS, load_segmenter, load_segmenters
-from ._common import console, emit_json, track
+from ._common import PRECISION_HELP, check_precision, console, emit_json, track
 
 app = typer.Typer(help="Evaluate carcheck models on held-out data.", no_args_is_help=True)
 
 
 def _annotation_files(data: Path) -> list[str]:
+    from ..data.coco import find_coco_files
+
     if data.is_file():
         return [str(data)]
     files = find_coco_files(data)
@@ -37,19 +35,26 @@ def segmentation(
     replicates: int = typer.Option(5000, help="Bootstrap replicates (over images)."),
     instances: bool = typer.Option(False, help="Also COCO box/mask AP of connected components (damage)."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics as JSON on stdout."),
+    precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
 ) -> None:
     """Per-class IoU, mIoU (with/without background), confusion matrix; optional instance AP
     and a bootstrap comparison of two models."""
+    from ..evaluate.metrics import bootstrap_miou_difference
+    from ..evaluate.segmentation import evaluate_segmentation
+    from ..models.inference import DEFAULT_SEGMENTERS, load_segmenter, load_segmenters
+    from ..models.runtime import resolve_precision
+
     files = _annotation_files(data)
     weights = weights or list(DEFAULT_SEGMENTERS)
     model = load_segmenters(weights)
-    res = evaluate_segmentation(model, files, task, taxonomy, instances=instances, track=track,
+    res = evaluate_segmentation(model, files, task, taxonomy, instances=instances, precision=precision, track=track,
                                 on_error=lambda m: console.print(f"[yellow]{m}[/]"))
     out = res.to_dict()
+    out["precision"] = resolve_precision(precision)
     out["weights"] = [str(w) for w in weights]
     out["data"] = files
     if compare is not None:
-        other = evaluate_segmentation(load_segmenter(compare), files, task, taxonomy, track=track)
+        other = evaluate_segmentation(load_segmenter(compare), files, task, taxonomy, precision=precision, track=track)
         out["bootstrap_vs"] = {"other": str(compare), "miou_other": other.to_dict()["miou"],
                                **bootstrap_miou_difference(res.per_image, other.per_image, replicates)}
     if json_out:
@@ -79,12 +84,16 @@ def classifier(
     ood: Optional[Path] = typer.Option(None, help="Out-of-scope photos (CSV or folder): OOD AUROC of max logit / MSP."),
     cache_dir: Path = typer.Option(Path("runs/feature_cache")),
     json_out: bool = typer.Option(False, "--json", help="Print metrics as JSON on stdout."),
+    precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
 ) -> None:
     """Accuracy, macro precision / recall / F1, confusion matrix, per-source accuracy (and OOD AUROC)."""
     from ..evaluate.classifier import evaluate_classifier
+    from ..models.runtime import resolve_precision
 
     try:
-        res = evaluate_classifier(weights, data, None if split == "all" else split, ood, str(cache_dir), track)
+        res = evaluate_classifier(weights, data, None if split == "all" else split, ood, str(cache_dir), track,
+                                  precision=precision)
+        res["precision"] = resolve_precision(precision)
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2)

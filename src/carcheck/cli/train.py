@@ -7,16 +7,20 @@ from typing import List, Optional
 
 import typer
 
-from ..data.taxonomy import TaxonomyError, get_taxonomy
-from ..train.losses import LOSSES
-from ..train.segmentation import SegTrainConfig, TaskSpec, train_segmentation
-from ._common import console, track
+from ._common import PRECISION_HELP, check_precision, console, track
+
+#: Segmentation losses (kept in step with :data:`carcheck.train.losses.LOSSES`, a test checks it;
+#: listed here so that ``--help`` does not import torch).
+SEG_LOSSES = ("ce", "focal", "dice", "ce+dice", "focal+dice")
 
 app = typer.Typer(help="Train carcheck models on your own data.", no_args_is_help=True)
 
 
-def _parse_task(spec: str) -> TaskSpec:
-    """``NAME:TAXONOMY:TRAIN_JSON[,TRAIN_JSON...][:VAL_JSON[,VAL_JSON...]]``."""
+def _parse_task(spec: str):
+    """``NAME:TAXONOMY:TRAIN_JSON[,TRAIN_JSON...][:VAL_JSON[,VAL_JSON...]]`` -> a ``TaskSpec``."""
+    from ..data.taxonomy import TaxonomyError, get_taxonomy
+    from ..train.segmentation import TaskSpec
+
     parts = spec.split(":")
     if len(parts) not in (3, 4):
         raise typer.BadParameter(f"{spec!r}: expected NAME:TAXONOMY:TRAIN_JSON[:VAL_JSON]")
@@ -35,6 +39,8 @@ def _parse_task(spec: str) -> TaskSpec:
 
 def _run_trainer(train, cfg, what: str) -> None:
     """Run an image-level trainer; a data or taxonomy problem ends with its message and exit code 2."""
+    from ..data.taxonomy import TaxonomyError
+
     try:
         run = train(cfg, track=track, log=console.print)
     except (ValueError, TaxonomyError, FileNotFoundError) as e:
@@ -49,22 +55,25 @@ def segmentation(
                                    "two tasks train the joint model (shared decoder, one head each)."),
     out: Path = typer.Option(Path("runs/segmentation"), help="Run folder (resumes when it holds last.pt)."),
     epochs: int = typer.Option(20), batch_size: int = typer.Option(8), size: int = typer.Option(384, help="Crop size, px."),
-    lr: float = typer.Option(2e-3), loss: str = typer.Option("ce+dice", help=f"One of {LOSSES}."),
+    lr: float = typer.Option(2e-3), loss: str = typer.Option("ce+dice", help=f"One of {SEG_LOSSES}."),
     lam: float = typer.Option(0.5, "--lambda", help="Joint loss weight λ of the second task: (1-λ)·L1 + λ·L2."),
     val_fraction: float = typer.Option(0.1, help="Held-out fraction when a task has no VAL_JSON."),
     class_weights: bool = typer.Option(False, help="Median-frequency class weights in CE / focal."),
-    seed: int = typer.Option(0), threads: int = typer.Option(2), no_bf16: bool = typer.Option(False, "--no-bf16"),
+    seed: int = typer.Option(0), threads: int = typer.Option(2),
+    precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
     decoder: str = typer.Option("fpn", help="fpn (semantic FPN) or aspp (DeepLabV3+-style ASPP + low-level skip)."),
     device: str = typer.Option("cpu", help="cpu or cuda."), workers: int = typer.Option(0, help="Data-loader processes."),
 ) -> None:
     """Train a segmentation model (frozen EfficientNet-Lite0 backbone, FPN or ASPP decoder, one head per task)."""
-    if loss not in LOSSES:
-        raise typer.BadParameter(f"--loss must be one of {LOSSES}")
+    from ..train.segmentation import SegTrainConfig, train_segmentation
+
+    if loss not in SEG_LOSSES:
+        raise typer.BadParameter(f"--loss must be one of {SEG_LOSSES}")
     specs = [_parse_task(t) for t in task]
     if len(specs) == 2:
         specs[0].weight, specs[1].weight = 1 - lam, lam
     cfg = SegTrainConfig(tasks=specs, out=str(out), epochs=epochs, batch_size=batch_size, size=size, lr=lr, loss=loss,
-                         val_fraction=val_fraction, class_weights=class_weights, seed=seed, threads=threads, bf16=not no_bf16,
+                         val_fraction=val_fraction, class_weights=class_weights, seed=seed, threads=threads, precision=precision,
                          decoder=decoder, device=device, workers=workers)
     run = train_segmentation(cfg, track=track, log=console.print)
     console.print(f"[green]done[/]: best weights in {run / 'best.safetensors'}")
@@ -88,6 +97,7 @@ def classifier(
     ood_data: Optional[Path] = typer.Option(None, help="Out-of-distribution photos (CSV/folder) to set the OOD threshold."),
     views: str = typer.Option("full,hflip", help="Frozen mode: training views per photo (full, hflip, lowres, lowres_hflip, vlowres)."),
     device: str = typer.Option("cpu"), threads: int = typer.Option(2),
+    precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
 ) -> None:
     """Train an image-level classifier head on the shared backbone."""
     from ..train.classifier import ClassifierTrainConfig, train_classifier
@@ -96,7 +106,7 @@ def classifier(
                                 loss=loss, gamma=gamma, weighted_sampling=weighted_sampling, epochs=epochs,
                                 patience=patience, val_loss=val_loss, lr=lr, batch_size=batch_size, hidden=hidden,
                                 seed=seed, cache_dir=str(cache_dir), device=device, threads=threads,
-                                ood_data=str(ood_data) if ood_data else None,
+                                precision=precision, ood_data=str(ood_data) if ood_data else None,
                                 views=tuple(v.strip() for v in views.split(",") if v.strip()))
     _run_trainer(train_classifier, cfg, "head")
 
@@ -109,6 +119,7 @@ def verification(
     seed: int = typer.Option(0), cache_dir: Path = typer.Option(Path("runs/feature_cache")),
     mode: str = typer.Option("frozen", help="frozen (cached pooled features) or finetune (last stage too)."),
     device: str = typer.Option("cpu"), threads: int = typer.Option(2),
+    precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
 ) -> None:
     """Train the Siamese same-vehicle head on the frozen shared features (128-d embeddings, learned
     L1-distance head): the fast baseline. The shipped, fine-tuned re-id model comes from `train standalone`."""
@@ -116,7 +127,7 @@ def verification(
 
     cfg = EmbeddingTrainConfig(data=str(data), out=str(out), epochs=epochs, patience=patience, lr=lr,
                                hard_fraction=hard_fraction, seed=seed, cache_dir=str(cache_dir), threads=threads,
-                               mode=mode, device=device)
+                               mode=mode, device=device, precision=precision)
     _run_trainer(train_embedding, cfg, "head")
 
 
@@ -133,6 +144,7 @@ def standalone(
     photos_per_id: int = typer.Option(2, help="Embedding batch: photos (K) per identity."),
     loss: str = typer.Option("ce", help="Classifier loss: ce (label smoothing 0.1) or focal."),
     seed: int = typer.Option(0), device: str = typer.Option("cpu"), threads: int = typer.Option(2),
+    precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
 ) -> None:
     """Fine-tune a whole backbone for one task (its own second pass per photo): the shipped
     verification and make/model models."""
@@ -140,5 +152,6 @@ def standalone(
 
     cfg = StandaloneTrainConfig(data=str(data), task=task, kind=kind, out=str(out), height=height, width=width,
                                 epochs=epochs, lr=lr, batch_size=batch_size, ids_per_batch=ids_per_batch,
-                                photos_per_id=photos_per_id, loss=loss, seed=seed, device=device, threads=threads)
+                                photos_per_id=photos_per_id, loss=loss, seed=seed, device=device, threads=threads,
+                                precision=precision)
     _run_trainer(train_standalone, cfg, "model")

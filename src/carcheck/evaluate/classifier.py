@@ -121,15 +121,16 @@ STANDALONE_PHOTO_LONGEST = 512
 
 
 def head_outputs(path_or_head, paths, cache_dir: str = "runs/feature_cache", track=lambda it, **k: it,
-                 backbone=None) -> tuple[torch.Tensor, list[int], list[tuple[str, str]], HeadInfo]:
+                 backbone=None, precision: str = "auto") -> tuple[torch.Tensor, list[int], list[tuple[str, str]], HeadInfo]:
     """Outputs of an image-level head (logits or embeddings) for image files, through the
-    inference path (longer side 512 px, bf16 backbone, view "full"; a
+    inference path (longer side 512 px, view "full", ``precision`` resolved as the assessment does; a
     :class:`~carcheck.models.classifier.StandaloneNet` gets that same 512 px photo, as in the
     assessment, and resizes it to its input size).
 
     Args:
         path_or_head: a head file, or ``(ImageHead, HeadInfo)``.
         paths: image files.
+        precision: ``auto`` | ``fp32`` | ``bf16`` (:func:`~carcheck.models.runtime.resolve_precision`).
     Returns:
         ``(outputs (N_ok, K) float32, indices of readable files, [(file, reason)] of the rest, info)``;
         unreadable files are listed, never raised.
@@ -141,6 +142,9 @@ def head_outputs(path_or_head, paths, cache_dir: str = "runs/feature_cache", tra
     from ..models.classifier import StandaloneNet
     from ..models.inference import to_input_tensor
 
+    from ..models.runtime import use_bf16
+
+    bf16 = use_bf16(precision)
     head, info = load_head(path_or_head) if not isinstance(path_or_head, tuple) else path_or_head
     head.eval()
     if isinstance(head, StandaloneNet):  # its own backbone: the assessment's 512 px photo, resized by the net
@@ -151,12 +155,12 @@ def head_outputs(path_or_head, paths, cache_dir: str = "runs/feature_cache", tra
             except ImageLoadError as e:
                 bad.append((str(p), e.reason))
                 continue
-            with inference_context(True):
+            with inference_context(bf16):
                 outs.append(head(x).float())
             ok.append(i)
         return (torch.cat(outs) if outs else torch.zeros(0, len(info.classes) or info.dim)), ok, bad, info
     if head.branch is None:
-        feats, ok, bad = FeatureCache(cache_dir, backbone=backbone, longest=info.longest).get_many(
+        feats, ok, bad = FeatureCache(cache_dir, backbone=backbone, longest=info.longest, precision=precision).get_many(
             paths, ("full",), track=track)
         with torch.no_grad():
             out = head.head(feats[:, 0]) if len(ok) else torch.zeros(0, len(info.classes) or info.dim)
@@ -169,7 +173,7 @@ def head_outputs(path_or_head, paths, cache_dir: str = "runs/feature_cache", tra
         except ImageLoadError as e:
             bad.append((str(p), e.reason))
             continue
-        with inference_context(True):
+        with inference_context(bf16):
             outs.append(head(backbone(x, with_pooled=False)).float())
         ok.append(i)
     return (torch.cat(outs) if outs else torch.zeros(0, len(info.classes))), ok, bad, info
@@ -193,7 +197,8 @@ def per_source_accuracy(pred: torch.Tensor, target: torch.Tensor, sources: Seque
 
 
 def evaluate_classifier(head_path, data, split: str | None = "test", ood_data=None,
-                        cache_dir: str = "runs/feature_cache", track=lambda it, **k: it) -> dict:
+                        cache_dir: str = "runs/feature_cache", track=lambda it, **k: it,
+                        precision: str = "auto") -> dict:
     """Accuracy, macro P/R/F1, confusion, top-5 (when > 5 classes), per-source accuracy of a
     classifier head on one split of a label CSV / class folder; with ``ood_data`` (photos that
     are out of scope: a label CSV or folder, every row used) also the OOD AUROC of the max-logit
@@ -221,7 +226,7 @@ def evaluate_classifier(head_path, data, split: str | None = "test", ood_data=No
         m = get_mapping(*info.extra["map"])
         rows = [replace(r, label=m.map_name(r.label)) for r in rows]
         rows = [r for r in rows if r.label is not None]
-    logits, ok, bad, info = head_outputs(head_info, [r.path for r in rows], cache_dir, track)
+    logits, ok, bad, info = head_outputs(head_info, [r.path for r in rows], cache_dir, track, precision=precision)
     idx = {c: i for i, c in enumerate(info.classes)}
     unknown = sorted({rows[i].label for i in ok} - set(idx))
     if unknown:
@@ -235,7 +240,7 @@ def evaluate_classifier(head_path, data, split: str | None = "test", ood_data=No
     res["per_source_accuracy"] = per_source_accuracy(pred, y, [rows[i].source for i in ok])
     if ood_data is not None:
         ood_rows = read_labels(ood_data)
-        ood_logits, _, ood_bad, _ = head_outputs(head_info, [r.path for r in ood_rows], cache_dir, track)
+        ood_logits, _, ood_bad, _ = head_outputs(head_info, [r.path for r in ood_rows], cache_dir, track, precision=precision)
         res["ood"] = {"n_in": int(len(logits)), "n_out": int(len(ood_logits)), "unreadable": ood_bad}
         for kind in ("max_logit", "msp"):
             res["ood"][f"auroc_{kind}"] = ood_auroc(ood_score(logits, kind).tolist(), ood_score(ood_logits, kind).tolist())

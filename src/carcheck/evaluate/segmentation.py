@@ -139,7 +139,7 @@ def coco_instance_ap(gt: list[tuple[int, list[tuple[int, np.ndarray]]]], dets: l
 
 
 def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task: str, taxonomy: str | None = None,
-                          instances: bool = False, longest: int = 512, bf16: bool = True,
+                          instances: bool = False, longest: int = 512, precision: str = "auto",
                           track: Callable = lambda it, **k: it, on_error: Callable[[str], None] = print) -> SegEvalResult:
     """Evaluate one head of ``model`` on COCO files, at the files' full resolution.
 
@@ -150,13 +150,16 @@ def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task:
             declared mapping from the head's (e.g. ``damage_binary`` for a ``damage_type`` head)
             evaluates the mapped prediction.
         instances: also compute COCO instance AP from connected components.
+        precision: ``auto`` | ``fp32`` | ``bf16`` (:func:`~carcheck.models.runtime.resolve_precision`).
         on_error: called with a message for each unreadable image (it is skipped, not fatal).
 
     Raises:
         KeyError: unknown task.
     """
     from ..data.taxonomy import get_mapping
+    from ..models.runtime import use_bf16
 
+    bf16 = use_bf16(precision)
     head_tax = model.taxonomies.get(task)
     if head_tax is None:
         raise KeyError(f"model has no head {task!r}; heads: {list(model.taxonomies)}")

@@ -9,10 +9,10 @@ loaded from site-packages, never from the network.
 Inputs are RGB in [0, 1]; the backbone normalises them as the TF Lite models were
 trained: ``(255 x - 127) / 128`` (efficientnet_lite_builder.py: MEAN_RGB 127, STDDEV_RGB 128).
 
-Default inference path: channels_last memory format + bf16 autocast on the CPU (the decoders
-then run in fp32, see :meth:`CarSegmenter.decode`). End to end, bench/segmentation.py measured
-it within 5% of all-fp32 on 2 cores, not the 2x the design notes expected; it is kept because its
-outputs match fp32. :func:`bf16_matches_fp32` is the stated
+Inference path: channels_last memory format; bf16 autocast only where the CPU runs bf16 natively
+(:mod:`carcheck.models.runtime`, precision ``auto``; the decoders then run in fp32, see
+:meth:`CarSegmenter.decode`), else fp32: on an AVX2-only CPU bf16 autocast was measured 8-18x
+slower than fp32. :func:`bf16_matches_fp32` is the stated
 tolerance check (test-covered): cosine similarity of every feature map >= 0.99 and the
 same ImageNet top-1 on real photos.
 """
@@ -179,9 +179,17 @@ class EfficientNetLiteBackbone(nn.Module):
         return out
 
 
-def inference_context(bf16: bool = True):
-    """Context for the default CPU inference path: ``torch.inference_mode`` plus bf16
-    autocast when ``bf16`` (and the device supports it)."""
+def inference_context(bf16: bool | None = None):
+    """Context for CPU inference: ``torch.inference_mode`` plus bf16 autocast when ``bf16``.
+
+    Args:
+        bf16: True / False, or None (default) for the precision the hardware runs fastest
+            (:func:`carcheck.models.runtime.use_bf16`: bf16 only where the CPU has it natively).
+    """
+    if bf16 is None:
+        from .runtime import use_bf16
+
+        bf16 = use_bf16("auto")
     stack = contextlib.ExitStack()
     stack.enter_context(torch.inference_mode())
     if bf16:

@@ -2,7 +2,8 @@
 
 The backbone is frozen, so an image-level head (classifier, embedding) trained on cached pooled
 features is exactly the head that runs at inference on the shared backbone pass: same input
-(longer side resized to 512 px), same bf16 path, same 1280-d pooled vector. Training such a head
+(longer side resized to 512 px), same precision (resolved from ``auto`` by the hardware, and part
+of the cache key), same 1280-d pooled vector. Training such a head
 then costs milliseconds per epoch instead of a backbone pass per image.
 """
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from ..data.images import ImageLoadError, load_image
 from .backbone import EfficientNetLiteBackbone, build_backbone, inference_context
 from .inference import to_input_tensor
+from .runtime import resolve_precision
 
 __all__ = ["VIEWS", "ALL_VIEWS", "pooled_features", "FeatureCache"]
 
@@ -32,13 +34,14 @@ VIEWS = ("full", "hflip")
 ALL_VIEWS = ("full", "hflip", "lowres", "lowres_hflip", "vlowres")
 
 
-def pooled_features(backbone: EfficientNetLiteBackbone, image: np.ndarray, longest: int = 512, bf16: bool = True,
+def pooled_features(backbone: EfficientNetLiteBackbone, image: np.ndarray, longest: int = 512, bf16: bool | None = None,
                     views: Sequence[str] = ("full",)) -> torch.Tensor:
     """Pooled head features of one photo for each view, in one batched backbone pass.
 
     Args:
         image: RGB ``uint8`` ``(H, W, 3)``.
         longest: longer side in px fed to the backbone (the assessment's 512).
+        bf16: bf16 autocast; None: as the hardware runs fastest (precision ``auto``).
         views: names from :data:`ALL_VIEWS`.
     Returns:
         ``(len(views), D)`` float32 (D = 1280 for Lite0), a normal (not inference-mode) tensor.
@@ -68,22 +71,24 @@ class FeatureCache:
     """Pooled features of image files, cached on disk (one ``.npy`` per file, view and setting).
 
     The key hashes the resolved path, file size, modification time, backbone variant, input
-    size, bf16 and the view, so an edited photo or another setting is recomputed, and asking for
+    size, the resolved precision (fp32 / bf16) and the view, so an edited photo or another setting is recomputed, and asking for
     one view (evaluation) never computes another (the mirror image only training needs).
 
     Args:
         cache_dir: folder for the ``.npy`` files (created).
         backbone: a frozen backbone (default: ImageNet Lite0, eval, channels_last, built on first miss).
-        longest / bf16: as :func:`pooled_features`.
+        longest: as :func:`pooled_features`.
+        precision: ``auto`` | ``fp32`` | ``bf16`` (:func:`~carcheck.models.runtime.resolve_precision`).
         views: the views :meth:`get` returns by default.
     """
 
     def __init__(self, cache_dir: str | Path, backbone: EfficientNetLiteBackbone | None = None, longest: int = 512,
-                 bf16: bool = True, views: Sequence[str] = VIEWS) -> None:
+                 precision: str = "auto", views: Sequence[str] = VIEWS) -> None:
         self.dir = Path(cache_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._backbone = backbone
-        self.longest, self.bf16, self.views = longest, bf16, tuple(views)
+        self.precision = resolve_precision(precision)
+        self.longest, self.bf16, self.views = longest, self.precision == "bf16", tuple(views)
 
     @property
     def backbone(self) -> EfficientNetLiteBackbone:

@@ -124,14 +124,14 @@ def to_input_tensor(image: np.ndarray, longest: int = 512) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def segment(model: CarSegmenter, image: np.ndarray, longest: int = 512, bf16: bool = True,
+def segment(model: CarSegmenter, image: np.ndarray, longest: int = 512, bf16: bool | None = None,
             tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
     """Per-pixel class probabilities for each task, at the input image's size.
 
     Args:
         image: RGB ``uint8`` ``(H, W, 3)``.
         longest: network input size of the longer side in px (the paper's 512).
-        bf16: bf16 autocast (default CPU path; same mIoU as fp32 measured here).
+        bf16: bf16 autocast; None (default): only where the CPU runs bf16 natively (precision ``auto``).
 
     Returns:
         task -> ``float32`` tensor ``(C, H, W)`` of softmax probabilities (C incl. background).

@@ -39,6 +39,7 @@ from ..data.recipes import make_of
 from ..data.taxonomy import get_taxonomy
 from ..models.backbone import inference_context
 from ..models.inference import DEFAULT_SEGMENTERS, load_segmenters, to_input_tensor
+from ..models.runtime import resolve_precision, set_threads
 from ..report.privacy import PRIVACY_NOTE
 from ..report.schema import (AssessConfigModel, CaseReport, CaseSummary, ClassScore, Consistency, DamageFilter,
                              Finding, PhotoDetection, PhotoReport, VehicleIdentity, VehicleMatch)
@@ -66,7 +67,11 @@ class AssessConfig:
         review_threshold: findings with C_refined below this go to human review.
         longest_side: network input size of the longer side, px (the paper's 512).
         min_side: photos with a shorter side below this many px fail as too small.
-        bf16: bf16 autocast on the CPU (default path).
+        precision: ``auto`` (default: bf16 only on CUDA or a CPU with native bf16, else fp32),
+            ``fp32`` or ``bf16`` (:func:`~carcheck.models.runtime.resolve_precision`); the report
+            states the precision actually used.
+        threads: torch threads of this process (None: every core); set it when several
+            assessors run on one machine (:func:`~carcheck.models.runtime.set_threads`).
         presence_threshold: P(vehicle) of the presence head below which a photo is out of scope.
         clean_threshold: P(undamaged) above which a photo without segmented damage is "clean"
             and a photo with segmented damage is flagged (CarDD V-G uses 0.9).
@@ -80,7 +85,7 @@ class AssessConfig:
     review_threshold: float = 0.5
     longest_side: int = 512
     min_side: int = 32
-    bf16: bool = True
+    precision: str = "auto"
     threads: int | None = None
     presence_threshold: float = 0.5
     clean_threshold: float = 0.9
@@ -158,8 +163,10 @@ class Assessor:
                  weights: str | Path | Sequence[str | Path] = DEFAULT_SEGMENTERS,
                  heads: dict[str, str | Path] | None = None, extra_heads: Sequence[str | Path] = ()) -> None:
         self.config = config or AssessConfig()
+        self.precision = resolve_precision(self.config.precision)  # ValueError for an unknown one
+        self.bf16 = self.precision == "bf16"
         if self.config.threads:
-            torch.set_num_threads(self.config.threads)
+            set_threads(self.config.threads)
         self.weights = [Path(weights)] if isinstance(weights, (str, Path)) else [Path(w) for w in weights]
         self.model = load_segmenters(self.weights)
         for head in ("parts", "damage"):
@@ -180,7 +187,7 @@ class Assessor:
         """
         x = to_input_tensor(image, self.config.longest_side)
         parts = damage = None
-        with inference_context(self.config.bf16):
+        with inference_context(self.bf16):
             out = self.model.backbone(x, with_logits=True, with_pooled=True)
             score = float(vehicle_score(out.logits)[0])
             heads = self.heads.run(out)
@@ -355,6 +362,7 @@ class Assessor:
                                      closeup_max_parts=fc.closeup_max_parts, size_thresholds=list(fc.size_thresholds),
                                      review_threshold=self.config.review_threshold,
                                      longest_side_px=self.config.longest_side,
+                                     precision=self.precision, threads=torch.get_num_threads(),
                                      presence_threshold=self.config.presence_threshold if self.heads.has("presence") else None,
                                      clean_threshold=self.config.clean_threshold if self.heads.has("damaged") else None,
                                      verification_threshold=(self.heads.info("verification").threshold

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = "1.1"  # 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
+SCHEMA_VERSION = "1.2"  # 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
 
 __all__ = ["SCHEMA_VERSION", "PhotoDetection", "PhotoReport", "Finding", "CaseSummary", "CaseReport", "AssessConfigModel",
            "ClassScore", "HeadResult", "DamageFilter", "VehicleMatch", "VehicleIdentity", "Consistency"]
@@ -149,6 +149,8 @@ class AssessConfigModel(BaseModel):
     size_thresholds: list[float]
     review_threshold: float
     longest_side_px: int
+    precision: str | None = None  # the precision actually used: fp32 or bf16 (resolved from "auto")
+    threads: int | None = None
     presence_threshold: float | None = None
     clean_threshold: float | None = None
     verification_threshold: float | None = None

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
+from ..models.runtime import use_bf16
 import torch.nn.functional as F
 
 from ..data.labels import LabelRow, assign_splits, read_labels
@@ -101,6 +103,7 @@ class ClassifierTrainConfig:
     crop: int = 384
     device: str = "cpu"
     threads: int = 2
+    precision: str = "auto"  # auto | fp32 | bf16 (carcheck.models.runtime.resolve_precision)
     ood_data: str | None = None
     views: tuple[str, ...] = ("full", "hflip")
     command: str = ""
@@ -163,7 +166,7 @@ def _frozen_data(cfg, rows, classes, track, log):
     """Cached pooled features (photo + mirror image) and labels of the train and val splits."""
     from ..models.features import FeatureCache
 
-    cache = FeatureCache(cfg.cache_dir, longest=cfg.longest, views=tuple(cfg.views))
+    cache = FeatureCache(cfg.cache_dir, longest=cfg.longest, precision=cfg.precision, views=tuple(cfg.views))
     idx = {c: i for i, c in enumerate(classes)}
     out = {}
     for split in ("train", "val"):  # validation uses the photo itself only
@@ -297,7 +300,8 @@ def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **
                 if cfg.mode == "frozen":
                     logits = model.head(xb)
                 else:
-                    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
+                    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16,
+                                                        enabled=use_bf16(cfg.precision, dev.type)):
                         f16 = backbone(xb.contiguous(memory_format=torch.channels_last)).features[2]
                     model.branch.train(train)
                     logits = model.head(model.branch(f16.float()))
@@ -352,7 +356,7 @@ def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **
 
         orows = read_labels(cfg.ood_data)
         orows = [r for r in orows if r.split == "val"] or orows
-        of, _, _ = FeatureCache(cfg.cache_dir, longest=cfg.longest).get_many([r.path for r in orows], ("full",),
+        of, _, _ = FeatureCache(cfg.cache_dir, longest=cfg.longest, precision=cfg.precision).get_many([r.path for r in orows], ("full",),
                                                                                track=track)
         with torch.no_grad():
             ood_val = ood_score(model.head(of[:, 0]), "max_logit").tolist()

@@ -29,6 +29,7 @@ from ..data.labels import LabelRow, assign_splits, read_labels
 from ..evaluate.classifier import verification_metrics
 from ..models.classifier import EmbeddingHead, HeadInfo, ImageHead, save_head
 from ..models.features import FeatureCache
+from ..models.runtime import use_bf16
 from .run import start_run
 
 __all__ = ["EmbeddingTrainConfig", "make_pairs", "pair_distances", "train_embedding"]
@@ -64,6 +65,7 @@ class EmbeddingTrainConfig:
     cache_dir: str = "runs/feature_cache"
     longest: int = 512
     threads: int = 2
+    precision: str = "auto"  # auto | fp32 | bf16 (carcheck.models.runtime.resolve_precision)
     mode: str = "frozen"
     device: str = "cpu"
     command: str = ""
@@ -95,7 +97,7 @@ def make_pairs(ids: list[str], sources: list[str], rng: random.Random, hard_frac
     return pairs
 
 
-def _stride16_maps(backbone, paths, longest, dev, track):
+def _stride16_maps(backbone, paths, longest, dev, track, bf16: bool = True):
     """Frozen stride-16 maps of each photo and its mirror image (bf16, kept on ``dev``):
     ``(list of (2, C, h, w) tensors, readable indices, [(file, reason)])``."""
     from ..data.images import ImageLoadError, load_image
@@ -109,7 +111,7 @@ def _stride16_maps(backbone, paths, longest, dev, track):
         except ImageLoadError as e:
             bad.append((str(p), e.reason))
             continue
-        with inference_context(dev.type == "cpu"), torch.autocast(dev.type, dtype=torch.bfloat16):
+        with inference_context(bf16 and dev.type == "cpu"), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             f = backbone(torch.cat([x, x.flip(-1)])).features[2]
         maps.append(f.to(torch.bfloat16).clone())  # outside inference mode: a normal tensor, usable in autograd
         ok.append(i)
@@ -146,9 +148,10 @@ def train_embedding(cfg: EmbeddingTrainConfig, track: Callable = lambda it, **k:
     for split in ("train", "val", "test"):
         sel = [r for r in rows if r.split == split]
         if cfg.mode == "finetune":
-            feats, ok, bad = _stride16_maps(backbone, [r.path for r in sel], cfg.longest, dev, track)
+            feats, ok, bad = _stride16_maps(backbone, [r.path for r in sel], cfg.longest, dev, track,
+                                            use_bf16(cfg.precision, dev.type))
         else:
-            feats, ok, bad = FeatureCache(cfg.cache_dir, longest=cfg.longest).get_many([r.path for r in sel], track=track)
+            feats, ok, bad = FeatureCache(cfg.cache_dir, longest=cfg.longest, precision=cfg.precision).get_many([r.path for r in sel], track=track)
         for f, why in bad:
             log(f"[yellow]skipped[/] {f}: {why}")
         data[split] = (feats, [sel[i].group for i in ok], [sel[i].source for i in ok])

@@ -31,6 +31,11 @@ def start_run(cfg) -> Path:
     cfg.command = cfg.command or " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    state = asdict(cfg)
+    if "precision" in state:  # the precision actually used, resolved from "auto" by the hardware
+        from ..models.runtime import resolve_precision
+
+        state["precision_resolved"] = resolve_precision(cfg.precision, getattr(cfg, "device", "cpu"))
+    (out / "config.json").write_text(json.dumps(state, indent=2))
     seed_everything(cfg.seed)
     return out

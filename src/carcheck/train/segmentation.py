@@ -3,7 +3,7 @@
 Recipe (Ma et al., section II-C): the paper's augmentations through albumentations; AdamW
 with linear warm-up and cosine decay; joint loss ``(1 - λ) L_parts + λ L_damage`` with
 λ = 0.5, realised by alternating one batch of each task (each dataset labels only its own
-task) and weighting each task's loss. Frozen backbone under bf16 autocast, decoder and heads
+task) and weighting each task's loss. Frozen backbone under bf16 autocast where the hardware runs it natively (precision ``auto``), decoder and heads
 trainable. Checkpoint every epoch (``last.pt``, resumable), best-on-validation mIoU kept as
 ``best.safetensors``; metrics appended to ``metrics.jsonl``.
 """
@@ -21,6 +21,8 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
+
+from ..models.runtime import use_bf16
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
@@ -61,7 +63,7 @@ class SegTrainConfig:
     class_weights: bool = False
     val_fraction: float = 0.1
     seed: int = 0
-    bf16: bool = True
+    precision: str = "auto"  # auto | fp32 | bf16 (carcheck.models.runtime.resolve_precision)
     threads: int = 2
     channels: int = 96
     decoder: str = "fpn"
@@ -175,9 +177,11 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    bf16 = use_bf16(cfg.precision, cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    (out / "config.json").write_text(json.dumps({**asdict(cfg), "precision_resolved": "bf16" if bf16 else "fp32"},
+                                                 indent=2))
 
     heads, train_loaders, val_loaders, class_w = {}, {}, {}, {}
     for t in cfg.tasks:
@@ -242,7 +246,7 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
         for task in track(order, description=f"epoch {epoch + 1}/{cfg.epochs}"):
             x, y = next(iters[task])
             x, y = x.to(dev), y.to(dev)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x.contiguous(memory_format=torch.channels_last), tasks=[task])[task]
             cw = class_w.get(task)
             loss = weights[task] * segmentation_loss(cfg.loss, logits, y, None if cw is None else cw.to(dev))
@@ -251,7 +255,7 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
             opt.step()
             sched.step()
             losses[task].append(float(loss.detach()))
-        val = {k: _validate(model, val_loaders[k], k, heads[k], cfg.bf16, cfg.device) for k in val_loaders}
+        val = {k: _validate(model, val_loaders[k], k, heads[k], bf16, cfg.device) for k in val_loaders}
         score = float(np.mean([v["miou"] for v in val.values()]))
         rec = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 1), "lr": sched.get_last_lr()[0],
                "train_loss": {k: float(np.mean(v)) if v else None for k, v in losses.items()}, "val": val,

@@ -17,7 +17,7 @@ all trained. Two kinds:
 Both: photos decoded once and kept in memory at ``input_size`` (+1/8 for random crops), random
 resized crop (classifier) or pad-and-crop (embedding) and horizontal flips; AdamW with a
 10x larger learning rate for the new layers, one-cycle schedule; fp32 training (bf16 autocast
-for validation); a checkpoint every epoch (``last.pt``, resumed when present); ``metrics.jsonl``;
+for validation where the hardware runs it natively, precision ``auto``); a checkpoint every epoch (``last.pt``, resumed when present); ``metrics.jsonl``;
 the best epoch written as ``best.safetensors`` (float16, with its :class:`HeadInfo`).
 """
 
@@ -33,6 +33,8 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from ..models.runtime import use_bf16
 import torch.nn.functional as F
 
 from ..data.labels import LabelRow, assign_splits, read_labels
@@ -80,6 +82,7 @@ class StandaloneTrainConfig:
     test_fraction: float = 0.15
     seed: int = 0
     threads: int = 2
+    precision: str = "auto"  # auto | fp32 | bf16 (carcheck.models.runtime.resolve_precision)
     device: str = "cpu"
     command: str = ""
 
@@ -105,13 +108,13 @@ def _load_split(rows: list[LabelRow], size: tuple[int, int], track, log) -> tupl
 
 
 @torch.no_grad()
-def _outputs(net: StandaloneNet, x: torch.Tensor, dev: torch.device, batch: int = 64) -> torch.Tensor:
+def _outputs(net: StandaloneNet, x: torch.Tensor, dev: torch.device, batch: int = 64, bf16: bool = True) -> torch.Tensor:
     """Eval-mode outputs (with the net's flip TTA) of uint8 photos ``(N, 3, H, W)``."""
     net.eval()
     res = []
     for i in range(0, len(x), batch):
         xb = x[i:i + batch].to(dev).float().div(255)
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             res.append(net(xb).float().cpu())
     return torch.cat(res) if res else torch.zeros(0)
 
@@ -201,7 +204,7 @@ def train_standalone(cfg: StandaloneTrainConfig, track: Callable = lambda it, **
         log(f"resumed from {last} at epoch {start}")
 
     def validate() -> tuple[float, dict]:
-        o = _outputs(net, x_va, dev)
+        o = _outputs(net, x_va, dev, bf16=use_bf16(cfg.precision, dev.type))
         if emb:
             d, same = pair_scores(o, [key(r) for r in r_va])
             m = verification_metrics(d.tolist(), same.tolist())
@@ -255,7 +258,7 @@ def train_standalone(cfg: StandaloneTrainConfig, track: Callable = lambda it, **
 
     net.load_state_dict(torch.load(out / "best_state.pt", map_location="cpu", weights_only=True))
     net.cpu().eval()
-    o = _outputs(net, x_va, torch.device("cpu"))
+    o = _outputs(net, x_va, torch.device("cpu"), bf16=use_bf16(cfg.precision))
     extra = {"command": cfg.command, "mode": "standalone", "data": str(cfg.data), "best_val": best,
              "train_photos": len(r_tr), "val_photos": len(r_va)}
     if emb:

@@ -1,0 +1,93 @@
+"""Where and how the networks run: the numeric precision chosen by the hardware, and threads.
+
+bf16 autocast is a speed-up only on CPUs that execute bf16 natively (AVX512-BF16 or AMX tiles):
+measured on an AVX2-only AMD EPYC, the Lite0 backbone took 2.3 s per 512 px photo under bf16
+autocast against 0.13 s in fp32 (issue 13), while on an AVX512-BF16 CPU bf16 is about 1.4x faster
+than fp32 (bench/speed.py). ``auto``, the default everywhere, therefore asks torch what the CPU can
+do (``torch.cpu._is_avx512_bf16_supported`` / ``_is_amx_tile_supported``) and uses bf16 only there
+or on CUDA, else fp32.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from functools import lru_cache
+from typing import Literal
+
+__all__ = ["PRECISIONS", "Precision", "bf16_native", "resolve_precision", "use_bf16", "set_threads", "cpu_info"]
+
+#: The precisions a user can ask for.
+PRECISIONS = ("auto", "fp32", "bf16")
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+@lru_cache(maxsize=1)
+def bf16_native() -> bool:
+    """True when this CPU executes bf16 natively (AVX512-BF16 or AMX tiles), as torch reports it."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(f()) for f in checks if f is not None)
+
+
+def resolve_precision(precision: str = "auto", device: str = "cpu") -> Literal["fp32", "bf16"]:
+    """The precision actually used: ``auto`` -> ``bf16`` on CUDA or a CPU with native bf16, else ``fp32``.
+
+    Args:
+        precision: ``auto`` | ``fp32`` | ``bf16`` (``bf16`` is honoured even where it is slow).
+        device: ``cpu`` or a CUDA device string (``cuda``, ``cuda:0``).
+    Raises:
+        ValueError: an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision  # type: ignore[return-value]
+    if str(device).startswith("cuda"):
+        return "bf16"
+    return "bf16" if bf16_native() else "fp32"
+
+
+def use_bf16(precision: str = "auto", device: str = "cpu") -> bool:
+    """``resolve_precision(...) == "bf16"``: whether to enter bf16 autocast."""
+    return resolve_precision(precision, device) == "bf16"
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads for this process (and OpenMP's, for libraries started later).
+
+    Several worker processes on one machine must split the cores between them: two processes of 2
+    threads each on 2 cores made a forward pass 20x slower here (OpenMP oversubscription).
+
+    Args:
+        threads: threads for this process; None -> every core this process may use.
+    Returns:
+        the number of threads set.
+    """
+    import torch
+
+    n = int(threads) if threads else max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                          else (os.cpu_count() or 1))
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def cpu_info() -> dict:
+    """What a benchmark JSON records about the machine: CPU model, cores, bf16 support, torch version."""
+    import torch
+
+    model = platform.processor() or ""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu_model": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cores": os.cpu_count(), "bf16_native": bf16_native(), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
