@@ -476,3 +476,36 @@ def test_standalone_heads_run_only_when_given_the_photo(tmp_path):
     assert set(res.logits) == {"presence"} and res.embedding is None
     heads.run_standalone(x, res)
     assert res.embedding is not None and res.embedding.shape == (1280,)
+
+
+@pytest.mark.skipif(not SHIPPED_CLASSIFIERS["damaged"].is_file(), reason="shipped damage filter missing")
+def test_grad_cam_equals_its_definition_on_the_target_activations(backbone):
+    """Selvaraju et al. eq. 1-2 by hand: weights = spatial mean of d(logit_c)/dA, map = ReLU(sum_k w_k A_k),
+    upsampled and min-max normalised. grad_cam stops the backward pass at A; the map must not change."""
+    import torch.nn.functional as F
+
+    from carcheck.data.images import load_image
+    from carcheck.models.classifier import BackboneClassifier
+    from carcheck.models.explain import grad_cam
+    from carcheck.models.inference import to_input_tensor
+
+    img = load_image(sorted((data_path("car_damage/lensor_severity") / "images/test").glob("*.jpg"))[1])
+    x = to_input_tensor(img, 256)
+    head, info = load_head(SHIPPED_CLASSIFIERS["damaged"])
+    c = info.classes.index("damaged")
+    model = BackboneClassifier(backbone, head).eval()
+    acts = {}
+    hook = model.target_layer.register_forward_hook(lambda m, i, o: acts.__setitem__("a", o))
+    with torch.enable_grad():
+        logit = model(x.clone().requires_grad_(True))[0, c]
+        grad = torch.autograd.grad(logit, acts["a"])[0]
+    hook.remove()
+    a = acts["a"].detach()
+    ref = F.relu((grad.mean(dim=(2, 3), keepdim=True) * a).sum(1))[0].numpy()
+    import cv2
+
+    ref = cv2.resize(ref, (x.shape[-1], x.shape[-2]))
+    ref = (ref - ref.min()) / (ref.max() - ref.min() + 1e-7)
+    cam = grad_cam(backbone, head, x, c)
+    assert np.abs(cam - ref).max() < 1e-3
+    assert all(p.requires_grad for p in head.parameters())  # the parameters' grad flags are restored

@@ -46,11 +46,23 @@ def grad_cam(backbone: EfficientNetLiteBackbone, head: ImageHead | StandaloneNet
         raise ValueError(f"class index {class_index} out of range for {n} classes")
     model = head.eval() if standalone else BackboneClassifier(backbone, head).eval()
     target = head.backbone.net._conv_head if standalone else model.target_layer
-    # the backbone is frozen: without an input that requires grad, no activation would, and the
-    # library's gradient hook would never fire
-    x = x.detach().float().contiguous().requires_grad_(True)
-    with torch.enable_grad(), GradCAM(model=model, target_layers=[target]) as cam:
-        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(class_index)])
+    # Grad-CAM needs d(logit)/d(target activations) only. The target's output is detached and made
+    # a leaf that requires grad (a forward hook registered before the library's own, so the library
+    # sees that leaf), and no parameter requires grad meanwhile: no graph is built before the target
+    # layer and the backward pass stops there instead of running through the whole backbone to the
+    # input (same map, measured 3.8 s -> well under 1 s per photo on 2 cores).
+    leaf = target.register_forward_hook(lambda _m, _i, out: out.detach().requires_grad_(True))
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        x = x.detach().float().contiguous(memory_format=torch.channels_last)
+        with torch.enable_grad(), GradCAM(model=model, target_layers=[target]) as cam:
+            maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(class_index)])
+    finally:
+        leaf.remove()
+        for p in params:
+            p.requires_grad_(True)
     return np.asarray(maps[0], dtype=np.float32)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as _dt
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -199,14 +200,31 @@ class Assessor:
                 damage = logits["damage"][0].float().softmax(0).numpy()
         return Prediction(x, score, p_vehicle, heads, parts, damage)
 
-    def assess_photo(self, path: Path) -> tuple[PhotoReport, PhotoFindings | None, PhotoVisual | None]:
-        """Assess one file; never raises for bad input (the report says why)."""
+    def read_photo(self, path: Path) -> np.ndarray | ImageLoadError:
+        """Decode one file for :meth:`assess_photo`: RGB ``uint8`` ``(H, W, 3)``, or the
+        :class:`ImageLoadError` saying why it cannot be used (returned, not raised, so that a
+        decode-ahead thread can hand it over)."""
+        try:
+            return load_image(path, min_side=self.config.min_side)
+        except ImageLoadError as e:
+            return e
+        except Exception as e:  # the failure boundary of one file: nothing it raises stops the case
+            return ImageLoadError(path, f"could not be read ({type(e).__name__}: {e})")
+
+    def assess_photo(self, path: Path, loaded: np.ndarray | ImageLoadError | None = None
+                     ) -> tuple[PhotoReport, PhotoFindings | None, PhotoVisual | None]:
+        """Assess one file; never raises for bad input (the report says why).
+
+        Args:
+            path: the file.
+            loaded: its :meth:`read_photo` result when already decoded (by the decode-ahead
+                thread of :meth:`assess`); None: decoded here.
+        """
         t0 = time.perf_counter()
         name = str(path)
-        try:
-            image = load_image(path, min_side=self.config.min_side)
-        except ImageLoadError as e:
-            return PhotoReport(path=name, status="failed", reason=e.reason), None, None
+        image = self.read_photo(path) if loaded is None else loaded
+        if isinstance(image, ImageLoadError):
+            return PhotoReport(path=name, status="failed", reason=image.reason), None, None
         h, w = image.shape[:2]
         pred = self.predict(image)
         score, p_vehicle, parts, damage, x, heads = (pred.vehicle_score, pred.presence, pred.parts, pred.damage,
@@ -304,12 +322,19 @@ class Assessor:
         """
         files = collect_photos(paths)
         photos, pf, visuals = [], [], {}
-        for f in track(files, description="assessing photos"):
-            rep, fnd, vis = self.assess_photo(f)
-            photos.append(rep)
-            if fnd is not None:
-                pf.append(fnd)
-                visuals[rep.path] = vis
+        # photo i+1 is decoded in a thread while photo i runs through the networks (Pillow and
+        # torch release the GIL while they work)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="carcheck-decode") as pool:
+            ahead = pool.submit(self.read_photo, files[0]) if files else None
+            for i, f in enumerate(track(files, description="assessing photos")):
+                loaded = ahead.result()
+                if i + 1 < len(files):
+                    ahead = pool.submit(self.read_photo, files[i + 1])
+                rep, fnd, vis = self.assess_photo(f, loaded)
+                photos.append(rep)
+                if fnd is not None:
+                    pf.append(fnd)
+                    visuals[rep.path] = vis
         rel = view_relations(pf)
         for rep in photos:
             if rep.path in rel:
