@@ -110,3 +110,26 @@ def test_cli_loss_list_matches_the_trainers():
     from carcheck.train.losses import LOSSES
 
     assert set(SEG_LOSSES) == set(LOSSES)
+
+
+def test_engine_auto_is_onnx_for_fp32_and_torch_for_bf16(monkeypatch):
+    import builtins
+
+    assert runtime.resolve_engine("auto", "fp32") == "onnx"
+    assert runtime.resolve_engine("auto", "bf16") == "torch"
+    assert runtime.resolve_engine("torch", "fp32") == "torch"
+    with pytest.raises(ValueError, match="fp32"):
+        runtime.resolve_engine("onnx", "bf16")
+    with pytest.raises(ValueError, match="unknown engine"):
+        runtime.resolve_engine("tensorrt", "fp32")
+    real_import = builtins.__import__
+
+    def no_ort(name, *a, **k):
+        if name == "onnxruntime":
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_ort)
+    assert runtime.resolve_engine("auto", "fp32") == "torch"  # without onnxruntime, torch
+    with pytest.raises(ValueError, match="onnxruntime"):
+        runtime.resolve_engine("onnx", "fp32")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from ._common import PRECISION_HELP, check_precision, console, emit_json, track
 
@@ -28,33 +29,46 @@ def assess_command(
     json_out: bool = typer.Option(False, "--json", help="Also print the report JSON on stdout."),
     precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
     threads: Optional[int] = typer.Option(None, help="Torch threads (default: every core)."),
+    engine: str = typer.Option("auto", help="auto (ONNX Runtime where the networks run in fp32, eager torch where "
+                                            "bf16 runs natively), torch or onnx."),
 ) -> None:
     """Assess one case: skip photos without a vehicle, find damaged parts, size them, reconcile the
     views, double-check with the image-level heads (damage filter, severity, car state, make/model,
-    same vehicle) and flag doubtful findings. Exit code 1 when any photo could not be read."""
+    same vehicle) and flag doubtful findings. Exit codes: 0 every file was read, 1 some file could
+    not be read (each is in the report with its reason), 2 usage error (e.g. --out is a file or
+    cannot be written; checked before any model loads), 3 an internal error (a bug)."""
+    from ..data.images import display_name
+    from ..report.html import prepare_out_dir, write_report
+
+    try:
+        prepare_out_dir(out)
+    except ValueError as e:
+        console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        raise typer.Exit(2)
     from ..models.inference import DEFAULT_SEGMENTERS
     from ..pipeline.assess import AssessConfig, Assessor
     from ..pipeline.fusion import FusionConfig
-    from ..report.html import write_report
 
     cfg = AssessConfig(review_threshold=review_threshold, fusion=FusionConfig(min_region_fraction=min_region),
-                       presence_threshold=presence_threshold, gradcam=gradcam, precision=precision, threads=threads)
+                       presence_threshold=presence_threshold, gradcam=gradcam, precision=precision, threads=threads,
+                       engine=engine)
     if vehicle_threshold is not None:
         cfg.vehicle_threshold = vehicle_threshold
     try:
         assessor = Assessor(cfg, weights or DEFAULT_SEGMENTERS, heads={} if no_heads else None, extra_heads=head or ())
     except (FileNotFoundError, ValueError, KeyError) as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(display_name(str(e)))}", highlight=False)
         raise typer.Exit(2)
     report, visuals = assessor.assess([str(p) for p in photos], case_id, track=track)
     paths = write_report(report, visuals, out, assessor.part_names, assessor.damage_names)
     if json_out:
         emit_json(report.model_dump(mode="json"))
     s = report.summary
-    console.print(f"[b]{s.verdict}[/b]")
-    for p in report.photos:
+    console.print(f"[b]{escape(s.verdict)}[/b]", highlight=False)
+    for p in report.photos:  # paths and reasons are printable text already; escape() keeps rich markup out
         if p.status != "assessed":
-            console.print(f"  [{'red' if p.status == 'failed' else 'yellow'}]{p.status}[/]: {p.path}: {p.reason}")
-    console.print(f"report: {paths['html']} (and {paths['json'].name})")
+            console.print(f"  [{'red' if p.status == 'failed' else 'yellow'}]{p.status}[/]: {escape(p.path)}: "
+                          f"{escape(p.reason or '')}", highlight=False)
+    console.print(f"report: {escape(display_name(paths['html']))} (and {paths['json'].name})", highlight=False)
     if s.failed:
         raise typer.Exit(1)

@@ -15,7 +15,8 @@ import platform
 from functools import lru_cache
 from typing import Literal
 
-__all__ = ["PRECISIONS", "Precision", "bf16_native", "resolve_precision", "use_bf16", "set_threads", "cpu_info"]
+__all__ = ["PRECISIONS", "ENGINES", "Precision", "bf16_native", "resolve_precision", "use_bf16", "resolve_engine",
+           "set_threads", "cpu_info"]
 
 #: The precisions a user can ask for.
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -53,6 +54,43 @@ def resolve_precision(precision: str = "auto", device: str = "cpu") -> Literal["
 def use_bf16(precision: str = "auto", device: str = "cpu") -> bool:
     """``resolve_precision(...) == "bf16"``: whether to enter bf16 autocast."""
     return resolve_precision(precision, device) == "bf16"
+
+
+#: The inference engines a user can ask for.
+ENGINES = ("auto", "torch", "onnx")
+
+
+def resolve_engine(engine: str = "auto", precision: str = "fp32") -> Literal["torch", "onnx"]:
+    """The engine actually used for the shared pass, the decoders and the identity models.
+
+    ``auto``: ONNX Runtime where the networks run in fp32 (its fp32 kernels beat eager torch fp32,
+    bench/speed.py), eager torch where bf16 runs natively (ONNX Runtime has no bf16 CPU kernels for
+    these graphs; eager bf16 was faster than ONNX Runtime fp32 there, bench/speed.py); torch when
+    onnxruntime is not installed.
+
+    Args:
+        engine: ``auto`` | ``torch`` | ``onnx``.
+        precision: the RESOLVED precision (``fp32`` | ``bf16``, from :func:`resolve_precision`).
+    Raises:
+        ValueError: an unknown engine, ``onnx`` with ``bf16``, or ``onnx`` without onnxruntime.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    try:
+        import onnxruntime  # noqa: F401
+
+        have_ort = True
+    except ImportError:
+        have_ort = False
+    if engine == "onnx":
+        if precision == "bf16":
+            raise ValueError("the onnx engine computes in fp32: use --precision fp32 (or auto) with it")
+        if not have_ort:
+            raise ValueError("the onnx engine needs onnxruntime (pip install onnxruntime)")
+        return "onnx"
+    if engine == "torch":
+        return "torch"
+    return "onnx" if precision == "fp32" and have_ort else "torch"
 
 
 def set_threads(threads: int | None = None) -> int:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = "1.2"  # 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
+SCHEMA_VERSION = "1.3"  # 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
 
 __all__ = ["SCHEMA_VERSION", "PhotoDetection", "PhotoReport", "Finding", "CaseSummary", "CaseReport", "AssessConfigModel",
            "ClassScore", "HeadResult", "DamageFilter", "VehicleMatch", "VehicleIdentity", "Consistency"]
@@ -88,9 +88,13 @@ class PhotoDetection(BaseModel):
 class PhotoReport(BaseModel):
     """What happened to one input file."""
 
-    path: str
+    path: str = Field(description="The file as printable text: a byte of a name that is not valid UTF-8 is "
+                                  "written as \\xNN (then path_bytes holds the exact name).")
+    path_bytes: str | None = Field(None, description="Base64 of the file name's exact bytes, only when it is not "
+                                                     "valid UTF-8 (None: path is exact).")
     status: Literal["assessed", "skipped", "failed"]
-    reason: str | None = Field(None, description="Why a photo was skipped or failed.")
+    reason: str | None = Field(None, description="Why a photo was skipped (no vehicle, blank or near-constant, "
+                                                 "too small to judge, duplicate of an earlier photo) or failed.")
     width: int | None = None
     height: int | None = None
     vehicle_score: float | None = Field(None, description="Presence-gate score (fraction).")
@@ -150,6 +154,7 @@ class AssessConfigModel(BaseModel):
     review_threshold: float
     longest_side_px: int
     precision: str | None = None  # the precision actually used: fp32 or bf16 (resolved from "auto")
+    engine: str | None = None  # the inference engine actually used: torch or onnx (resolved from "auto")
     threads: int | None = None
     presence_threshold: float | None = None
     clean_threshold: float | None = None
@@ -171,3 +176,5 @@ class CaseReport(BaseModel):
     vehicle: VehicleIdentity | None = None
     consistency: Consistency | None = None
     privacy: str
+    ignored_files: list[str] = Field([], description="Entries of the given folders left out on purpose: hidden "
+                                                     "files and OS clutter (.DS_Store, Thumbs.db, desktop.ini).")
