@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import colorsys
 import io
+import tempfile
 from pathlib import Path
 from typing import Mapping, Protocol, Sequence
 
@@ -17,7 +18,7 @@ from PIL import Image
 from .privacy import blur_private_regions
 from .schema import CaseReport
 
-__all__ = ["palette", "overlay", "write_report"]
+__all__ = ["palette", "overlay", "write_report", "prepare_out_dir"]
 
 
 class _Visual(Protocol):
@@ -57,6 +58,38 @@ def _data_uri(image: np.ndarray, quality: int = 85) -> str:
 
 def _hex(c: tuple[int, int, int]) -> str:
     return "#%02x%02x%02x" % c
+
+
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """Create the report folder and prove that the report files can be written there, before any
+    work starts (``carcheck assess`` calls it before loading a model).
+
+    Returns:
+        the folder as a ``Path``.
+    Raises:
+        ValueError: naming the folder and the cause: it is a file, it cannot be created, it
+            cannot be written to, or ``report.json`` / ``report.html`` in it is not a file.
+    """
+    from ..data.images import display_name
+
+    out = Path(out_dir)
+    where = display_name(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{where}: exists and is not a folder (--out names the report folder)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{where}: cannot create the report folder ({e.strerror or e})") from None
+    for name in ("report.json", "report.html"):
+        f = out / name
+        if f.exists() and not f.is_file():
+            raise ValueError(f"{display_name(f)}: exists and is not a file")
+    try:
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".carcheck-write-test-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{where}: cannot write into the report folder ({e.strerror or e})") from None
+    return out
 
 
 def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: str | Path,
