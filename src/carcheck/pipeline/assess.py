@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..data.images import ImageLoadError, load_image
+from ..data.images import ImageLoadError, display_name, image_size, load_image
 from ..data.recipes import make_of
 from ..data.taxonomy import get_taxonomy
 from ..models.backbone import inference_context
@@ -49,12 +49,10 @@ from .fusion import FusionConfig, damaged_parts, size_class, visible_parts
 from .consistency import case_consistency
 from .gate import DEFAULT_PART_COVERAGE_THRESHOLD, DEFAULT_VEHICLE_THRESHOLD, part_coverage, passes_gate, vehicle_score
 from .image_heads import ImageHeads, PhotoHeadOutputs, head_result
+from .inputs import (MIN_SIDE, DuplicateFinder, blank_reason, collect_photos, exact_name_bytes, expand_inputs,
+                     too_small_reason)
 
 __all__ = ["AssessConfig", "Assessor", "PhotoVisual", "assess", "collect_photos"]
-
-#: Files in a folder that are ignored silently (not photos, not errors).
-_IGNORED = {".ds_store", "thumbs.db", "desktop.ini"}
-
 
 @dataclass
 class AssessConfig:
@@ -67,7 +65,9 @@ class AssessConfig:
         fusion: damaged-part thresholds (:class:`~carcheck.pipeline.fusion.FusionConfig`).
         review_threshold: findings with C_refined below this go to human review.
         longest_side: network input size of the longer side, px (the paper's 512).
-        min_side: photos with a shorter side below this many px fail as too small.
+        min_side: photos with a shorter side below this many px are skipped as too small to judge.
+        max_decoded_pixels: larger photos are decoded at reduced size (JPEG: DCT scaling), to at most
+            this many pixels (the networks see 512 px; sizes and areas stay in the photo's pixels).
         precision: ``auto`` (default: bf16 only on CUDA or a CPU with native bf16, else fp32),
             ``fp32`` or ``bf16`` (:func:`~carcheck.models.runtime.resolve_precision`); the report
             states the precision actually used.
@@ -85,7 +85,8 @@ class AssessConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     review_threshold: float = 0.5
     longest_side: int = 512
-    min_side: int = 32
+    min_side: int = MIN_SIDE
+    max_decoded_pixels: int = 16_000_000
     precision: str = "auto"
     threads: int | None = None
     presence_threshold: float = 0.5
@@ -126,22 +127,16 @@ class PhotoVisual:
     gradcam: np.ndarray | None = None  # (h, w) float32 Grad-CAM map in [0, 1], for flagged photos
 
 
-def collect_photos(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand files and folders (recursively, sorted) into the case's file list.
-
-    Every regular file inside a folder is included, whatever its suffix, so a non-image file is
-    reported rather than silently dropped; OS clutter (``.DS_Store``, hidden files) is ignored.
-    A missing path is kept: it fails in the report with "file not found".
-    """
-    out: list[Path] = []
-    for raw in inputs:
-        p = Path(raw)
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                          and f.name.lower() not in _IGNORED)
-        else:
-            out.append(p)
-    return out
+def _to_photo_pixels(report: PhotoReport, width: int, height: int) -> None:
+    """Scale a photo report made on a reduced-size decode to the photo's ``width`` x ``height`` px
+    (sizes, areas in px², boxes), in place."""
+    if report.width is None or report.height is None or (report.width, report.height) == (width, height):
+        return
+    sx, sy = width / report.width, height / report.height
+    report.width, report.height = width, height
+    for d in report.detections:
+        d.area_px = round(d.area_px * sx * sy, 1)
+        d.bbox_xywh = [round(v * f, 1) for v, f in zip(d.bbox_xywh, (sx, sy, sx, sy))]
 
 
 class Assessor:
@@ -183,6 +178,7 @@ class Assessor:
         """One backbone pass for the image-level heads, then the segmentation decoders.
 
         With ``gate`` and an installed presence head, a photo the head calls "no vehicle" stops
+        self._duplicates = DuplicateFinder()  # photos of the current case (screen_photo)
         before the decoders (they are most of the per-photo cost); ``parts``/``damage`` are then None.
         Maps are at network resolution (longer side ``config.longest_side``).
         """
@@ -205,7 +201,7 @@ class Assessor:
         :class:`ImageLoadError` saying why it cannot be used (returned, not raised, so that a
         decode-ahead thread can hand it over)."""
         try:
-            return load_image(path, min_side=self.config.min_side)
+            return load_image(path, max_decoded_pixels=self.config.max_decoded_pixels)
         except ImageLoadError as e:
             return e
         except Exception as e:  # the failure boundary of one file: nothing it raises stops the case
@@ -221,12 +217,57 @@ class Assessor:
                 thread of :meth:`assess`); None: decoded here.
         """
         t0 = time.perf_counter()
-        name = str(path)
+        name = display_name(path)
         image = self.read_photo(path) if loaded is None else loaded
         if isinstance(image, ImageLoadError):
             return PhotoReport(path=name, status="failed", reason=image.reason), None, None
         h, w = image.shape[:2]
         pred = self.predict(image)
+    def screen_photo(self, path: Path, loaded: np.ndarray | ImageLoadError | None = None
+                     ) -> tuple[PhotoReport, PhotoFindings | None, PhotoVisual | None]:
+        """One entry of a case behind its failure boundary: :meth:`assess_photo` after the input
+        sanity checks of :mod:`.inputs`.
+
+        A photo too small to judge (shorter side < ``config.min_side`` px), blank / near-constant,
+        or a duplicate of an earlier photo of this case (:meth:`assess` resets the record) is
+        skipped with the reason before the models run, so a repeated photo counts once in
+        K_agree and the same-vehicle check. Anything raised on the way becomes a failed entry
+        naming the cause: nothing from one photo stops the case. The entry's ``path`` is printable
+        text; a name that is not valid UTF-8 also keeps its exact bytes (``path_bytes``). Width,
+        height, areas and boxes are in the photo's own pixels when it was decoded at reduced size.
+
+        Args:
+            path: the entry.
+            loaded: its :meth:`read_photo` result when already decoded; None: decoded here.
+        """
+        t0 = time.perf_counter()
+        name = display_name(path)
+        try:
+            image = self.read_photo(path) if loaded is None else loaded
+            if isinstance(image, ImageLoadError):
+                result = self.assess_photo(path, image)
+            else:
+                dh, dw = image.shape[:2]
+                try:
+                    w, h = image_size(path)
+                except ImageLoadError:
+                    w, h = dw, dh
+                if abs(w * dh - h * dw) > 0.02 * w * dh:
+                    w, h = dw, dh  # not the decoded photo's shape (the file changed): trust the pixels
+                reason = (too_small_reason(w, h, self.config.min_side) or blank_reason(image)
+                          or self._duplicates.check(name, image))
+                if reason is not None:
+                    result = (PhotoReport(path=name, status="skipped", reason=reason, width=w, height=h,
+                                          seconds=round(time.perf_counter() - t0, 3)), None, None)
+                else:
+                    result = self.assess_photo(path, image)
+                    _to_photo_pixels(result[0], w, h)
+        except Exception as e:  # the failure boundary of one entry
+            result = (PhotoReport(path=name, status="failed", reason=display_name(
+                f"could not be assessed ({type(e).__name__}: {e})")[:300]), None, None)
+        result[0].path_bytes = exact_name_bytes(path)
+        return result
+
         score, p_vehicle, parts, damage, x, heads = (pred.vehicle_score, pred.presence, pred.parts, pred.damage,
                                                      pred.x, pred.heads)
         if p_vehicle is not None:
@@ -314,13 +355,15 @@ class Assessor:
         """Assess the photos of one case.
 
         Args:
-            paths: files and/or folders (see :func:`collect_photos`).
+            paths: files and/or folders (see :func:`~.inputs.expand_inputs`).
             case_id: defaults to a random id.
             track: progress wrapper, e.g. ``rich.progress.track``.
         Returns:
             (the :class:`~carcheck.report.schema.CaseReport`, path -> :class:`PhotoVisual` of assessed photos)
         """
-        files = collect_photos(paths)
+        inputs = expand_inputs(paths)
+        files = inputs.files
+        self._duplicates = DuplicateFinder()
         photos, pf, visuals = [], [], {}
         # photo i+1 is decoded in a thread while photo i runs through the networks (Pillow and
         # torch release the GIL while they work)
@@ -330,7 +373,7 @@ class Assessor:
                 loaded = ahead.result()
                 if i + 1 < len(files):
                     ahead = pool.submit(self.read_photo, files[i + 1])
-                rep, fnd, vis = self.assess_photo(f, loaded)
+                rep, fnd, vis = self.screen_photo(f, loaded)
                 photos.append(rep)
                 if fnd is not None:
                     pf.append(fnd)
@@ -373,7 +416,7 @@ class Assessor:
             verdict += f" {clean} photo(s) confirmed clean by the damage filter."
         fc = self.config.fusion
         report = CaseReport(
-            case_id=case_id or uuid.uuid4().hex[:12],
+            case_id=display_name(case_id) if case_id else uuid.uuid4().hex[:12],
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             carcheck_version=__version__,
             models={"segmenter": ", ".join(w.name for w in self.weights), "backbone": self.model.backbone.variant,
@@ -395,7 +438,8 @@ class Assessor:
             summary=CaseSummary(photos=len(files), assessed=n["assessed"], skipped=n["skipped"], failed=n["failed"],
                                 findings=len(findings), findings_for_review=review, damaged_parts=damaged,
                                 verdict=verdict),
-            findings=findings, photos=photos, vehicle=vehicle, consistency=consistency, privacy=PRIVACY_NOTE)
+            findings=findings, photos=photos, vehicle=vehicle, consistency=consistency, privacy=PRIVACY_NOTE,
+            ignored_files=[display_name(p) for p in inputs.ignored])
         return report, visuals
 
     def _identity(self, photos: list[PhotoReport], visuals: dict[str, PhotoVisual]
