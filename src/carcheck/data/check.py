@@ -29,7 +29,7 @@ from pycocotools import mask as mask_utils
 
 from .coco import CocoFormatError, CocoInstance, CocoSource, find_coco_files
 from .folder import FolderFormatError, PairsDataset, find_class_folders, find_pairs_csvs
-from .images import ImageLoadError, image_size, is_image_path, load_image
+from .images import ImageLoadError, decode_image, display_name, image_size, is_image_path
 from .yolo import YoloFormatError, YoloSource, find_yolo_configs, label_path_for
 
 __all__ = ["Problem", "CheckReport", "DatasetStats", "discover", "check_dataset", "dataset_stats",
@@ -39,6 +39,10 @@ SMALL_AREA = 128 ** 2  #: px²; CarDD "small" is below this
 MEDIUM_AREA = 256 ** 2  #: px²; CarDD "medium" is below this, "large" at or above
 
 Track = Callable[..., Iterable]
+
+#: Photos are decoded for the check at up to this many pixels (hashes need little; sizes are
+#: compared with the file's own header, so a reduced decode changes nothing).
+_CHECK_PIXELS = 16_000_000
 
 
 def _no_track(it, **_):
@@ -58,6 +62,9 @@ class Problem:
     code: str
     path: str
     message: str
+
+    def __post_init__(self) -> None:  # file names that are not UTF-8: printable, JSON-safe text
+        self.path, self.message = display_name(str(self.path)), display_name(str(self.message))
 
     def __str__(self) -> str:
         return f"[{self.severity}] {self.code}: {self.path}: {self.message}"
@@ -131,7 +138,10 @@ def discover(root: str | Path) -> tuple[list[tuple[str, object]], list[Problem]]
         try:
             src = CocoSource(jp)
         except CocoFormatError as e:
-            problems.append(Problem("error", "bad_annotation_file", str(jp), str(e)))
+            if e.problems:  # schema problems, each with its JSON path
+                problems.extend(Problem("error", "schema", display_name(jp), f"{loc}: {msg}") for loc, msg in e.problems)
+            else:
+                problems.append(Problem("error", "bad_annotation_file", display_name(jp), str(e)))
             continue
         found.append(("coco", src))
         image_roots.add(src.image_root.resolve())
@@ -139,7 +149,7 @@ def discover(root: str | Path) -> tuple[list[tuple[str, object]], list[Problem]]
         try:
             ys = YoloSource(yp)
         except YoloFormatError as e:
-            problems.append(Problem("error", "bad_annotation_file", str(yp), str(e)))
+            problems.append(Problem("error", "bad_annotation_file", display_name(yp), str(e)))
             continue
         found.append(("yolo", ys))
         image_roots.add((yp.parent / "images").resolve())
@@ -198,13 +208,14 @@ def _polygon_problems(inst: CocoInstance, w: int, h: int, where: str) -> list[Pr
 def _check_image(path: Path, problems: list[Problem], declared: tuple[int, int] | None = None):
     """Decode fully; record unreadable / size mismatch. Returns the RGB array or None."""
     try:
-        arr = load_image(path)
+        decoded = decode_image(path, max_decoded_pixels=_CHECK_PIXELS)
     except ImageLoadError as e:
         code = "missing_image" if e.reason == "file not found" else "unreadable_image"
-        problems.append(Problem("error", code, str(path), e.reason))
+        problems.append(Problem("error", code, display_name(path), e.reason))
         return None
+    arr = decoded.array
     if declared and all(declared):
-        h, w = arr.shape[:2]
+        w, h = decoded.width, decoded.height
         if (w, h) != declared:
             problems.append(Problem("error", "size_mismatch", str(path),
                                     f"annotation says {declared[0]}x{declared[1]} px, file is {w}x{h} px"))

@@ -9,13 +9,68 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from .images import is_image_path, load_image
+from .images import display_name, is_image_path, load_image
 
-__all__ = ["FolderFormatError", "ImageFolderDataset", "PairsDataset", "find_class_folders", "find_pairs_csvs"]
+__all__ = ["FolderFormatError", "ImageFolderDataset", "PairsDataset", "find_class_folders", "find_pairs_csvs",
+           "read_csv_rows"]
 
 
 class FolderFormatError(ValueError):
     """A class-folder tree or a pairs CSV is malformed; the message names the path."""
+
+
+def read_csv_rows(path: str | Path, required: Sequence[str] = ()) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Read a CSV file with a header row, strictly.
+
+    Args:
+        path: the CSV file (UTF-8, an optional BOM).
+        required: columns that must be in the header.
+    Returns:
+        ``(columns, [(line number, {column: value})])``; blank lines are skipped, column names and
+        values are kept as written (column names stripped).
+    Raises:
+        FolderFormatError: naming the file and the line: unreadable, not UTF-8, an empty file, a
+            missing or repeated column, a row with fewer or more fields than the header, an
+            unterminated quote, a field longer than ``csv.field_size_limit()`` characters
+            (131,072 by default), a NUL byte.
+    """
+    where = display_name(path)
+    start = 1
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, strict=True)
+            header = next(reader, None)
+            if header is None:
+                raise FolderFormatError(f"{where}: empty file (no header row)")
+            cols = [h.strip() for h in header]
+            missing = [c for c in required if c not in cols]
+            if missing:
+                raise FolderFormatError(f"{where}:1: the header lacks the column(s) {', '.join(missing)} "
+                                        f"(found {', '.join(map(repr, cols))})")
+            repeated = sorted({c for c in cols if cols.count(c) > 1})
+            if repeated:
+                raise FolderFormatError(f"{where}:1: repeated column(s) {', '.join(repeated)}")
+            rows = []
+            start = reader.line_num + 1
+            for fields in reader:
+                if not any(x.strip() for x in fields):
+                    start = reader.line_num + 1
+                    continue
+                if len(fields) != len(cols):
+                    raise FolderFormatError(f"{where}:{start}: {len(fields)} field(s), the header has {len(cols)} "
+                                            f"({', '.join(cols)})")
+                if any("\0" in x for x in fields):
+                    raise FolderFormatError(f"{where}:{start}: a field holds a NUL byte")
+                rows.append((start, dict(zip(cols, fields))))
+                start = reader.line_num + 1
+    except csv.Error as e:
+        hint = "; an unterminated quote?" if "end of data" in str(e) else ""
+        raise FolderFormatError(f"{where}:{start}: malformed CSV from this line on ({e}{hint})") from None
+    except UnicodeDecodeError as e:
+        raise FolderFormatError(f"{where}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise FolderFormatError(f"{where}: cannot be read ({e.strerror or e})") from None
+    return cols, rows
 
 
 def find_class_folders(root: Path, min_classes: int = 2) -> list[Path]:
@@ -85,9 +140,9 @@ def find_pairs_csvs(root: Path) -> list[Path]:
     out = []
     for p in sorted(Path(root).rglob("*.csv")):
         try:
-            with open(p, newline="", encoding="utf-8") as f:
+            with open(p, newline="", encoding="utf-8-sig") as f:
                 header = next(csv.reader(f), [])
-        except (OSError, UnicodeDecodeError):
+        except (OSError, UnicodeDecodeError, csv.Error):
             continue
         if _pair_columns(header) is not None:
             out.append(p)
@@ -117,11 +172,10 @@ class PairsDataset(Dataset):
     def __init__(self, csv_path: str | Path, image_root: str | Path | None = None,
                  transform: Callable | None = None) -> None:
         self.csv_path = Path(csv_path)
-        with open(self.csv_path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        cols = _pair_columns(rows[0].keys() if rows else [])
+        header, table = read_csv_rows(self.csv_path)
+        cols = _pair_columns(header)
         if cols is None:
-            raise FolderFormatError(f"{self.csv_path}: needs columns file_a, file_b and same_vehicle (0/1)")
+            raise FolderFormatError(f"{display_name(self.csv_path)}: needs columns file_a, file_b and same_vehicle (0/1)")
         a, b, lab = cols
         if image_root is None:
             image_root = self.csv_path.parent / "images"
@@ -129,9 +183,11 @@ class PairsDataset(Dataset):
                 image_root = self.csv_path.parent
         self.image_root = Path(image_root)
         self.pairs: list[tuple[Path, Path, int]] = []
-        for i, r in enumerate(rows, 2):
+        for i, r in table:
             if r[lab].strip() not in ("0", "1"):
-                raise FolderFormatError(f"{self.csv_path}:{i}: label {r[lab]!r} is not 0 or 1")
+                raise FolderFormatError(f"{display_name(self.csv_path)}:{i}: label {r[lab]!r:.60} is not 0 or 1")
+            if not r[a].strip() or not r[b].strip():
+                raise FolderFormatError(f"{display_name(self.csv_path)}:{i}: an empty file name")
             self.pairs.append((self.image_root / r[a], self.image_root / r[b], int(r[lab])))
         self.transform = transform
 

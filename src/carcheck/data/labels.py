@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .folder import FolderFormatError
-from .images import is_image_path
+from .folder import FolderFormatError, read_csv_rows
+from .images import display_name, is_image_path
 
 __all__ = ["LabelRow", "read_labels", "read_label_csv", "write_label_csv", "rows_from_class_folders",
            "assign_splits", "SPLITS"]
@@ -69,25 +69,28 @@ def read_label_csv(path: str | Path) -> list[LabelRow]:
     """Read a label CSV (see the module doc).
 
     Raises:
-        FolderFormatError: missing ``file``/``label`` columns, an empty table, or a bad split
-            name (the message names the CSV and line).
+        FolderFormatError: naming the CSV and the line: missing ``file``/``label`` columns, an
+            empty table, a bad split name, an empty file name or label, and every malformed-CSV
+            case of :func:`~carcheck.data.folder.read_csv_rows` (short or long rows, unterminated
+            quotes, over-long fields, NUL bytes, not UTF-8).
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        cols = set(reader.fieldnames or [])
-        if not {"file", "label"} <= cols:
-            raise FolderFormatError(f"{path}: a label CSV needs the columns file,label (found {sorted(cols)})")
-        rows = []
-        for i, r in enumerate(reader, 2):
-            p = Path(r["file"])
-            split = (r.get("split") or "").strip() or None
-            if split is not None and split not in SPLITS:
-                raise FolderFormatError(f"{path}:{i}: split {split!r} is not one of {SPLITS}")
-            rows.append(LabelRow(p if p.is_absolute() else path.parent / p, r["label"].strip(),
-                                 (r.get("source") or "").strip(), split, (r.get("group") or "").strip()))
+    where = display_name(path)
+    _, table = read_csv_rows(path, required=("file", "label"))
+    rows = []
+    for i, r in table:
+        split = (r.get("split") or "").strip() or None
+        if split is not None and split not in SPLITS:
+            raise FolderFormatError(f"{where}:{i}: split {split!r:.40} is not one of {SPLITS}")
+        if not r["file"].strip():
+            raise FolderFormatError(f"{where}:{i}: empty file name")
+        if not r["label"].strip():
+            raise FolderFormatError(f"{where}:{i}: empty label")
+        p = Path(r["file"])
+        rows.append(LabelRow(p if p.is_absolute() else path.parent / p, r["label"].strip(),
+                             (r.get("source") or "").strip(), split, (r.get("group") or "").strip()))
     if not rows:
-        raise FolderFormatError(f"{path}: no rows")
+        raise FolderFormatError(f"{where}: no rows")
     return rows
 
 

@@ -16,7 +16,7 @@ import torch
 import yaml
 from torch.utils.data import Dataset
 
-from .images import is_image_path, load_image
+from .images import display_name, is_image_path, load_image
 
 __all__ = ["YoloFormatError", "YoloObject", "YoloSource", "YoloDataset", "find_yolo_configs"]
 
@@ -40,16 +40,19 @@ def find_yolo_configs(root: Path) -> list[Path]:
     for p in sorted(list(Path(root).rglob("*.yaml")) + list(Path(root).rglob("*.yml"))):
         try:
             cfg = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
-            continue
+        except (OSError, ValueError, yaml.YAMLError, RecursionError):
+            continue  # not a config we can read; a YAML beside images is not necessarily one
         if isinstance(cfg, dict) and "names" in cfg:
             out.append(p)
     return out
 
 
 def label_path_for(image_path: Path) -> Path:
-    """``.../images/x/y.jpg`` -> ``.../labels/x/y.txt`` (last ``images`` path component)."""
+    """``.../images/x/y.jpg`` -> ``.../labels/x/y.txt`` (last ``images`` path component; without
+    one, ``y.txt`` beside the image)."""
     parts = list(image_path.parts)
+    if "images" not in parts:  # no images/ folder in the path: the label sits beside the image
+        return image_path.with_suffix(".txt")
     idx = max(i for i, part in enumerate(parts) if part == "images")
     parts[idx] = "labels"
     return Path(*parts).with_suffix(".txt")
@@ -64,8 +67,14 @@ def parse_label_file(path: Path, num_classes: int) -> list[YoloObject]:
     """
     if not path.exists():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise YoloFormatError(f"{display_name(path)}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise YoloFormatError(f"{display_name(path)}: cannot be read ({e.strerror or e})") from None
     objs = []
-    for ln, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for ln, line in enumerate(text.splitlines(), 1):
         vals = line.split()
         if not vals:
             continue
@@ -73,7 +82,9 @@ def parse_label_file(path: Path, num_classes: int) -> list[YoloObject]:
             cls = int(vals[0])
             nums = [float(v) for v in vals[1:]]
         except ValueError:
-            raise YoloFormatError(f"{path}:{ln}: not numbers: {line!r}") from None
+            raise YoloFormatError(f"{display_name(path)}:{ln}: not numbers: {line!r:.80}") from None
+        if not all(np.isfinite(nums)):
+            raise YoloFormatError(f"{display_name(path)}:{ln}: a coordinate is not a finite number")
         if not 0 <= cls < num_classes:
             raise YoloFormatError(f"{path}:{ln}: class id {cls} outside 0..{num_classes - 1}")
         if any(v < -1e-3 or v > 1 + 1e-3 for v in nums):
@@ -103,20 +114,34 @@ class YoloSource:
 
     def __init__(self, yaml_path: str | Path) -> None:
         self.yaml_path = Path(yaml_path)
+        where = display_name(self.yaml_path)
         try:
             cfg = yaml.safe_load(self.yaml_path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as e:
-            raise YoloFormatError(f"{self.yaml_path}: unreadable YAML ({e})") from None
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            raise YoloFormatError(f"{where}: unreadable YAML ({display_name(str(e))[:200]})") from None
+        except RecursionError:
+            raise YoloFormatError(f"{where}: YAML nested too deeply to read") from None
         if not isinstance(cfg, dict) or "names" not in cfg:
-            raise YoloFormatError(f"{self.yaml_path}: no 'names' in the YOLO config")
+            raise YoloFormatError(f"{where}: no 'names' in the YOLO config")
         names = cfg["names"]
-        self.names: list[str] = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+        if isinstance(names, dict) and all(type(k) is int for k in names):
+            names = [names[k] for k in sorted(names)]
+        if not isinstance(names, list) or not names or not all(isinstance(n, (str, int)) and not isinstance(n, bool)
+                                                               for n in names):
+            raise YoloFormatError(f"{where}: 'names' must be a non-empty list of class names or a mapping "
+                                  "from class ids (integers) to names")
+        self.names: list[str] = [str(n) for n in names]
+        if not isinstance(cfg.get("path", "."), (str, int, float)):
+            raise YoloFormatError(f"{where}: 'path' must be a folder path")
         base = (self.yaml_path.parent / str(cfg.get("path", "."))).resolve()
         self.warnings: list[str] = []
         self.splits: dict[str, list[Path]] = {}
         for split in ("train", "val", "test"):
             if split in cfg and cfg[split]:
-                d = base / str(cfg[split])
+                if not isinstance(cfg[split], str):
+                    self.warnings.append(f"{where}: split {split!r} is not a folder path (lists are not read)")
+                    continue
+                d = base / cfg[split]
                 if d.is_dir():
                     self.splits[split] = sorted(p for p in d.rglob("*") if is_image_path(p))
                 else:

@@ -233,6 +233,8 @@ def evaluate_classifier(head_path, data, split: str | None = "test", ood_data=No
         raise ValueError(f"{data}: labels {unknown} are not classes of the head ({info.classes})")
     y = torch.tensor([idx[rows[i].label] for i in ok])
     pred = logits.argmax(1)
+    if not ok:
+        raise ValueError(f"{data}: none of the {len(rows)} photos could be read (first: {bad[0][0]}: {bad[0][1]})")
     res = classification_metrics(y.tolist(), pred.tolist(), info.classes)
     res.update(task=info.task, split=split, unreadable=bad)
     if len(info.classes) > 5:
