@@ -31,9 +31,28 @@ app.add_typer(evaluate.app, name="evaluate")
 app.command("assess")(assess_command)
 
 
+#: Exit code of an unexpected exception (a bug), distinct from 1 ("some input had problems",
+#: e.g. a file that could not be read) and 2 (usage error).
+INTERNAL_ERROR = 3
+
+
 def main() -> None:
-    """Entry point of the ``carcheck`` console script."""
-    app()
+    """Entry point of the ``carcheck`` console script.
+
+    Exit codes: 0 ok, 1 problems found in the input (each named in the output), 2 usage error,
+    3 internal error: an unexpected exception prints its traceback and exits 3, never 1.
+    """
+    import sys
+
+    try:
+        app()
+    except Exception as e:  # click/typer already turned usage errors and typer.Exit into SystemExit
+        import traceback
+
+        traceback.print_exception(e, file=sys.stderr)
+        print(f"carcheck: internal error ({type(e).__name__}); this is a bug, exit code {INTERNAL_ERROR}",
+              file=sys.stderr)
+        sys.exit(INTERNAL_ERROR)
 
 
 __all__ = ["app", "main"]

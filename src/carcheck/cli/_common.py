@@ -25,6 +25,16 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def esc(value: Any) -> str:
+    """``value`` as console text: a file name that is not UTF-8 shows its bytes as ``\\xNN`` and
+    rich markup in it (``[/]``, ``[red]``) is printed as written, not interpreted."""
+    from rich.markup import escape
+
+    from ..data.images import display_name
+
+    return escape(display_name(str(value)))
+
+
 def track(iterable, description: str = "working", **_: Any):
     """rich progress bar on stderr (so ``--json`` stdout stays clean)."""
     return rich_track(iterable, description=description, console=console, transient=True)

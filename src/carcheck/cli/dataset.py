@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from ._common import console, emit_json, track
+from ._common import console, emit_json, esc, track
 
 app = typer.Typer(help="Inspect and validate datasets (COCO, YOLO, folder-per-class, pairs CSV).",
                   no_args_is_help=True)
@@ -24,21 +23,22 @@ def stats(path: Path = typer.Argument(..., help="Dataset folder (or a folder of 
     try:
         result = dataset_stats(path, track=track)
     except FileNotFoundError as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {esc(e)}", highlight=False)
         raise typer.Exit(2)
     if json_out:
         emit_json(result.to_dict())
         return
     if not result.sources:
-        console.print(f"[yellow]no dataset found under {path}[/]")
+        console.print(f"[yellow]no dataset found under {esc(path)}[/]", highlight=False)
         raise typer.Exit(1)
     for src in result.sources:
-        t = Table(title=f"{src['format']} · {src['split']} · {src['images']} images\n{src['source']}", title_justify="left")
+        t = Table(title=f"{esc(src['format'])} · {esc(src['split'])} · {src['images']} images\n{esc(src['source'])}",
+                  title_justify="left")
         keys = [k for k in src["classes"][0].keys() if k != "area"] if src["classes"] else ["class"]
         for k in keys:
             t.add_column(k, justify="left" if k == "class" else "right")
         for row in src["classes"]:
-            t.add_row(*[str(row.get(k, "")) for k in keys])
+            t.add_row(*[esc(row.get(k, "")) for k in keys])
         console.print(t)
 
 
@@ -56,24 +56,24 @@ def check(path: Path = typer.Argument(..., help="Dataset folder (or a folder of 
 
         report = check_dataset(path, hash_threshold=hash_threshold, duplicates=not no_duplicates, track=track)
     except FileNotFoundError as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {esc(e)}", highlight=False)
         raise typer.Exit(2)
     if json_out:
         emit_json(report.to_dict())
     else:
         d = report.to_dict()
-        t = Table(title=f"dataset check: {path}", title_justify="left")
+        t = Table(title=f"dataset check: {esc(path)}", title_justify="left")
         for c in ("dataset", "split", "format", "images"):
             t.add_column(c)
         for s in d["splits"]:
-            t.add_row(s["dataset"], s["split"], s["format"], str(s["images"]))
+            t.add_row(esc(s["dataset"]), esc(s["split"]), s["format"], str(s["images"]))
         console.print(t)
         for p in report.problems[:max_shown]:
-            console.print(f"[{'red' if p.severity == 'error' else 'yellow'}]{escape(str(p))}[/]", highlight=False)
+            console.print(f"[{'red' if p.severity == 'error' else 'yellow'}]{esc(p)}[/]", highlight=False)
         if len(report.problems) > max_shown:
             console.print(f"... {len(report.problems) - max_shown} more (use --json for all)")
         console.print(f"{report.images_checked} images checked: {len(report.errors)} errors, "
-                      f"{len(report.problems) - len(report.errors)} warnings; counts {d['problem_counts']}")
+                      f"{len(report.problems) - len(report.errors)} warnings; counts {esc(d['problem_counts'])}")
         console.print("[green]OK[/]" if report.ok else "[red]FAILED[/]")
     if not report.ok:
         raise typer.Exit(1)
@@ -93,11 +93,11 @@ def recipe(name: str = typer.Argument(..., help="presence, damaged, severity, ma
     try:
         rows = build_recipe(name, root)
     except (KeyError, FolderFormatError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {esc(e)}", highlight=False)
         raise typer.Exit(2)
     write_label_csv(rows, out)
     counts = Counter((r.split, r.label) for r in rows)
-    console.print(f"{len(rows)} rows -> {out}")
+    console.print(f"{len(rows)} rows -> {esc(out)}", highlight=False)
     if len({r.label for r in rows}) <= 8:
         for (s, lab), n in sorted(counts.items()):
-            console.print(f"  {s:5s} {lab}: {n}")
+            console.print(f"  {s:5s} {esc(lab)}: {n}", highlight=False)

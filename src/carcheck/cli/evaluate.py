@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ._common import PRECISION_HELP, check_precision, console, emit_json, track
+from ._common import PRECISION_HELP, check_precision, console, emit_json, esc, track
 
 app = typer.Typer(help="Evaluate carcheck models on held-out data.", no_args_is_help=True)
 
@@ -48,7 +48,7 @@ def segmentation(
     weights = weights or list(DEFAULT_SEGMENTERS)
     model = load_segmenters(weights)
     res = evaluate_segmentation(model, files, task, taxonomy, instances=instances, precision=precision, track=track,
-                                on_error=lambda m: console.print(f"[yellow]{m}[/]"))
+                                on_error=lambda m: console.print(f"[yellow]{esc(m)}[/]", highlight=False))
     out = res.to_dict()
     out["precision"] = resolve_precision(precision)
     out["weights"] = [str(w) for w in weights]
@@ -60,11 +60,12 @@ def segmentation(
     if json_out:
         emit_json(out)
         return
-    t = Table(title=f"{task} on {data} ({out['images']} images, taxonomy {out['taxonomy']})", title_justify="left")
+    t = Table(title=f"{esc(task)} on {esc(data)} ({out['images']} images, taxonomy {esc(out['taxonomy'])})",
+              title_justify="left")
     t.add_column("class")
     t.add_column("IoU", justify="right")
     for c, v in out["iou"].items():
-        t.add_row(c, "-" if v is None else f"{v:.3f}")
+        t.add_row(esc(c), "-" if v is None else f"{v:.3f}")
     t.add_row("[b]mIoU[/]", f"[b]{out['miou']:.3f}[/]")
     t.add_row("[b]mIoU (no background)[/]", f"[b]{out['miou_no_bg']:.3f}[/]")
     console.print(t)
@@ -73,7 +74,7 @@ def segmentation(
             console.print(f"{kind} AP: " + ", ".join(f"{k} {v:.3f}" for k, v in out["instance_ap"][kind].items()))
     if "bootstrap_vs" in out:
         b = out["bootstrap_vs"]
-        console.print(f"mIoU difference vs {compare}: {b['diff']:+.4f}, 95% CI [{b['ci95'][0]:+.4f}, {b['ci95'][1]:+.4f}]")
+        console.print(f"mIoU difference vs {esc(compare)}: {b['diff']:+.4f}, 95% CI [{b['ci95'][0]:+.4f}, {b['ci95'][1]:+.4f}]")
 
 
 @app.command("classifier")
@@ -94,28 +95,28 @@ def classifier(
         res = evaluate_classifier(weights, data, None if split == "all" else split, ood, str(cache_dir), track,
                                   precision=precision)
         res["precision"] = resolve_precision(precision)
-    except (ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/] {e}")
+    except (ValueError, FileNotFoundError) as e:  # FolderFormatError (a malformed label CSV) is a ValueError
+        console.print(f"[red]error:[/] {esc(e)}", highlight=False)
         raise typer.Exit(2)
     if json_out:
         emit_json(res)
         return
-    t = Table(title=f"{res['task']} on {data} ({res['n']} photos, split {split})", title_justify="left")
+    t = Table(title=f"{esc(res['task'])} on {esc(data)} ({res['n']} photos, split {esc(split)})", title_justify="left")
     for c in ("class", "precision", "recall", "F1", "support"):
         t.add_column(c, justify="left" if c == "class" else "right")
     for c, m in res["per_class"].items():
-        t.add_row(c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+        t.add_row(esc(c), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
     t.add_row("[b]macro[/]", f"{res['macro_precision']:.3f}", f"{res['macro_recall']:.3f}", f"{res['macro_f1']:.3f}", "")
     console.print(t)
     console.print(f"accuracy {res['accuracy']:.3f}" + (f", top-5 {res['top5_accuracy']:.3f}" if "top5_accuracy" in res else ""))
     for s, a in res["per_source_accuracy"].items():
-        console.print(f"  {s}: accuracy {a:.3f}")
+        console.print(f"  {esc(s)}: accuracy {a:.3f}", highlight=False)
     cm = Table(title="confusion (rows = true)", title_justify="left")
     cm.add_column("")
     for c in res["classes"]:
-        cm.add_column(c[:12], justify="right")
+        cm.add_column(esc(c[:12]), justify="right")
     for c, row in zip(res["classes"], res["confusion"]):
-        cm.add_row(c[:24], *map(str, row))
+        cm.add_row(esc(c[:24]), *map(str, row))
     console.print(cm)
     if "ood" in res:
         o = res["ood"]
