@@ -59,7 +59,7 @@ def test_report_files_and_html_content(lplenka_case, tmp_path, assessor):
     _, report, visuals = lplenka_case
     paths = write_report(report, visuals, tmp_path, assessor.part_names, assessor.damage_names)
     data = json.loads(paths["json"].read_text())
-    assert data["schema_version"] == "1.2" and len(data["photos"]) == 9
+    assert data["schema_version"] == "1.3" and len(data["photos"]) == 9
     html = paths["html"].read_text()
     cams = sum(v.gradcam is not None for v in visuals.values())
     assert html.count("data:image/jpeg;base64,") == 3 * report.summary.assessed + cams
@@ -73,7 +73,8 @@ def test_mixed_folder_of_good_and_bad_files(tmp_path):
     good = sorted(src.glob("*.jpg"))[:2]
     for g in good:
         shutil.copy(g, case / g.name)
-    Image.open(good[0]).convert("L").save(case / "gray.jpg")
+    # a grey copy of good[0] would be skipped as its near duplicate: a third photo
+    Image.open(sorted(src.glob("*.jpg"))[2]).convert("L").save(case / "gray.jpg")
     (case / "corrupt.jpg").write_bytes(good[1].read_bytes()[:2000])
     (case / "notes.jpg").write_text("this is a text file")
     Image.new("RGB", (1, 1)).save(case / "tiny.png")
@@ -84,10 +85,10 @@ def test_mixed_folder_of_good_and_bad_files(tmp_path):
     status = {p["path"].split("/")[-1]: (p["status"], p["reason"]) for p in rep["photos"]}
     assert status["corrupt.jpg"][0] == "failed" and "truncated" in status["corrupt.jpg"][1]
     assert status["notes.jpg"][0] == "failed" and "not an image" in status["notes.jpg"][1]
-    assert status["tiny.png"][0] == "failed" and "too small" in status["tiny.png"][1]
+    assert status["tiny.png"][0] == "skipped" and "too small" in status["tiny.png"][1]  # before the models
     assert status["gray.jpg"][0] == "assessed"
     assert all(status[g.name][0] == "assessed" for g in good)
-    assert rep["summary"]["failed"] == 3 and rep["case_id"] == "mixed"
+    assert rep["summary"]["failed"] == 2 and rep["case_id"] == "mixed"
     assert "notes.jpg" in (out / "report.html").read_text()
 
 
