@@ -112,3 +112,119 @@ def test_stats_of_folder_and_pairs_sets():
     assert len(s["sources"]) == 1 and len(s["sources"][0]["classes"]) == 32 and s["sources"][0]["images"] == 1165
     p = dataset_stats(data_path("verification/vn_traffic_reid_2cam")).to_dict()
     assert {c["class"]: c["pairs"] for c in p["sources"][0]["classes"]} == {"same": 483, "different": 483}
+
+
+# ---------------------------------------------------------------- malformed annotation and CSV files (issue 20)
+def _small_coco(tmp_path):
+    """A real 2-photo COCO set (lplenka val photos and annotations): the base the malformed files edit."""
+    src = data_path("car_damage/coco_car_damage_lplenka") / "val"
+    d = json.loads((src / "COCO_val_annos.json").read_text())
+    ims = d["images"][:2]
+    d["images"] = ims
+    d["annotations"] = [a for a in d["annotations"] if a["image_id"] in {i["id"] for i in ims}][:3]
+    root = tmp_path / "set"
+    (root / "val").mkdir(parents=True)
+    for im in ims:
+        shutil.copy(src / im["file_name"], root / "val" / im["file_name"])
+    return root, d
+
+
+_EDITS = {  # name -> (edit of the parsed file, JSON path the problem must name)
+    "string_image_id": (lambda d: d["images"][0].update(id="0"), "images[0].id"),
+    "string_annotation_id": (lambda d: d["annotations"][1].update(id="7"), "annotations[1].id"),
+    "null_images": (lambda d: d.update(images=None), "images"),
+    "annotations_object": (lambda d: d.update(annotations={}), "annotations"),
+    "image_entry_list": (lambda d: d["images"].__setitem__(1, [1, 2]), "images[1]"),
+    "null_file_name": (lambda d: d["images"][0].update(file_name=None), "images[0].file_name"),
+    "missing_file_name": (lambda d: d["images"][1].pop("file_name"), "images[1].file_name"),
+    "float_width": (lambda d: d["images"][0].update(width=1024.5), "images[0].width"),
+    "string_height": (lambda d: d["images"][0].update(height="1024"), "images[0].height"),
+    "bool_category_id": (lambda d: d["annotations"][0].update(category_id=True), "annotations[0].category_id"),
+    "category_name_number": (lambda d: d["categories"][0].update(name=5), "categories[0].name"),
+    "bbox_three_numbers": (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), "annotations[0].bbox"),
+    "bbox_nan": (lambda d: d["annotations"][0].update(bbox=[1, 2, float("nan"), 4]), "annotations[0].bbox[2]"),
+    "bbox_negative": (lambda d: d["annotations"][2].update(bbox=[1, 2, -3, 4]), "annotations[2].bbox"),
+    "segmentation_string": (lambda d: d["annotations"][0].update(segmentation="abc"), "annotations[0].segmentation"),
+    "polygon_with_text": (lambda d: d["annotations"][0].update(segmentation=[[1, 2, "x", 4, 5, 6]]),
+                          "annotations[0].segmentation"),
+    "rle_bad_size": (lambda d: d["annotations"][0].update(segmentation={"counts": "ab", "size": [3]}),
+                     "annotations[0].segmentation.size"),
+    "iscrowd_string": (lambda d: d["annotations"][0].update(iscrowd="no"), "annotations[0].iscrowd"),
+    "duplicate_image_id": (lambda d: d["images"][1].update(id=d["images"][0]["id"]), "images[1].id"),
+    "duplicate_category_id": (lambda d: d["categories"].append(dict(d["categories"][0])), "categories[1].id"),
+}
+
+_RAW = {  # name -> (file bytes, words of the error)
+    "deep_nesting": (b'{"images": ' + b"[" * 100_000 + b"]" * 100_000 + b', "annotations": [], "categories": []}',
+                     "nested too deeply"),
+    "not_utf8": (b'{"images": [], "annotations": [{"id": 1, "name": "\xff\xfe"}], "categories": []}', "not UTF-8"),
+    "truncated": (b'{"images": [{"id": 1, "file_name": "a.jpg"', "not valid JSON"),
+    "top_level_list": (b'["images", "annotations", "categories"]', "not a COCO instances file"),
+    "nan_literal_width": (b'{"images": [{"id": 1, "file_name": "a.jpg", "width": NaN}], "annotations": [], '
+                          b'"categories": []}', "images[0].width"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_EDITS))
+def test_malformed_coco_field_is_reported_with_its_json_path(tmp_path, name):
+    root, d = _small_coco(tmp_path)
+    edit, where = _EDITS[name]
+    edit(d)
+    (root / "val" / "instances_val.json").write_text(json.dumps(d))
+    r = runner.invoke(app, ["dataset", "check", str(root), "--no-duplicates", "--json"])
+    assert r.exit_code == 1, (r.output, r.exception)  # problems found; a crash would exit 3 (or raise here)
+    probs = json.loads(r.stdout)["problems"]
+    assert any(p["code"] == "schema" and p["message"].startswith(where + ":") for p in probs), probs
+
+
+@pytest.mark.parametrize("name", sorted(_RAW))
+def test_unreadable_coco_file_is_a_clear_error(tmp_path, name):
+    data, words = _RAW[name]
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "instances_x.json").write_bytes(data)
+    r = runner.invoke(app, ["dataset", "check", str(tmp_path / "set"), "--json"])
+    assert r.exit_code == 1, (r.output, r.exception)
+    probs = json.loads(r.stdout)["problems"]
+    assert any(words in p["message"] and p["path"].endswith("instances_x.json") for p in probs), probs
+
+
+def test_schema_accepts_every_real_coco_file():
+    from carcheck.data.coco import coco_schema_problems, find_coco_files
+
+    files = find_coco_files(data_path("car_parts")) + find_coco_files(data_path("car_damage"))
+    assert len(files) >= 9
+    for f in files:
+        assert coco_schema_problems(json.loads(f.read_text())) == [], f
+
+
+_CSV = {  # name -> (CSV text or bytes, words of the error incl. the line)
+    "short_row": ("file,label,source\na.jpg,damaged,x\nb.jpg\n", ":3: 1 field(s), the header has 3"),
+    "long_row": ("file,label\na.jpg,dam,aged\n", ":2: 3 field(s), the header has 2"),
+    "unterminated_quote": ('file,label\na.jpg,"damaged\nb.jpg,undamaged\n', ":2: malformed CSV"),
+    "over_long_field": ("file,label\na.jpg," + "x" * 200_000 + "\n", ":2: malformed CSV"),
+    "nul_byte": ("file,label\na.jpg,dam\0aged\n", ":2: a field holds a NUL byte"),
+    "not_utf8": (b"file,label\na.jpg,\xff\xfe\n", "not UTF-8"),
+    "missing_label_column": ("file,labels\na.jpg,damaged\n", "lacks the column(s) label"),
+    "empty": ("", "empty file"),
+    "bad_split": ("file,label,split\na.jpg,damaged,holdout\n", ":2: split 'holdout'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CSV))
+def test_malformed_label_csv_exits_2_naming_file_and_line(tmp_path, name):
+    from carcheck.models.classifier import SHIPPED_CLASSIFIERS
+
+    text, words = _CSV[name]
+    f = tmp_path / "labels.csv"
+    f.write_bytes(text if isinstance(text, bytes) else text.encode())
+    r = runner.invoke(app, ["evaluate", "classifier", str(SHIPPED_CLASSIFIERS["damaged"]), str(f), "--split", "all"])
+    assert r.exit_code == 2, (r.output, r.exception)
+    out = " ".join(r.output.split())
+    assert "labels.csv" in out and words in out, out
+
+
+def test_malformed_pairs_csv_is_a_problem_not_a_crash(tmp_path):
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "pairs.csv").write_text("file_a,file_b,same_vehicle\na.jpg,b.jpg\n")
+    r = check_dataset(tmp_path / "set")
+    assert any(p.code == "bad_pairs_file" and ":2:" in p.message for p in r.errors), r.problems
