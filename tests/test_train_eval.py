@@ -65,6 +65,26 @@ def test_bootstrap_ci_contains_the_difference():
     assert res["diff"] == 0 and res["ci95"] == [0.0, 0.0]
 
 
+def test_bootstrap_is_the_paired_percentile_bootstrap_over_images():
+    """scipy's paired bootstrap equals the textbook loop with the same draws: resample images (the
+    same ones for both models), mIoU of the summed matrices, 2.5th / 97.5th percentiles."""
+    rng = np.random.default_rng(1)
+    gt = [rng.integers(0, 3, (12, 12)) for _ in range(25)]
+    noisy = lambda g, p: np.where(rng.random(g.shape) < p, g, rng.integers(0, 3, g.shape))  # noqa: E731
+    a = np.stack([confusion_matrix(noisy(g, 0.8), g, 3) for g in gt])
+    b = np.stack([confusion_matrix(noisy(g, 0.7), g, 3) for g in gt])
+    draws = np.random.default_rng(7)
+    diffs = []
+    for _ in range(300):
+        i = draws.integers(0, len(a), len(a))
+        diffs.append(miou(a[i].sum(0)) - miou(b[i].sum(0)))
+    res = bootstrap_miou_difference(a, b, replicates=300, seed=7)
+    assert res["ci95"] == pytest.approx([np.percentile(diffs, 2.5), np.percentile(diffs, 97.5)], abs=1e-12)
+    assert res["diff"] == pytest.approx(miou(a.sum(0)) - miou(b.sum(0))) and res["method"] == "percentile"
+    with pytest.raises(ValueError, match="shape"):
+        bootstrap_miou_difference(a, b[:-1])
+
+
 def test_perfect_instances_give_ap_one_and_components_are_split():
     probs = np.zeros((2, 64, 64), np.float32)
     probs[0] = 1
