@@ -119,6 +119,26 @@ def test_classification_and_ood_metrics():
     assert v["roc_auc"] == 1.0 and v["accuracy"] == 1.0 and v["eer"] == 0.0
 
 
+def test_ood_threshold_is_the_best_balanced_accuracy_sweep():
+    """The roc_curve sweep picks what a plain loop over every distinct score picks: the best
+    balanced accuracy among thresholds keeping >= 95% of in-distribution scores, the lowest such
+    threshold on a tie (scores rounded to make ties)."""
+    def brute(ids, oods, min_tpr=0.95):
+        ids, oods = np.asarray(ids, float), np.asarray(oods, float)
+        floor = float(np.quantile(ids, 1 - min_tpr))
+        cands = [t for t in np.unique(np.r_[ids, oods]) if t <= floor]
+        ba = [((ids >= t).mean() + (oods < t).mean()) / 2 for t in cands]
+        return float(cands[int(np.argmax(ba))])
+
+    rng = np.random.default_rng(0)
+    for k in range(300):
+        ids, oods = rng.normal(1, 1, rng.integers(1, 40)), rng.normal(0, 1, rng.integers(1, 40))
+        if k % 2:
+            ids, oods = np.round(ids, 1), np.round(oods, 1)
+        assert ood_threshold(ids, oods) == brute(ids, oods), k
+    assert ood_threshold([1.0, 2.0, 3.0]) == pytest.approx(np.quantile([1.0, 2.0, 3.0], 0.05))  # no OOD photos
+
+
 def test_case_consistency_flags_the_odd_photo():
     head = EmbeddingHead(8, dim=4)
     with torch.no_grad():

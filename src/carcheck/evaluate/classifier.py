@@ -77,23 +77,33 @@ def ood_threshold(id_scores: Sequence[float], ood_scores: Sequence[float] | None
                   min_tpr: float = 0.95) -> float:
     """Score threshold (accept when score >= threshold) chosen on validation scores.
 
-    With OOD validation samples: the threshold maximising balanced accuracy among those keeping
-    >= ``min_tpr`` of the in-distribution photos. Without: the ``1 - min_tpr`` quantile of the
-    in-distribution scores (keeps ``min_tpr`` of them).
+    With OOD validation samples: the threshold maximising balanced accuracy
+    ``(TPR + TNR) / 2`` (in-distribution = positive) among those keeping >= ``min_tpr`` of the
+    in-distribution photos, i.e. not above the floor below; the sweep over every distinct score is
+    ``sklearn.metrics.roc_curve`` (``drop_intermediate=False``); ties go to the lowest threshold.
+    Without: the floor itself, the ``1 - min_tpr`` quantile of the in-distribution scores (keeps
+    ``min_tpr`` of them, ``numpy.quantile``, linear interpolation).
+
+    Args:
+        id_scores: in-distribution scores (higher = more in-distribution, e.g. :func:`ood_score`).
+        ood_scores: out-of-distribution scores, or None / empty.
+        min_tpr: share of in-distribution photos the threshold must keep.
+    Returns:
+        the threshold, in score units.
     """
-    ids = np.sort(np.asarray(id_scores, dtype=float))
+    ids = np.asarray(id_scores, dtype=float)
     floor = float(np.quantile(ids, 1 - min_tpr))
     if ood_scores is None or len(ood_scores) == 0:
         return floor
     oods = np.asarray(ood_scores, dtype=float)
-    best, best_t = -1.0, floor
-    for t in np.unique(np.r_[ids, oods]):
-        if t > floor:
-            break
-        tpr, tnr = (ids >= t).mean(), (oods < t).mean()
-        if (tpr + tnr) / 2 > best:
-            best, best_t = (tpr + tnr) / 2, float(t)
-    return best_t
+    y = np.r_[np.ones(len(ids)), np.zeros(len(oods))]
+    fpr, tpr, thr = roc_curve(y, np.r_[ids, oods], drop_intermediate=False)  # thresholds decreasing
+    keep = thr <= floor  # drops roc_curve's leading +inf too
+    # counts back from the rates, so that the rates are the exact fractions tp / n_in, tn / n_out
+    tp, fp = np.rint(tpr[keep] * len(ids)), np.rint(fpr[keep] * len(oods))
+    balanced = (tp / len(ids) + (len(oods) - fp) / len(oods)) / 2
+    t = thr[keep][::-1]  # increasing, so argmax picks the lowest threshold of a tie
+    return float(t[int(np.argmax(balanced[::-1]))])
 
 
 def verification_metrics(distances: Sequence[float], same: Sequence[int], threshold: float | None = None) -> dict:
@@ -114,10 +124,6 @@ def verification_metrics(distances: Sequence[float], same: Sequence[int], thresh
     t = eer_t if threshold is None else float(threshold)
     return {"n": int(len(d)), "roc_auc": float(roc_auc_score(y, -d)), "eer": float((fpr[i] + fnr[i]) / 2),
             "eer_threshold": eer_t, "threshold": t, "accuracy": float(((d <= t).astype(int) == y).mean())}
-
-
-#: Longer side (px) of the photo tensor a StandaloneNet receives in the assessment (its shared-pass input).
-STANDALONE_PHOTO_LONGEST = 512
 
 
 def head_outputs(path_or_head, paths, cache_dir: str = "runs/feature_cache", track=lambda it, **k: it,
@@ -151,7 +157,7 @@ def head_outputs(path_or_head, paths, cache_dir: str = "runs/feature_cache", tra
         outs, ok, bad = [], [], []
         for i, p in enumerate(track(list(paths), description="head outputs")):
             try:
-                x = to_input_tensor(load_image(p), STANDALONE_PHOTO_LONGEST)
+                x = to_input_tensor(load_image(p))  # inference's default longer side: the shared pass's input
             except ImageLoadError as e:
                 bad.append((str(p), e.reason))
                 continue
