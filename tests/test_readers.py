@@ -47,6 +47,22 @@ def test_polygon_multipolygon_and_rle_masks(tmp_path):
     assert item["instance_masks"].shape[0] == 3
 
 
+def test_coco_source_is_indexed_by_pycocotools_quietly(tmp_path, capsys):
+    from pycocotools.coco import COCO
+
+    from carcheck.data.coco import CocoFormatError
+
+    anns = [{"id": 7, "image_id": 1, "category_id": 2, "segmentation": [[0, 0, 10, 0, 10, 10]], "bbox": [0, 0, 10, 10]}]
+    src = CocoSource(_write_coco(tmp_path, anns, [{"id": 1, "name": "door"}, {"id": 2, "name": "hood"}]))
+    assert isinstance(src.coco, COCO) and src.coco.anns[7]["image_id"] == 1
+    assert src.category_names() == ["hood"] and src.category_names(annotated_only=False) == ["door", "hood"]
+    assert [i.ann_id for i in src.instances(1)] == [7] and src.instances(99) == []
+    assert capsys.readouterr().out == ""  # pycocotools' "creating index..." does not reach stdout
+    del anns[0]["id"]
+    with pytest.raises(CocoFormatError):
+        CocoSource(_write_coco(tmp_path, anns, [{"id": 2, "name": "hood"}]))
+
+
 def test_cardd_overlap_priority_crack_over_dent_over_scratch():
     tax = get_taxonomy("cardd_damage")
     square = [[0, 0, 20, 0, 20, 20, 0, 20]]

@@ -298,8 +298,35 @@ def find_coco_files(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("*.json") if is_coco_file(p))
 
 
+def _coco_index(data: dict, path: Path):
+    """pycocotools' :class:`~pycocotools.coco.COCO` index of an already-loaded COCO dict
+    (``COCO()``, ``dataset = data``, ``createIndex()`` with its progress prints swallowed;
+    ``COCO(path)`` would print and read the file a second time).
+
+    Raises:
+        CocoFormatError: an entry of ``images`` / ``categories`` / ``annotations`` without its ``id``
+            (an annotation without ``image_id`` / ``category_id``), or one that is not an object.
+    """
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = data
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+    except KeyError as e:
+        raise CocoFormatError(f"{path}: an entry of images, categories or annotations has no {e} field") from None
+    except TypeError as e:
+        raise CocoFormatError(f"{path}: an entry of images, categories or annotations is malformed ({e})") from None
+    return coco
+
+
 class CocoSource:
-    """A parsed COCO annotation file with image paths resolved.
+    """A parsed COCO annotation file with image paths resolved, indexed by pycocotools' ``COCO``
+    (:attr:`coco`; :attr:`categories` and :attr:`annotations_by_image` are views of it).
 
     Image files are looked up, in order, at: the entry's ``path`` field and its
     ``file_name`` relative to the JSON's folder, ``<json dir>/JPEGImages``,
@@ -318,16 +345,16 @@ class CocoSource:
     def __init__(self, json_path: str | Path, image_root: str | Path | None = None) -> None:
         self.json_path = Path(json_path)
         self.raw = _load_json(self.json_path)
-        self.categories: dict[int, str] = {int(c["id"]): str(c["name"]) for c in self.raw["categories"]}
+        #: pycocotools' own index of the file (images, categories, annotations per image / category)
+        self.coco = _coco_index(self.raw, self.json_path)
+        self.categories: dict[int, str] = {int(k): str(c["name"]) for k, c in self.coco.cats.items()}
         self.image_root = Path(image_root) if image_root is not None else self._guess_image_root()
         self.images: list[CocoImage] = [
             CocoImage(int(im["id"]), self._image_path(im), int(im.get("width", 0)), int(im.get("height", 0)))
             for im in self.raw["images"]
         ]
-        self._by_id = {im.id: im for im in self.images}
-        self.annotations_by_image: dict[int, list[dict]] = {}
-        for ann in self.raw["annotations"]:
-            self.annotations_by_image.setdefault(ann.get("image_id"), []).append(ann)
+        #: image id -> its annotation dicts (the index's ``imgToAnns``)
+        self.annotations_by_image: dict[int, list[dict]] = self.coco.imgToAnns
 
     @property
     def split(self) -> str:
@@ -361,22 +388,17 @@ class CocoSource:
             return self.image_root / str(entry["path"])
         return self.image_root / fn
 
-    def image(self, image_id: int) -> CocoImage:
-        """The image entry with COCO id ``image_id`` (KeyError if absent)."""
-        return self._by_id[image_id]
-
     def category_names(self, annotated_only: bool = True) -> list[str]:
         """Category names, in id order; only those with annotations when ``annotated_only``."""
         if not annotated_only:
             return [self.categories[k] for k in sorted(self.categories)]
-        used = {a.get("category_id") for a in self.raw["annotations"]}
-        return [self.categories[k] for k in sorted(self.categories) if k in used]
+        return [self.categories[k] for k in sorted(self.categories) if self.coco.catToImgs.get(k)]
 
     def instances(self, image_id: int) -> list[CocoInstance]:
         """Annotation objects of one image. Annotations with unknown categories are skipped
         (``carcheck dataset check`` reports them)."""
         out = []
-        for ann in self.annotations_by_image.get(image_id, []):
+        for ann in self.coco.imgToAnns.get(image_id, []):
             name = self.categories.get(ann.get("category_id"))
             if name is None:
                 continue
