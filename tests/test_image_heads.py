@@ -45,6 +45,8 @@ def test_assign_splits_is_seeded_stratified_and_keeps_groups_together():
     assert assign_splits(fixed)[0].split == "test"  # an existing split is kept
     with pytest.raises(ValueError, match="sum to 1"):
         assign_splits(rows, (0.5, 0.2, 0.2))
+    holdout = assign_splits(_rows(), (0.8, 0.2, 0.0), strata=())  # one stratum, no test split
+    assert {r.split for r in holdout} == {"train", "val"} and sum(r.split == "val" for r in holdout) == 5
 
 
 def test_label_csv_round_trip_and_errors(tmp_path):

@@ -132,10 +132,17 @@ def assign_splits(rows: Sequence[LabelRow], fractions: tuple[float, float, float
     Within each stratum (the tuple of the ``strata`` attributes) units are shuffled with
     ``random.Random(seed)`` after sorting by path, so the split depends only on the file list and
     the seed. A unit is one row, or all rows sharing a non-empty ``group`` (a group's stratum is its
-    first row's). Each stratum with >= 3 units gets at least one unit in val and test.
+    first row's). Each stratum with >= 3 units gets at least one unit in val and in test, unless
+    that split's fraction is 0 (then it gets none).
+
+    This is the one seeded splitter: the recipes, the image-level trainers and the segmentation
+    trainer's validation hold-out (one stratum, ``strata=()``, no test split) all call it.
 
     Args:
-        fractions: train, val, test fractions (sum 1).
+        rows: the rows; those with a ``split`` keep it.
+        fractions: train, val, test fractions (sum 1; val or test may be 0).
+        seed: seed of the shuffle.
+        strata: ``LabelRow`` attribute names whose values form the strata (``()``: one stratum).
     Returns:
         new rows, same order, every ``split`` set.
     Raises:
@@ -157,8 +164,8 @@ def assign_splits(rows: Sequence[LabelRow], fractions: tuple[float, float, float
         keys = sorted(by_stratum[stratum], key=lambda k: str(rows[units[k][0]].path))
         rng.shuffle(keys)
         n = len(keys)
-        n_test = max(1, round(n * fractions[2])) if n >= 3 else 0
-        n_val = max(1, round(n * fractions[1])) if n >= 3 else 0
+        n_test = max(1, round(n * fractions[2])) if n >= 3 and fractions[2] > 0 else 0
+        n_val = max(1, round(n * fractions[1])) if n >= 3 and fractions[1] > 0 else 0
         for j, k in enumerate(keys):
             split = "test" if j < n_test else "val" if j < n_test + n_val else "train"
             for i in units[k]:
