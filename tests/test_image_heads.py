@@ -196,7 +196,7 @@ def test_classifier_trainer_on_socar_layout_and_binary_tasks(socar_layout, tmp_p
         assert res["accuracy"] > 0.8, res["confusion"]  # easy, well-separated photo sources
     # resume: a finished run folder continues from last.pt instead of starting over
     cfg.epochs += 1
-    train_classifier(cfg, log=logs.append)
+    train_classifier(cfg, log=logs.append, resume=True)
     assert any("resumed" in m for m in logs)
     bad = ClassifierTrainConfig(data=str(socar_layout), task="x", out=str(tmp_path / "bad"), taxonomy="dsmlr_parts",
                                 cache_dir=cache)
@@ -453,7 +453,7 @@ def test_standalone_trainer_learns_identities_and_resumes(tmp_path):
     assert info.extra["val"]["roc_auc"] > 0.6
     n_lines = len((run / "metrics.jsonl").read_text().splitlines())
     logs.clear()
-    train_standalone(cfg, log=logs.append)  # resumes at epoch 2 of 2: nothing left to train
+    train_standalone(cfg, log=logs.append, resume=True)  # resumes at epoch 2 of 2: nothing left to train
     assert any("resumed" in m for m in logs)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == n_lines
 

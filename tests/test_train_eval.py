@@ -12,6 +12,8 @@ from carcheck.evaluate.segmentation import coco_instance_ap, components_as_detec
 from carcheck.train.losses import dice_loss, focal_loss, segmentation_loss
 from carcheck.train.segmentation import SegTrainConfig, TaskSpec, median_frequency_weights, train_segmentation
 
+from conftest import data_path
+
 
 def _tiny_coco(tmp_path, n=6):
     img_dir = tmp_path / "images"
@@ -31,20 +33,51 @@ def _tiny_coco(tmp_path, n=6):
     return p
 
 
+def _stop_at(stop: str):
+    """A ``track`` that interrupts the run (KeyboardInterrupt) when the loop described as ``stop`` starts."""
+    def track(it, description: str = "", **_):
+        if description == stop:
+            raise KeyboardInterrupt
+        return it
+    return track
+
+
 def test_train_checkpoints_resumes_and_keeps_best(tmp_path):
     ann = _tiny_coco(tmp_path)
-    cfg = SegTrainConfig(tasks=[TaskSpec("parts", "dsmlr_parts", [str(ann)])], out=str(tmp_path / "run"), epochs=1,
+    cfg = SegTrainConfig(tasks=[TaskSpec("parts", "dsmlr_parts", [str(ann)])], out=str(tmp_path / "run"), epochs=2,
                          batch_size=2, size=64, val_fraction=0.34, class_weights=True)
-    run = train_segmentation(cfg, log=lambda *a: None)
+    with pytest.raises(KeyboardInterrupt):  # stopped when epoch 2 of 2 starts
+        train_segmentation(cfg, track=_stop_at("epoch 2/2"), log=lambda *a: None)
+    run = tmp_path / "run"
     assert (run / "best.safetensors").exists() and (run / "last.pt").exists()
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    cfg.epochs = 3  # the cosine schedule's length: a resumed run may not change it
+    with pytest.raises(ValueError, match="epochs: 2 -> 3"):
+        train_segmentation(cfg, log=lambda *a: None, resume=True)
     cfg.epochs = 2
-    train_segmentation(cfg, log=lambda *a: None)  # resumes at epoch 1
+    train_segmentation(cfg, log=lambda *a: None, resume=True)  # resumes at epoch 1
     recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in recs] == [0, 1]
     from carcheck.models.inference import load_segmenter
     m = load_segmenter(run / "best.safetensors")
     assert m.taxonomies == {"parts": "dsmlr_parts"}
+
+
+def test_segmentation_holdout_is_the_split_the_shipped_parts_models_used():
+    """The segmentation trainer now holds out validation images through assign_splits; on
+    car_parts/trainingset (files listed in path order) it picks the images the trainer's own
+    shuffle picked before (random.Random(seed) over the indices, the first round(n * fraction))."""
+    import random
+
+    from carcheck.data.coco import CocoSegmentationDataset
+    from carcheck.train.segmentation import _holdout
+
+    ds = CocoSegmentationDataset([data_path("car_parts") / "trainingset" / "annotations.json"], "dsmlr_parts")
+    for seed, frac in ((0, 0.1), (3, 0.25)):
+        idx = list(range(len(ds)))
+        random.Random(seed).shuffle(idx)
+        k = round(len(ds) * frac)
+        assert _holdout(ds, frac, seed) == (sorted(idx[k:]), sorted(idx[:k]))
 
 
 def test_iou_miou_and_confusion():

@@ -37,14 +37,22 @@ def _parse_task(spec: str):
     return TaskSpec(name, tax, train, val)
 
 
-def _run_trainer(train, cfg, what: str) -> None:
-    """Run an image-level trainer; a data or taxonomy problem ends with its message and exit code 2."""
+#: ``--resume`` help text, shared by every trainer.
+RESUME_HELP = ("Continue the run in --out from its last.pt (refused when a setting that changes the result differs "
+               "from the folder's config.json). Without it, a folder holding last.pt is refused.")
+
+
+def _run_trainer(train, cfg, what: str, resume: bool) -> None:
+    """Run a trainer; a data, taxonomy or run-folder problem (a folder holding last.pt without
+    ``--resume``, a changed config with it) ends with its message and exit code 2."""
+    from rich.markup import escape
+
     from ..data.taxonomy import TaxonomyError
 
     try:
-        run = train(cfg, track=track, log=console.print)
+        run = train(cfg, track=track, log=console.print, resume=resume)
     except (ValueError, TaxonomyError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)
     console.print(f"[green]done[/]: best {what} in {run / 'best.safetensors'}")
 
@@ -53,7 +61,7 @@ def _run_trainer(train, cfg, what: str) -> None:
 def segmentation(
     task: List[str] = typer.Option(..., "--task", help="NAME:TAXONOMY:TRAIN_JSON[:VAL_JSON], repeatable; "
                                    "two tasks train the joint model (shared decoder, one head each)."),
-    out: Path = typer.Option(Path("runs/segmentation"), help="Run folder (resumes when it holds last.pt)."),
+    out: Path = typer.Option(Path("runs/segmentation"), help="Run folder (see --resume)."),
     epochs: int = typer.Option(20), batch_size: int = typer.Option(8), size: int = typer.Option(384, help="Crop size, px."),
     lr: float = typer.Option(2e-3), loss: str = typer.Option("ce+dice", help=f"One of {SEG_LOSSES}."),
     lam: float = typer.Option(0.5, "--lambda", help="Joint loss weight λ of the second task: (1-λ)·L1 + λ·L2."),
@@ -63,6 +71,7 @@ def segmentation(
     precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
     decoder: str = typer.Option("fpn", help="fpn (semantic FPN) or aspp (DeepLabV3+-style ASPP + low-level skip)."),
     device: str = typer.Option("cpu", help="cpu or cuda."), workers: int = typer.Option(0, help="Data-loader processes."),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ) -> None:
     """Train a segmentation model (frozen EfficientNet-Lite0 backbone, FPN or ASPP decoder, one head per task)."""
     from ..train.segmentation import SegTrainConfig, train_segmentation
@@ -75,15 +84,14 @@ def segmentation(
     cfg = SegTrainConfig(tasks=specs, out=str(out), epochs=epochs, batch_size=batch_size, size=size, lr=lr, loss=loss,
                          val_fraction=val_fraction, class_weights=class_weights, seed=seed, threads=threads, precision=precision,
                          decoder=decoder, device=device, workers=workers)
-    run = train_segmentation(cfg, track=track, log=console.print)
-    console.print(f"[green]done[/]: best weights in {run / 'best.safetensors'}")
+    _run_trainer(train_segmentation, cfg, "weights", resume)
 
 
 @app.command("classifier")
 def classifier(
     data: Path = typer.Option(..., help="Label CSV (file,label[,source,split,group]) or folder-per-class root."),
     task: str = typer.Option(..., help="Task name stored in the head (presence, damaged, severity, socar_state...)."),
-    out: Path = typer.Option(Path("runs/classifier"), help="Run folder (resumes when it holds last.pt)."),
+    out: Path = typer.Option(Path("runs/classifier"), help="Run folder (see --resume)."),
     taxonomy: Optional[str] = typer.Option(None, help="Labels must be classes of this taxonomy (e.g. socar_state)."),
     map_to: Optional[str] = typer.Option(None, help="Map labels taxonomy -> this one (e.g. socar_defect, socar_dirt)."),
     mode: str = typer.Option("frozen", help="frozen (head on cached pooled features) or finetune (last stage too)."),
@@ -98,6 +106,7 @@ def classifier(
     views: str = typer.Option("full,hflip", help="Frozen mode: training views per photo (full, hflip, lowres, lowres_hflip, vlowres)."),
     device: str = typer.Option("cpu"), threads: int = typer.Option(2),
     precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP + " --epochs may change."),
 ) -> None:
     """Train an image-level classifier head on the shared backbone."""
     from ..train.classifier import ClassifierTrainConfig, train_classifier
@@ -108,7 +117,7 @@ def classifier(
                                 seed=seed, cache_dir=str(cache_dir), device=device, threads=threads,
                                 precision=precision, ood_data=str(ood_data) if ood_data else None,
                                 views=tuple(v.strip() for v in views.split(",") if v.strip()))
-    _run_trainer(train_classifier, cfg, "head")
+    _run_trainer(train_classifier, cfg, "head", resume)
 
 
 @app.command("verification")
@@ -120,6 +129,7 @@ def verification(
     mode: str = typer.Option("frozen", help="frozen (cached pooled features) or finetune (last stage too)."),
     device: str = typer.Option("cpu"), threads: int = typer.Option(2),
     precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP + " --epochs may change."),
 ) -> None:
     """Train the Siamese same-vehicle head on the frozen shared features (128-d embeddings, learned
     L1-distance head): the fast baseline. The shipped, fine-tuned re-id model comes from `train standalone`."""
@@ -128,7 +138,7 @@ def verification(
     cfg = EmbeddingTrainConfig(data=str(data), out=str(out), epochs=epochs, patience=patience, lr=lr,
                                hard_fraction=hard_fraction, seed=seed, cache_dir=str(cache_dir), threads=threads,
                                mode=mode, device=device, precision=precision)
-    _run_trainer(train_embedding, cfg, "head")
+    _run_trainer(train_embedding, cfg, "head", resume)
 
 
 @app.command("standalone")
@@ -136,7 +146,7 @@ def standalone(
     data: Path = typer.Option(..., help="Label CSV (file,label[,source,split,group]) or folder-per-class root."),
     task: str = typer.Option(..., help="Task name stored in the model (verification, make_model...)."),
     kind: str = typer.Option("embedding", help="embedding (re-id: triplet + ID loss) or classifier."),
-    out: Path = typer.Option(Path("runs/standalone"), help="Run folder (resumes when it holds last.pt)."),
+    out: Path = typer.Option(Path("runs/standalone"), help="Run folder (see --resume)."),
     height: int = typer.Option(224, help="Input height, px."), width: int = typer.Option(224, help="Input width, px."),
     epochs: int = typer.Option(12), lr: float = typer.Option(4e-4, help="Backbone learning rate (new layers 10x)."),
     batch_size: int = typer.Option(32, help="Classifier batch."),
@@ -145,6 +155,7 @@ def standalone(
     loss: str = typer.Option("ce", help="Classifier loss: ce (label smoothing 0.1) or focal."),
     seed: int = typer.Option(0), device: str = typer.Option("cpu"), threads: int = typer.Option(2),
     precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ) -> None:
     """Fine-tune a whole backbone for one task (its own second pass per photo): the shipped
     verification and make/model models."""
@@ -154,4 +165,4 @@ def standalone(
                                 epochs=epochs, lr=lr, batch_size=batch_size, ids_per_batch=ids_per_batch,
                                 photos_per_id=photos_per_id, loss=loss, seed=seed, device=device, threads=threads,
                                 precision=precision)
-    _run_trainer(train_standalone, cfg, "model")
+    _run_trainer(train_standalone, cfg, "model", resume)

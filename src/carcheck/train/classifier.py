@@ -4,9 +4,9 @@ Recipe (the make/model paper's, also used by the part-classification paper): cro
 focal loss (Lin et al., ICCV 2017, eq. 5) with per-class alpha from the class counts
 (``alpha_c = N / (C * n_c)``) and gamma = 2; class-weighted sampling; Adam(W);
 ``ReduceLROnPlateau`` on the validation loss; early stopping after ``patience`` epochs without a
-better validation loss; checkpoint every epoch (``last.pt``: resume), best kept as
-``best.safetensors`` with its :class:`~carcheck.models.classifier.HeadInfo`; metrics appended to
-``metrics.jsonl``.
+better validation loss; best kept as ``best.safetensors`` with its
+:class:`~carcheck.models.classifier.HeadInfo`. The epochs, ``last.pt`` (explicit resume), early stopping
+and ``metrics.jsonl`` are :mod:`carcheck.train.engine`'s.
 
 Two modes:
 
@@ -25,23 +25,21 @@ threshold on the validation split: 95% of in-distribution validation photos are 
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
-
-from ..models.runtime import use_bf16
 import torch.nn.functional as F
 
 from ..data.labels import LabelRow, assign_splits, read_labels
 from ..data.taxonomy import get_mapping, get_taxonomy
 from ..evaluate.classifier import ood_score, ood_threshold
 from ..models.classifier import ClassifierHead, HeadInfo, ImageHead, LastStageBranch, save_head
+from ..models.runtime import use_bf16
+from .engine import MAY_DIFFER, fit, seed_everything, start_run
 from .losses import focal_loss
-from .run import seed_everything, start_run
 
 __all__ = ["ClassifierTrainConfig", "prepare_rows", "class_alpha", "classification_loss", "train_classifier"]
 
@@ -53,7 +51,7 @@ class ClassifierTrainConfig:
     Attributes:
         data: label CSV or folder-per-class root (:func:`~carcheck.data.labels.read_labels`).
         task: the head's task name (``presence``, ``damaged``, ``severity``, ``socar_state``...).
-        out: run folder; resumes when it holds ``last.pt``.
+        out: run folder (one that holds ``last.pt`` is continued only with ``resume=True``).
         taxonomy: if set, labels must be classes of this taxonomy (its order = logit order).
         map_to: map labels through the declared mapping ``taxonomy -> map_to`` (e.g. SOCAR's
             14 classes to ``socar_defect``); rows mapped to None are dropped.
@@ -206,11 +204,21 @@ class _PhotoDataset(torch.utils.data.Dataset):
 
 
 def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **k: it,
-                     log: Callable[[str], None] = print) -> Path:
+                     log: Callable[[str], None] = print, resume: bool = False) -> Path:
     """Train one classifier head; returns the run folder (``best.safetensors`` inside).
 
+    Args:
+        cfg: the run's settings.
+        track: progress wrapper ``track(iterable, description=...)``.
+        log: progress and warning lines.
+        resume: continue the run in ``cfg.out`` from its ``last.pt`` (:func:`~carcheck.train.engine.start_run`:
+            every field but ``command``, ``out``, ``cache_dir``, ``epochs`` and, in frozen mode, ``threads``
+            must equal the stored ``config.json``; ``epochs`` may change because nothing in the recipe
+            depends on it; in ``finetune`` mode ``threads`` sets the data-loader workers, so it must not).
     Raises:
         ValueError / TaxonomyError: from :func:`prepare_rows`; unknown mode or loss.
+        RunFolderError: ``cfg.out`` holds ``last.pt`` and ``resume`` is False.
+        ConfigChangedError: ``resume`` with a changed config (names the fields).
     """
     if cfg.mode not in ("frozen", "finetune"):
         raise ValueError(f"unknown mode {cfg.mode!r}; use frozen or finetune")
@@ -218,7 +226,10 @@ def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **
         raise ValueError(f"unknown loss {cfg.loss!r}; use focal or ce")
     if cfg.val_loss not in ("train", "ce"):
         raise ValueError(f"unknown validation loss {cfg.val_loss!r}; use train or ce")
-    out = start_run(cfg)
+    may_differ = MAY_DIFFER | {"epochs"}
+    if cfg.mode == "finetune":
+        may_differ -= {"threads"}
+    out = start_run(cfg, resume, may_differ)
     rows, classes = prepare_rows(cfg)
     dev = torch.device(cfg.device)
     if cfg.mode == "frozen":  # the feature cache builds a backbone only for photos it has not seen
@@ -260,16 +271,6 @@ def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=1)
-    start, best, bad_epochs = 0, float("inf"), 0
-    last = out / "last.pt"
-    if last.is_file():
-        st = torch.load(last, map_location="cpu", weights_only=True)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
-        start, best, bad_epochs = st["epoch"] + 1, st["best"], st["bad_epochs"]
-        torch.set_rng_state(st["rng"])
-        log(f"resumed from {last} at epoch {start}")
 
     def run_epoch(train: bool, split: str):
         model.train(train)
@@ -318,28 +319,20 @@ def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **
             correct += int((logits.argmax(1) == yb).sum())
         return total / max(n, 1), correct / max(n, 1)
 
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        tr_loss, tr_acc = run_epoch(True, "train")
-        with torch.no_grad():
-            va_loss, va_acc = run_epoch(False, "val")
-        sched.step(va_loss)
-        improved = va_loss < best - 1e-4
-        if improved:
-            best, bad_epochs = va_loss, 0
-            torch.save(model.state_dict(), out / "best_state.pt")
-        else:
-            bad_epochs += 1
-        rec = {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss, "val_acc": va_acc,
-               "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 2), "best": improved}
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        log(f"epoch {epoch}: train loss {tr_loss:.4f} acc {tr_acc:.3f} | val loss {va_loss:.4f} acc {va_acc:.3f}")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": epoch, "best": best, "bad_epochs": bad_epochs, "rng": torch.get_rng_state()}, last)
-        if bad_epochs >= cfg.patience:
-            log(f"early stop: no better validation loss for {cfg.patience} epochs")
-            break
+    def train_one_epoch(epoch: int) -> dict:
+        loss, acc = run_epoch(True, "train")
+        return {"train_loss": loss, "train_acc": acc}
+
+    @torch.no_grad()
+    def validate(epoch: int) -> dict:
+        loss, acc = run_epoch(False, "val")
+        return {"val_loss": loss, "val_acc": acc}
+
+    result = fit(out, model=model, optimizer=opt, scheduler=sched, train_one_epoch=train_one_epoch, validate=validate,
+                 epochs=cfg.epochs, monitor="val_loss", mode="min", min_delta=1e-4, patience=cfg.patience,
+                 on_best=lambda epoch, rec: torch.save(model.state_dict(), out / "best_state.pt"),
+                 resume=resume, log=log)
+    best = result.best
 
     model.load_state_dict(torch.load(out / "best_state.pt", map_location="cpu", weights_only=True))
     model.eval().cpu()

@@ -9,14 +9,14 @@ Training pairs are drawn per batch from the training identities: every identity 
 photos gives a positive pair; negatives pair it with another identity, of the same ``source``
 (vehicle type) with probability ``hard_fraction``. Validation pairs are fixed (seeded). The
 decision threshold is the equal-error-rate threshold on the validation pairs and is stored in
-the head file; the verification distance is ``1 - P(same)``.
+the head file; the verification distance is ``1 - P(same)``. AdamW, ``ReduceLROnPlateau`` and
+early stopping on the validation loss; the epochs, ``last.pt`` (explicit resume, with the pair
+sampler's random state), early stopping and ``metrics.jsonl`` are :mod:`carcheck.train.engine`'s.
 """
 
 from __future__ import annotations
 
-import json
 import random
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,7 @@ from ..evaluate.classifier import verification_metrics
 from ..models.classifier import EmbeddingHead, HeadInfo, ImageHead, save_head
 from ..models.features import FeatureCache
 from ..models.runtime import use_bf16
-from .run import start_run
+from .engine import MAY_DIFFER, fit, start_run
 
 __all__ = ["EmbeddingTrainConfig", "make_pairs", "pair_distances", "train_embedding"]
 
@@ -125,13 +125,22 @@ def pair_distances(head: EmbeddingHead, fa: torch.Tensor, fb: torch.Tensor) -> t
 
 
 def train_embedding(cfg: EmbeddingTrainConfig, track: Callable = lambda it, **k: it,
-                    log: Callable[[str], None] = print) -> Path:
+                    log: Callable[[str], None] = print, resume: bool = False) -> Path:
     """Train the Siamese head on cached pooled features; returns the run folder (``best.safetensors``).
 
+    Args:
+        cfg: the run's settings.
+        track: progress wrapper ``track(iterable, description=...)``.
+        log: progress and warning lines.
+        resume: continue the run in ``cfg.out`` from its ``last.pt``; every field but ``command``,
+            ``out``, ``cache_dir``, ``threads`` and ``epochs`` (nothing in the recipe depends on it) must
+            equal the stored ``config.json`` (:func:`~carcheck.train.engine.start_run`).
     Raises:
         ValueError: fewer than 2 identities in the training or validation split.
+        RunFolderError: ``cfg.out`` holds ``last.pt`` and ``resume`` is False.
+        ConfigChangedError: ``resume`` with a changed config (names the fields).
     """
-    out = start_run(cfg)
+    out = start_run(cfg, resume, MAY_DIFFER | {"epochs"})
     rows: list[LabelRow] = read_labels(cfg.data)
     rows = [r if r.group else LabelRow(r.path, r.label, r.source, r.split, r.label) for r in rows]
     rows = assign_splits(rows, seed=cfg.seed, strata=("source",))
@@ -145,7 +154,7 @@ def train_embedding(cfg: EmbeddingTrainConfig, track: Callable = lambda it, **k:
         backbone = build_backbone("lite0").to(dev)
         branch = LastStageBranch(backbone).to(dev)
         in_features = backbone.num_features
-    for split in ("train", "val", "test"):
+    for split in ("train", "val"):  # the test split is the benchmarks' (bench/identity.py), never read here
         sel = [r for r in rows if r.split == split]
         if cfg.mode == "finetune":
             feats, ok, bad = _stride16_maps(backbone, [r.path for r in sel], cfg.longest, dev, track,
@@ -177,10 +186,9 @@ def train_embedding(cfg: EmbeddingTrainConfig, track: Callable = lambda it, **k:
     vf, vid, vsrc = data["val"]
     val_pairs = torch.tensor(make_pairs(vid, vsrc, random.Random(cfg.seed + 1), cfg.hard_fraction, 2))
     rng = random.Random(cfg.seed)
-    best, bad_epochs = float("inf"), 0
     zeros = torch.zeros(len(val_pairs), dtype=torch.long)
-    for epoch in range(cfg.epochs):
-        t0 = time.perf_counter()
+
+    def train_one_epoch(epoch: int) -> dict:
         model.train()
         if branch is not None:  # one photo at a time: BatchNorm keeps its ImageNet statistics
             for m in branch.modules():
@@ -200,22 +208,18 @@ def train_embedding(cfg: EmbeddingTrainConfig, track: Callable = lambda it, **k:
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(p)
+        return {"train_loss": total / len(pairs)}
+
+    @torch.no_grad()
+    def validate(epoch: int) -> dict:
         model.eval()
-        with torch.no_grad():
-            logit = head.pair_logit(embed(vf, val_pairs[:, 0], zeros), embed(vf, val_pairs[:, 1], zeros))
-            vloss = float(F.binary_cross_entropy_with_logits(logit, val_pairs[:, 2].float().to(dev)))
-        sched.step(vloss)
-        if vloss < best - 1e-4:
-            best, bad_epochs = vloss, 0
-            torch.save(model.state_dict(), out / "best_state.pt")
-        else:
-            bad_epochs += 1
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"epoch": epoch, "train_loss": total / len(pairs), "val_loss": vloss,
-                                "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 3)}) + "\n")
-        if bad_epochs >= cfg.patience:
-            log(f"early stop at epoch {epoch}: no better validation loss for {cfg.patience} epochs")
-            break
+        logit = head.pair_logit(embed(vf, val_pairs[:, 0], zeros), embed(vf, val_pairs[:, 1], zeros))
+        return {"val_loss": float(F.binary_cross_entropy_with_logits(logit, val_pairs[:, 2].float().to(dev)))}
+
+    fit(out, model=model, optimizer=opt, scheduler=sched, train_one_epoch=train_one_epoch, validate=validate,
+        epochs=cfg.epochs, monitor="val_loss", mode="min", min_delta=1e-4, patience=cfg.patience,
+        on_best=lambda epoch, rec: torch.save(model.state_dict(), out / "best_state.pt"),
+        generators={"pairs": rng}, resume=resume, log=log)
     model.load_state_dict(torch.load(out / "best_state.pt", map_location=dev, weights_only=True))
     model.eval()
     with torch.no_grad():

@@ -3,17 +3,18 @@
 Recipe (Ma et al., section II-C): the paper's augmentations through albumentations; AdamW
 with linear warm-up and cosine decay; joint loss ``(1 - λ) L_parts + λ L_damage`` with
 λ = 0.5, realised by alternating one batch of each task (each dataset labels only its own
-task) and weighting each task's loss. Frozen backbone under bf16 autocast where the hardware runs it natively (precision ``auto``), decoder and heads
-trainable. Checkpoint every epoch (``last.pt``, resumable), best-on-validation mIoU kept as
-``best.safetensors``; metrics appended to ``metrics.jsonl``.
+task) and weighting each task's loss. Frozen backbone under bf16 autocast where the hardware runs it
+natively (precision ``auto``), decoder and heads trainable. Best-on-validation mean mIoU kept as
+``best.safetensors`` + ``best.json``. The epochs, ``last.pt`` (explicit resume), best-on-validation and
+``metrics.jsonl`` are :mod:`carcheck.train.engine`'s; the augmentations draw from seeded generators that
+the checkpoint holds, so a resumed run equals an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,15 +22,16 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-
-from ..models.runtime import use_bf16
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.coco import CocoSegmentationDataset
+from ..data.labels import LabelRow, assign_splits
 from ..data.taxonomy import get_taxonomy
 from ..evaluate.metrics import confusion_matrix, miou
+from ..models.runtime import use_bf16
 from ..models.segmentation import CarSegmenter
+from .engine import MAY_DIFFER, fit, start_run
 from .losses import segmentation_loss
 
 __all__ = ["TaskSpec", "SegTrainConfig", "train_segmentation", "paper_augmentations", "preload", "median_frequency_weights"]
@@ -51,6 +53,26 @@ class TaskSpec:
 
 @dataclass
 class SegTrainConfig:
+    """Settings of one segmentation run (saved as ``config.json`` in the run folder).
+
+    Attributes:
+        tasks: one :class:`TaskSpec` per head (two: the joint model).
+        out: run folder (one that holds ``last.pt`` is continued only with ``resume=True``).
+        epochs: length of the run and of the cosine schedule.
+        batch_size / size: batch and square crop size (px) of training images (validation images
+            are resized to ``size`` px on the longer side).
+        lr / weight_decay / warmup_epochs: AdamW, linear warm-up (epochs), then cosine decay.
+        loss: :data:`~carcheck.train.losses.LOSSES` name, e.g. ``ce+dice``.
+        class_weights: median-frequency class weights in CE / focal.
+        val_fraction: held-out share of a task's images when it has no ``val`` files.
+        seed: seeds the split, the weights, the batch order and the augmentations.
+        precision: ``auto`` | ``fp32`` | ``bf16`` (:func:`~carcheck.models.runtime.resolve_precision`).
+        threads: torch threads. channels / decoder: decoder width and kind (``fpn`` or ``aspp``).
+        device: ``cpu`` or ``cuda``. workers: data-loader processes (part of the result: each
+            worker draws its own augmentations).
+        max_steps_per_epoch: cap on the optimiser steps of one epoch (None: every batch).
+    """
+
     tasks: list[TaskSpec]
     out: str = "runs/segmentation"
     epochs: int = 20
@@ -110,11 +132,25 @@ def preload(ds: CocoSegmentationDataset, indices: Sequence[int], longest: int,
 
 
 class _AugmentedSet(Dataset):
-    def __init__(self, items, size: int, flip_perm: list[int], train: bool) -> None:
+    """Preloaded ``(image, mask)`` items; training adds the flip (Python's ``random``) and the paper's
+    augmentations, drawn from the set's own generators ``np_rng`` / ``py_rng`` (albumentations
+    would otherwise seed itself from OS entropy: not reproducible, not resumable). In a data-loader
+    worker process, :func:`_seed_worker` reseeds them from the worker's seed."""
+
+    def __init__(self, items, size: int, flip_perm: list[int], train: bool, seed: int = 0) -> None:
         self.items, self.size, self.train = items, size, train
         self.lut = np.array(flip_perm + [255] * (256 - len(flip_perm)), dtype=np.uint8)
         self.lut[255] = 255
         self.aug = paper_augmentations(size) if train else None
+        self.np_rng, self.py_rng = np.random.default_rng(seed), random.Random(seed)
+        if self.aug is not None:
+            self.aug.set_random_state(self.np_rng, self.py_rng)
+
+    def reseed(self, seed: int) -> None:
+        """Fresh augmentation generators from ``seed``."""
+        self.np_rng, self.py_rng = np.random.default_rng(seed), random.Random(seed)
+        if self.aug is not None:
+            self.aug.set_random_state(self.np_rng, self.py_rng)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -146,11 +182,30 @@ def median_frequency_weights(masks: Sequence[np.ndarray], num_classes: int, clip
     return torch.tensor(np.clip(w, *clip), dtype=torch.float32)
 
 
-def _split(n: int, frac: float, seed: int) -> tuple[list[int], list[int]]:
-    idx = list(range(n))
-    random.Random(seed).shuffle(idx)
-    k = max(1, int(round(n * frac)))
-    return sorted(idx[k:]), sorted(idx[:k])
+def _seed_worker(worker_id: int) -> None:
+    """Data-loader ``worker_init_fn``: each worker's augmentation generators from its own seed
+    (``base_seed + worker_id``, the base drawn from the loader's generator every epoch)."""
+    info = torch.utils.data.get_worker_info()
+    info.dataset.reseed(info.seed % 2**63)
+
+
+def _holdout(ds: CocoSegmentationDataset, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """``(train indices, val indices)``: ``fraction`` of the images held out for validation by the
+    one seeded splitter, :func:`~carcheck.data.labels.assign_splits` (one stratum, no test split;
+    files are ordered by path before the seeded shuffle, so the split depends only on the file list
+    and the seed).
+
+    Raises:
+        ValueError: the held-out or the training part would be empty (fewer than 3 images).
+    """
+    rows = [LabelRow(p, "") for p in ds.image_paths()]
+    splits = [r.split for r in assign_splits(rows, (1 - fraction, fraction, 0.0), seed=seed, strata=())]
+    tr = [i for i, s in enumerate(splits) if s == "train"]
+    va = [i for i, s in enumerate(splits) if s == "val"]
+    if not tr or not va:
+        raise ValueError(f"{len(rows)} images: too few to hold out a validation fraction of {fraction}; "
+                         f"give the task a VAL_JSON")
+    return tr, va
 
 
 @torch.no_grad()
@@ -166,33 +221,40 @@ def _validate(model: CarSegmenter, loader, task: str, n_cls: int, bf16: bool, de
     return {"miou": miou(cm), "miou_no_bg": miou(cm, with_background=False)}
 
 
-def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it, log: Callable = print) -> Path:
+def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it, log: Callable = print,
+                       resume: bool = False) -> Path:
     """Train (or resume) a segmentation model; returns the run folder.
 
     The folder holds ``config.json``, ``metrics.jsonl``, ``last.pt`` (resume state, local
     only), ``best.safetensors`` (decoder + heads of the best validation epoch, by the mean of
     the tasks' mIoU) and ``best.json`` (its epoch and metrics).
-    """
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    bf16 = use_bf16(cfg.precision, cfg.device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({**asdict(cfg), "precision_resolved": "bf16" if bf16 else "fp32"},
-                                                 indent=2))
 
-    heads, train_loaders, val_loaders, class_w = {}, {}, {}, {}
-    for t in cfg.tasks:
+    Args:
+        cfg: the run's settings.
+        track: progress wrapper ``track(iterable, description=...)``.
+        log: progress lines.
+        resume: continue the run in ``cfg.out`` from its ``last.pt``; every field but ``out`` and
+            ``threads`` must equal the stored ``config.json`` (:func:`~carcheck.train.engine.start_run`):
+            ``epochs`` and ``max_steps_per_epoch`` set the cosine schedule's length, ``workers`` which
+            process draws which augmentation.
+    Raises:
+        ValueError: a task without VAL_JSON has fewer than 3 images.
+        RunFolderError: ``cfg.out`` holds ``last.pt`` and ``resume`` is False.
+        ConfigChangedError: ``resume`` with a changed config (names the fields).
+    """
+    out = start_run(cfg, resume, MAY_DIFFER)
+    bf16 = use_bf16(cfg.precision, cfg.device)
+
+    heads, train_loaders, val_loaders, class_w, generators = {}, {}, {}, {}, {}
+    for k, t in enumerate(cfg.tasks):
         tax = get_taxonomy(t.taxonomy)
         heads[t.name] = tax.num_classes + 1
         ds = CocoSegmentationDataset(t.train, t.taxonomy)
         if t.val:
-            tr_idx, va_ds, va_idx = list(range(len(ds))), CocoSegmentationDataset(t.val, t.taxonomy), None
+            tr_idx, va_ds = list(range(len(ds))), CocoSegmentationDataset(t.val, t.taxonomy)
             va_idx = list(range(len(va_ds)))
         else:
-            tr_idx, va_idx = _split(len(ds), cfg.val_fraction, cfg.seed)
+            tr_idx, va_idx = _holdout(ds, cfg.val_fraction, cfg.seed)
             va_ds = ds
         longest = int(cfg.size * 1.15)
         tr = preload(ds, tr_idx, longest, track)
@@ -202,9 +264,12 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
             log(f"task {t.name}: class weights {[round(float(v), 2) for v in class_w[t.name]]}")
         perm = tax.flip_permutation()
         g = torch.Generator().manual_seed(cfg.seed)
-        train_loaders[t.name] = DataLoader(_AugmentedSet(tr, cfg.size, perm, True), batch_size=cfg.batch_size,
-                                           shuffle=True, drop_last=True, generator=g, num_workers=cfg.workers,
-                                           persistent_workers=cfg.workers > 0)
+        train_set = _AugmentedSet(tr, cfg.size, perm, True, seed=cfg.seed + k)
+        train_loaders[t.name] = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                                           generator=g, num_workers=cfg.workers,
+                                           worker_init_fn=_seed_worker if cfg.workers > 0 else None)
+        generators.update({f"{t.name}/loader": g, f"{t.name}/aug_np": train_set.np_rng,
+                           f"{t.name}/aug_py": train_set.py_rng})
         val_loaders[t.name] = DataLoader(_AugmentedSet(va, cfg.size, perm, False), batch_size=1)
         log(f"task {t.name}: {len(tr)} train / {len(va)} val images, {heads[t.name]} classes")
 
@@ -225,19 +290,8 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
     if len(cfg.tasks) == 1:
         weights = {cfg.tasks[0].name: 1.0}
 
-    start, best = 0, -1.0
-    last = out / "last.pt"
-    if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=True)
-        model.load_state_dict({k: v.to(dev) for k, v in state["model"].items()}, strict=False)
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start, best = int(state["epoch"]) + 1, float(state["best"])
-        log(f"resumed from {last} at epoch {start}")
-
-    model.train()
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
+    def train_one_epoch(epoch: int) -> dict:
+        model.train()
         iters = {k: iter(v) for k, v in train_loaders.items()}
         order = [k for k, v in train_loaders.items() for _ in range(len(v))]
         random.Random(cfg.seed + epoch).shuffle(order)
@@ -255,21 +309,36 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
             opt.step()
             sched.step()
             losses[task].append(float(loss.detach()))
+        return {"train_loss": {k: float(np.mean(v)) if v else None for k, v in losses.items()}}
+
+    def validate(epoch: int) -> dict:
         val = {k: _validate(model, val_loaders[k], k, heads[k], bf16, cfg.device) for k in val_loaders}
-        score = float(np.mean([v["miou"] for v in val.values()]))
-        rec = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 1), "lr": sched.get_last_lr()[0],
-               "train_loss": {k: float(np.mean(v)) if v else None for k, v in losses.items()}, "val": val,
-               "score": score}
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        log(json.dumps(rec))
-        if score > best:
-            best = score
-            save_file({k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()},
-                      str(out / "best.safetensors"),
-                      metadata={"heads": json.dumps(heads), "channels": str(cfg.channels), "decoder": cfg.decoder,
-                                "taxonomies": json.dumps({t.name: t.taxonomy for t in cfg.tasks})})
-            (out / "best.json").write_text(json.dumps(rec, indent=2))
-        torch.save({"model": model.trainable_state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": epoch, "best": best}, last)
+        return {"val": val, "score": float(np.mean([v["miou"] for v in val.values()]))}
+
+    def on_best(epoch: int, rec: dict) -> None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()},
+                  str(out / "best.safetensors"),
+                  metadata={"heads": json.dumps(heads), "channels": str(cfg.channels), "decoder": cfg.decoder,
+                            "taxonomies": json.dumps({t.name: t.taxonomy for t in cfg.tasks})})
+        (out / "best.json").write_text(json.dumps(rec, indent=2))
+
+    fit(out, model=_Trainable(model), optimizer=opt, scheduler=sched, train_one_epoch=train_one_epoch,
+        validate=validate, epochs=cfg.epochs, monitor="score", mode="max", on_best=on_best,
+        generators=generators, resume=resume, log=log)
     return out
+
+
+class _Trainable:
+    """What a segmentation checkpoint holds: the decoder and heads (the frozen backbone comes from its package)."""
+
+    def __init__(self, model: CarSegmenter) -> None:
+        self.model = model
+
+    def state_dict(self) -> dict:
+        return self.model.trainable_state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("backbone.")]
+        if missing or unexpected:
+            raise RuntimeError(f"last.pt does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -17,15 +17,14 @@ all trained. Two kinds:
 Both: photos decoded once and kept in memory at ``input_size`` (+1/8 for random crops), random
 resized crop (classifier) or pad-and-crop (embedding) and horizontal flips; AdamW with a
 10x larger learning rate for the new layers, one-cycle schedule; fp32 training (bf16 autocast
-for validation where the hardware runs it natively, precision ``auto``); a checkpoint every epoch (``last.pt``, resumed when present); ``metrics.jsonl``;
-the best epoch written as ``best.safetensors`` (float16, with its :class:`HeadInfo`).
+for validation where the hardware runs it natively, precision ``auto``); the best epoch written as
+``best.safetensors`` (float16, with its :class:`HeadInfo`). The epochs, ``last.pt`` (explicit resume),
+best-on-validation and ``metrics.jsonl`` are :mod:`carcheck.train.engine`'s.
 """
 
 from __future__ import annotations
 
-import json
 import random
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 from ..data.labels import LabelRow, assign_splits, read_labels
 from ..evaluate.classifier import ood_score, ood_threshold, verification_metrics
 from ..models.classifier import HeadInfo, StandaloneNet, save_head
-from .run import seed_everything, start_run
+from .engine import MAY_DIFFER, fit, seed_everything, start_run
 
 __all__ = ["StandaloneTrainConfig", "train_standalone", "pair_scores"]
 
@@ -128,11 +127,20 @@ def pair_scores(emb: torch.Tensor, ids: list[str]) -> tuple[np.ndarray, np.ndarr
 
 
 def train_standalone(cfg: StandaloneTrainConfig, track: Callable = lambda it, **k: it,
-                     log: Callable[[str], None] = print) -> Path:
+                     log: Callable[[str], None] = print, resume: bool = False) -> Path:
     """Fine-tune one :class:`StandaloneNet`; returns the run folder (``best.safetensors`` inside).
 
+    Args:
+        cfg: the run's settings.
+        track: progress wrapper ``track(iterable, description=...)``.
+        log: progress and warning lines.
+        resume: continue the run in ``cfg.out`` from its ``last.pt``; every field but ``command``,
+            ``out`` and ``threads`` must equal the stored ``config.json``. ``epochs`` must too: it is the
+            length of the one-cycle schedule (:func:`~carcheck.train.engine.start_run`).
     Raises:
         ValueError: unknown kind or loss; fewer than 2 classes / identities in train or val.
+        RunFolderError: ``cfg.out`` holds ``last.pt`` and ``resume`` is False.
+        ConfigChangedError: ``resume`` with a changed config (names the fields).
     """
     if cfg.kind not in ("embedding", "classifier"):
         raise ValueError(f"unknown kind {cfg.kind!r}; use embedding or classifier")
@@ -144,7 +152,7 @@ def train_standalone(cfg: StandaloneTrainConfig, track: Callable = lambda it, **
     from ..models.backbone import EfficientNetLiteBackbone
     from .classifier import class_alpha, classification_loss
 
-    out = start_run(cfg)
+    out = start_run(cfg, resume, MAY_DIFFER)
     rows = read_labels(cfg.data)
     emb = cfg.kind == "embedding"
     if emb:  # identities never straddle splits
@@ -190,31 +198,18 @@ def train_standalone(cfg: StandaloneTrainConfig, track: Callable = lambda it, **
         alpha = class_alpha(y_tr, len(classes)).to(dev) if cfg.loss == "focal" else None
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[cfg.lr, cfg.lr * 10], total_steps=cfg.epochs * steps,
                                                 pct_start=0.1)
-    start, best = 0, -1.0
-    last = out / "last.pt"
-    if last.is_file():
-        st = torch.load(last, map_location="cpu", weights_only=True)
-        modules.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
-        start, best = st["epoch"] + 1, st["best"]
-        torch.set_rng_state(st["rng"])
-        version, state, gauss = st["py_rng"]
-        random.setstate((version, tuple(state), gauss))
-        log(f"resumed from {last} at epoch {start}")
 
-    def validate() -> tuple[float, dict]:
+    def validate(epoch: int) -> dict:
         o = _outputs(net, x_va, dev, bf16=use_bf16(cfg.precision, dev.type))
         if emb:
             d, same = pair_scores(o, [key(r) for r in r_va])
             m = verification_metrics(d.tolist(), same.tolist())
-            return m["roc_auc"], {"val_auc": m["roc_auc"], "val_eer": m["eer"]}
+            return {"val_auc": m["roc_auc"], "val_eer": m["eer"]}
         yv = torch.tensor([cix.get(key(r), -1) for r in r_va])
         top1 = float((o.argmax(1) == yv).float().mean())
-        return top1, {"val_top1": top1, "val_loss": float(F.cross_entropy(o, yv.clamp(min=0)))}
+        return {"val_top1": top1, "val_loss": float(F.cross_entropy(o, yv.clamp(min=0)))}
 
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
+    def train_one_epoch(epoch: int) -> dict:
         modules.train()
         total = 0.0
         if emb:
@@ -242,19 +237,12 @@ def train_standalone(cfg: StandaloneTrainConfig, track: Callable = lambda it, **
             opt.step()
             sched.step()
             total += float(loss.detach())
-        score, rec = validate()
-        improved = score > best
-        if improved:
-            best = score
-            torch.save(net.state_dict(), out / "best_state.pt")
-        rec = {"epoch": epoch, "train_loss": total / steps, **rec, "lr": opt.param_groups[0]["lr"],
-               "seconds": round(time.perf_counter() - t0, 1), "best": improved}
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        log(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items()))
-        torch.save({"model": modules.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": epoch, "best": best, "rng": torch.get_rng_state(), "py_rng": list(random.getstate())},
-                   last)
+        return {"train_loss": total / steps}
+
+    best = fit(out, model=modules, optimizer=opt, scheduler=sched, train_one_epoch=train_one_epoch, validate=validate,
+               epochs=cfg.epochs, monitor="val_auc" if emb else "val_top1", mode="max",
+               on_best=lambda epoch, rec: torch.save(net.state_dict(), out / "best_state.pt"),
+               resume=resume, log=log).best
 
     net.load_state_dict(torch.load(out / "best_state.pt", map_location="cpu", weights_only=True))
     net.cpu().eval()
