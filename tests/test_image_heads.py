@@ -138,6 +138,9 @@ def test_ood_threshold_is_the_best_balanced_accuracy_sweep():
         if k % 2:
             ids, oods = np.round(ids, 1), np.round(oods, 1)
         assert ood_threshold(ids, oods) == brute(ids, oods), k
+    # a tie: t = 0 (TPR 1, TNR 18/20) and t = 0.7 (TPR 19/20, TNR 19/20) both give 0.95; the lower wins
+    ids, oods = [0.0, 1.0] + [5.0] * 18, [-1.0] * 18 + [0.5, 0.7]
+    assert brute(ids, oods) == 0.0 and ood_threshold(ids, oods) == 0.0
     assert ood_threshold([1.0, 2.0, 3.0]) == pytest.approx(np.quantile([1.0, 2.0, 3.0], 0.05))  # no OOD photos
 
 
