@@ -6,6 +6,7 @@ import typer
 
 from . import dataset, evaluate, train
 from .assess import assess_command
+from .batch import batch_command
 
 app = typer.Typer(name="carcheck", help="Vehicle inspection from ordinary photos.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -29,6 +30,7 @@ app.add_typer(dataset.app, name="dataset")
 app.add_typer(train.app, name="train")
 app.add_typer(evaluate.app, name="evaluate")
 app.command("assess")(assess_command)
+app.command("batch")(batch_command)
 
 
 #: Exit code of an unexpected exception (a bug), distinct from 1 ("some input had problems",
