@@ -95,15 +95,21 @@ def make_model_ood(cache: str) -> dict:
     from carcheck.evaluate.classifier import ood_auroc
     from carcheck.models.classifier import SHIPPED_CLASSIFIERS
 
+    from carcheck.evaluate.classifier import ood_threshold
+
     val = [r.path for r in _rows("make_model", "val")]
     out_rows = [r.path for r in _rows("presence", None) if r.label == "no_vehicle"]
-    res = {"val_photos": len(val), "no_vehicle_photos": len(out_rows)}
+    unknown = _rows("unknown_vehicles", None)  # the trainer's --ood-data: its val split (or all)
+    unknown = [r.path for r in unknown if r.split == "val"] or [r.path for r in unknown]
+    res = {"val_photos": len(val), "no_vehicle_photos": len(out_rows), "unknown_vehicle_val_photos": len(unknown)}
     for p in PRECISIONS:
         lv, info = _outputs(SHIPPED_CLASSIFIERS["make_model_ood"], val, p, cache)
         lo, _ = _outputs(SHIPPED_CLASSIFIERS["make_model_ood"], out_rows, p, cache)
+        lu, _ = _outputs(SHIPPED_CLASSIFIERS["make_model_ood"], unknown, p, cache)
         mv, mo = lv.max(1).values, lo.max(1).values
         thr = info.ood["threshold"]
         res[p] = {"stored_threshold": thr, "val_kept_at_stored": float((mv >= thr).float().mean()),
+                  "threshold_by_trainer_rule": ood_threshold(mv.tolist(), lu.max(1).values.tolist()),
                   "threshold_by_rule_95pct_val_kept": float(np.quantile(mv.numpy(), 0.05)),
                   "no_vehicle_rejected_at_stored": float((mo < thr).float().mean()),
                   "auroc_max_logit": ood_auroc(mv.tolist(), mo.tolist())}
@@ -115,7 +121,7 @@ def verification(cache: str) -> dict:
     from carcheck.data.labels import read_labels, write_label_csv
     from carcheck.data.recipes import build_recipe
     from carcheck.evaluate.classifier import head_outputs
-    from carcheck.evaluate.verification import verification_metrics
+    from carcheck.evaluate.classifier import verification_metrics
     from carcheck.models.classifier import SHIPPED_CLASSIFIERS, load_head
 
     base = DATA / "verification" / "vn_traffic_reid_2cam"
@@ -175,6 +181,13 @@ def main() -> None:
     torch.set_num_threads(2)
     cache = str(ROOT / "runs" / "feature_cache")
     res = {"machine": cpu_info()}
+    out = ROOT / "bench" / "results" / "precision_check.json"
+    if "--ood-only" in sys.argv:  # re-run only the OOD rule (features cached) into the saved JSON
+        saved = json.loads(out.read_text())
+        saved["make_model_ood"] = make_model_ood(cache)
+        out.write_text(json.dumps(saved, indent=2, default=float))
+        print(json.dumps(saved["make_model_ood"], indent=2, default=float))
+        return
     res["presence"] = classifier_check("presence", "presence", cache, presence_flips)
     print("presence", res["presence"], flush=True)
     res["damaged"] = classifier_check("damaged", "damaged", cache, clean_verdict_flips)
@@ -194,6 +207,8 @@ def main() -> None:
          f"{res['severity']['argmax_flips']} flips"),
         ("OOD: val kept at stored threshold", res["make_model_ood"]["bf16"]["val_kept_at_stored"],
          res["make_model_ood"]["fp32"]["val_kept_at_stored"], "rule: 0.95"),
+        ("OOD: threshold by the trainer's rule", res["make_model_ood"]["bf16"]["threshold_by_trainer_rule"],
+         res["make_model_ood"]["fp32"]["threshold_by_trainer_rule"], "fp32 value stored in the head file"),
         ("OOD: threshold by the 95% rule", res["make_model_ood"]["bf16"]["threshold_by_rule_95pct_val_kept"],
          res["make_model_ood"]["fp32"]["threshold_by_rule_95pct_val_kept"],
          f"stored {res['make_model_ood']['bf16']['stored_threshold']:.3f}"),
@@ -209,7 +224,6 @@ def main() -> None:
         print(f"{name:40} {b:8.4f} {f:8.4f}  {note}")
     for k, v in res["damaged"]["fp32"]["per_source_accuracy"].items():
         print(f"  damage filter {k}: bf16 {res['damaged']['bf16']['per_source_accuracy'][k]:.3f} fp32 {v:.3f}")
-    out = ROOT / "bench" / "results" / "precision_check.json"
     out.write_text(json.dumps(res, indent=2, default=float))
     print(f"wrote {out}")
 

@@ -222,7 +222,9 @@ class HeadInfo:
         longest: input size (longer side, px) the head was trained at.
         hidden / dim: layer sizes to rebuild the head.
         ood: out-of-distribution rule: ``{"score": "max_logit"|"msp", "threshold": float}``; a
-            photo scoring below the threshold is out of scope (empty: no rule).
+            photo scoring below the threshold is out of scope (empty: no rule). Optional
+            ``"threshold_by_precision": {"fp32": t, "bf16": t}``: the same rule recalibrated on
+            outputs of that precision (:meth:`ood_threshold`; bench/precision_check.py).
         threshold: decision threshold for binary heads (probability of ``classes[1]``) or the
             verification distance threshold; None -> argmax / 0.5.
         extra: anything else (training command, metrics) as JSON-able values.
@@ -238,6 +240,13 @@ class HeadInfo:
     ood: dict = field(default_factory=dict)
     threshold: float | None = None
     extra: dict = field(default_factory=dict)
+
+    def ood_threshold(self, precision: str | None = None) -> float | None:
+        """The OOD threshold for outputs computed in ``precision`` (``fp32`` | ``bf16``): the
+        recalibrated one where the file has it, else the stored ``ood["threshold"]``; None without a rule."""
+        if not self.ood:
+            return None
+        return self.ood.get("threshold_by_precision", {}).get(precision, self.ood.get("threshold"))
 
 
 #: Suffix of the per-output-channel scale stored beside an int8 weight tensor.
