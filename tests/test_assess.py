@@ -160,3 +160,28 @@ def test_fallback_gate_without_image_level_heads():
     assert by[str(empty)].status == "skipped" and by[str(empty)].reason.startswith("no vehicle: presence score")
     assert by[str(car)].status == "assessed" and by[str(car)].presence_probability is None
     assert by[str(car)].damage_filter is None and rep.vehicle is None and rep.consistency is None
+
+
+@pytest.mark.parametrize("precision, out_of_scope", [("fp32", False), ("bf16", True)])
+def test_make_model_ood_rule_uses_the_threshold_of_the_precision_it_ran_in(assessor, precision, out_of_scope):
+    """A max logit of -1.44 lies between the fp32 (-1.4631) and bf16 (-1.4206) thresholds."""
+    import torch
+
+    from carcheck.pipeline.image_heads import PhotoHeadOutputs
+    from carcheck.report.schema import PhotoReport
+
+    if not (assessor.heads.has("make_model") and assessor.heads.has("make_model_ood")):
+        pytest.skip("shipped make/model heads missing")
+    n = len(assessor.heads.info("make_model_ood").classes)
+    heads = PhotoHeadOutputs(logits={t: torch.zeros(len(assessor.heads.info(t).classes)) for t in assessor.heads.heads
+                                     if assessor.heads.info(t).kind == "classifier"})
+    heads.logits["make_model_ood"] = torch.full((n,), -3.0)
+    heads.logits["make_model_ood"][0] = -1.44
+    rep = PhotoReport(path="x.jpg", status="assessed")
+    saved = assessor.precision
+    try:
+        assessor.precision = precision
+        assessor._image_level(rep, heads)
+    finally:
+        assessor.precision = saved
+    assert rep.make_model.out_of_scope is out_of_scope and (rep.make_model.label is None) is out_of_scope

@@ -534,3 +534,15 @@ def test_grad_cam_equals_its_definition_on_the_target_activations(backbone):
     cam = grad_cam(backbone, head, x, c)
     assert np.abs(cam - ref).max() < 1e-3
     assert all(p.requires_grad for p in head.parameters())  # the parameters' grad flags are restored
+
+
+def test_ood_threshold_follows_the_precision_of_the_outputs():
+    """The make/model OOD rule was recalibrated on fp32 outputs (bench/precision_check.py): the
+    assessment must use the threshold of the precision it ran in."""
+    from carcheck.models.classifier import HeadInfo
+
+    _, info = load_head(SHIPPED_CLASSIFIERS["make_model_ood"])
+    assert info.ood_threshold("fp32") == pytest.approx(-1.4631)
+    assert info.ood_threshold("bf16") == pytest.approx(info.ood["threshold"]) == pytest.approx(-1.4206)
+    plain = HeadInfo(kind="classifier", task="x", ood={"threshold": 0.5, "score": "max_logit"})
+    assert plain.ood_threshold("fp32") == 0.5 and HeadInfo(kind="classifier", task="y").ood_threshold("fp32") is None

@@ -40,7 +40,7 @@ from ..data.recipes import make_of
 from ..data.taxonomy import get_taxonomy
 from ..models.backbone import inference_context
 from ..models.inference import DEFAULT_SEGMENTERS, load_segmenters, to_input_tensor
-from ..models.runtime import resolve_precision, set_threads
+from ..models.runtime import resolve_engine, resolve_precision, set_threads
 from ..report.privacy import PRIVACY_NOTE
 from ..report.schema import (AssessConfigModel, CaseReport, CaseSummary, ClassScore, Consistency, DamageFilter,
                              Finding, PhotoDetection, PhotoReport, VehicleIdentity, VehicleMatch)
@@ -71,6 +71,9 @@ class AssessConfig:
         precision: ``auto`` (default: bf16 only on CUDA or a CPU with native bf16, else fp32),
             ``fp32`` or ``bf16`` (:func:`~carcheck.models.runtime.resolve_precision`); the report
             states the precision actually used.
+        engine: ``auto`` (ONNX Runtime where the networks run in fp32, eager torch where bf16 runs
+            natively; :func:`~carcheck.models.runtime.resolve_engine`), ``torch`` or ``onnx``. The
+            ONNX models are exported on first use to a cache folder (about 15 s, once per weights).
         threads: torch threads of this process (None: every core); set it when several
             assessors run on one machine (:func:`~carcheck.models.runtime.set_threads`).
         presence_threshold: P(vehicle) of the presence head below which a photo is out of scope.
@@ -86,9 +89,10 @@ class AssessConfig:
     review_threshold: float = 0.5
     longest_side: int = 512
     min_side: int = MIN_SIDE
-    max_decoded_pixels: int = 16_000_000
+    max_decoded_pixels: int = 8_000_000
     precision: str = "auto"
     threads: int | None = None
+    engine: str = "auto"
     presence_threshold: float = 0.5
     clean_threshold: float = 0.9
     damaged_threshold: float = 0.9
@@ -161,6 +165,7 @@ class Assessor:
         self.config = config or AssessConfig()
         self.precision = resolve_precision(self.config.precision)  # ValueError for an unknown one
         self.bf16 = self.precision == "bf16"
+        self.engine = resolve_engine(self.config.engine, self.precision)  # ValueError likewise
         if self.config.threads:
             set_threads(self.config.threads)
         self.weights = [Path(weights)] if isinstance(weights, (str, Path)) else [Path(w) for w in weights]
@@ -170,28 +175,39 @@ class Assessor:
                 raise KeyError(f"{weights}: no {head!r} head (heads: {list(self.model.taxonomies)})")
         self.part_names = list(get_taxonomy(self.model.taxonomies["parts"]).classes)
         self.damage_names = list(get_taxonomy(self.model.taxonomies["damage"]).classes)
-        self.heads = ImageHeads(self.model.backbone, None if heads is None else {k: Path(v) for k, v in heads.items()},
+        self.head_paths = None if heads is None else {k: Path(v) for k, v in heads.items()}
+        self.heads = ImageHeads(self.model.backbone, self.head_paths,
                                 extra_heads)
+        #: the networks of the hot path: the torch models, or their ONNX Runtime versions (same
+        #: interface); Grad-CAM always uses the torch backbone (it needs gradients)
+        self.net = self.model
+        if self.engine == "onnx":
+            from ..models.export import standalone_files
+            from ..models.onnx_runtime import ensure_onnx_models
+
+            onnx = ensure_onnx_models(self.weights, standalone_files(self.head_paths), threads=torch.get_num_threads())
+            self.net = onnx.segmenter
+            self.heads.replace(onnx.standalone)
+        self._duplicates = DuplicateFinder()  # photos of the current case (screen_photo)
 
     # ------------------------------------------------------------------ per photo
     def predict(self, image: np.ndarray, gate: bool = True) -> "Prediction":
         """One backbone pass for the image-level heads, then the segmentation decoders.
 
         With ``gate`` and an installed presence head, a photo the head calls "no vehicle" stops
-        self._duplicates = DuplicateFinder()  # photos of the current case (screen_photo)
         before the decoders (they are most of the per-photo cost); ``parts``/``damage`` are then None.
         Maps are at network resolution (longer side ``config.longest_side``).
         """
         x = to_input_tensor(image, self.config.longest_side)
         parts = damage = None
         with inference_context(self.bf16):
-            out = self.model.backbone(x, with_logits=True, with_pooled=True)
+            out = self.net.backbone(x, with_logits=True, with_pooled=True)
             score = float(vehicle_score(out.logits)[0])
             heads = self.heads.run(out)
             p_vehicle = self.heads.probability(heads, "presence", "vehicle")
             if not (gate and p_vehicle is not None and p_vehicle < self.config.presence_threshold):
                 self.heads.run_standalone(x, heads)
-                logits = self.model.decode(out.features, tuple(x.shape[-2:]), ["parts", "damage"])
+                logits = self.net.decode(out.features, tuple(x.shape[-2:]), ["parts", "damage"])
                 parts = logits["parts"][0].float().softmax(0).numpy()
                 damage = logits["damage"][0].float().softmax(0).numpy()
         return Prediction(x, score, p_vehicle, heads, parts, damage)
@@ -207,22 +223,6 @@ class Assessor:
         except Exception as e:  # the failure boundary of one file: nothing it raises stops the case
             return ImageLoadError(path, f"could not be read ({type(e).__name__}: {e})")
 
-    def assess_photo(self, path: Path, loaded: np.ndarray | ImageLoadError | None = None
-                     ) -> tuple[PhotoReport, PhotoFindings | None, PhotoVisual | None]:
-        """Assess one file; never raises for bad input (the report says why).
-
-        Args:
-            path: the file.
-            loaded: its :meth:`read_photo` result when already decoded (by the decode-ahead
-                thread of :meth:`assess`); None: decoded here.
-        """
-        t0 = time.perf_counter()
-        name = display_name(path)
-        image = self.read_photo(path) if loaded is None else loaded
-        if isinstance(image, ImageLoadError):
-            return PhotoReport(path=name, status="failed", reason=image.reason), None, None
-        h, w = image.shape[:2]
-        pred = self.predict(image)
     def screen_photo(self, path: Path, loaded: np.ndarray | ImageLoadError | None = None
                      ) -> tuple[PhotoReport, PhotoFindings | None, PhotoVisual | None]:
         """One entry of a case behind its failure boundary: :meth:`assess_photo` after the input
@@ -268,6 +268,22 @@ class Assessor:
         result[0].path_bytes = exact_name_bytes(path)
         return result
 
+    def assess_photo(self, path: Path, loaded: np.ndarray | ImageLoadError | None = None
+                     ) -> tuple[PhotoReport, PhotoFindings | None, PhotoVisual | None]:
+        """Assess one file; never raises for bad input (the report says why).
+
+        Args:
+            path: the file.
+            loaded: its :meth:`read_photo` result when already decoded (by the decode-ahead
+                thread of :meth:`assess`); None: decoded here.
+        """
+        t0 = time.perf_counter()
+        name = display_name(path)
+        image = self.read_photo(path) if loaded is None else loaded
+        if isinstance(image, ImageLoadError):
+            return PhotoReport(path=name, status="failed", reason=image.reason), None, None
+        h, w = image.shape[:2]
+        pred = self.predict(image)
         score, p_vehicle, parts, damage, x, heads = (pred.vehicle_score, pred.presence, pred.parts, pred.damage,
                                                      pred.x, pred.heads)
         if p_vehicle is not None:
@@ -345,7 +361,7 @@ class Assessor:
                 info = hs.info("make_model_ood")
                 mls = float(heads.logits["make_model_ood"].max())
                 res.ood_score = round(mls, 4)
-                if mls < info.ood["threshold"]:
+                if mls < info.ood_threshold(self.precision):
                     res.out_of_scope, res.label, res.probability = True, None, None
             report.make_model = res
 
@@ -430,7 +446,7 @@ class Assessor:
                                      closeup_max_parts=fc.closeup_max_parts, size_thresholds=list(fc.size_thresholds),
                                      review_threshold=self.config.review_threshold,
                                      longest_side_px=self.config.longest_side,
-                                     precision=self.precision, threads=torch.get_num_threads(),
+                                     precision=self.precision, engine=self.engine, threads=torch.get_num_threads(),
                                      presence_threshold=self.config.presence_threshold if self.heads.has("presence") else None,
                                      clean_threshold=self.config.clean_threshold if self.heads.has("damaged") else None,
                                      verification_threshold=(self.heads.info("verification").threshold
