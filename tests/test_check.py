@@ -228,3 +228,17 @@ def test_malformed_pairs_csv_is_a_problem_not_a_crash(tmp_path):
     (tmp_path / "set" / "pairs.csv").write_text("file_a,file_b,same_vehicle\na.jpg,b.jpg\n")
     r = check_dataset(tmp_path / "set")
     assert any(p.code == "bad_pairs_file" and ":2:" in p.message for p in r.errors), r.problems
+
+
+def test_yolo_split_may_list_folders_and_a_bad_split_is_an_error(tmp_path):
+    from PIL import Image
+    from carcheck.data.yolo import YoloFormatError, YoloSource
+
+    for sub in ("a", "b"):
+        (tmp_path / "images" / sub).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "images" / sub / f"{sub}.jpg")
+    (tmp_path / "data.yaml").write_text("names: [dent]\ntrain: [images/a, images/b]\n")
+    assert [p.name for p in YoloSource(tmp_path / "data.yaml").splits["train"]] == ["a.jpg", "b.jpg"]
+    (tmp_path / "data.yaml").write_text("names: [dent]\ntrain: {images: 1}\n")
+    with pytest.raises(YoloFormatError, match="split 'train' must be a folder path"):
+        YoloSource(tmp_path / "data.yaml")

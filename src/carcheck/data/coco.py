@@ -58,7 +58,7 @@ class CocoFormatError(ValueError):
 
 # ---------------------------------------------------------------- schema of a COCO instances file
 _Num = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # int or float; not bool, str, NaN, inf
-_Id = StrictInt
+_Id = Annotated[StrictInt, Field(ge=-2 ** 63, le=2 ** 63 - 1)]  # 64-bit, as pycocotools / numpy index them
 
 
 def _check_segmentation(seg: Any) -> Any:
@@ -144,10 +144,15 @@ class CocoFile(BaseModel):
     categories: list[CocoCategoryEntry]
 
 
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
 def json_path(loc: Sequence[str | int]) -> str:
     """A pydantic error location as a JSON path: ``("annotations", 3, "bbox")`` -> ``annotations[3].bbox``."""
     out = ""
     for part in loc:
+        if isinstance(part, str) and ("[" in part or part in _UNION_TAGS):
+            continue  # pydantic names the union member it tried ("list[constrained-int]", "str"): not a key
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -171,7 +176,9 @@ def coco_schema_problems(data: Any) -> list[tuple[str, str]]:
         for err in e.errors(include_url=False):
             got = err.get("input")
             shown = "" if err["type"] == "missing" else f" (got {_short(got)})"
-            out.append((json_path(err["loc"]), err["msg"].removeprefix("Value error, ") + shown))
+            item = (json_path(err["loc"]), err["msg"].removeprefix("Value error, ") + shown)
+            if item not in out:
+                out.append(item)
     for key in ("images", "annotations", "categories"):
         entries = data.get(key)
         if not isinstance(entries, list):
@@ -290,7 +297,8 @@ def is_coco_file(path: Path) -> bool:
             head = f.read(1 << 16)
     except OSError:
         return False
-    return b'"images"' in head or b'"annotations"' in head
+    # a UTF-16/32 file (BOM) is a candidate too, so that the check says it is not UTF-8
+    return b'"images"' in head or b'"annotations"' in head or head.startswith((b"\xff\xfe", b"\xfe\xff"))
 
 
 def find_coco_files(root: Path) -> list[Path]:

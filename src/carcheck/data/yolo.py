@@ -35,13 +35,16 @@ class YoloObject:
 
 
 def find_yolo_configs(root: Path) -> list[Path]:
-    """YAML files under ``root`` that declare ``names`` and sit beside an ``images/`` folder."""
+    """YAML files under ``root`` that declare ``names``, and unreadable YAML files beside an
+    ``images/`` folder (so that :class:`YoloSource` names why they cannot be read)."""
     out = []
     for p in sorted(list(Path(root).rglob("*.yaml")) + list(Path(root).rglob("*.yml"))):
         try:
             cfg = yaml.safe_load(p.read_text(encoding="utf-8"))
         except (OSError, ValueError, yaml.YAMLError, RecursionError):
-            continue  # not a config we can read; a YAML beside images is not necessarily one
+            if (p.parent / "images").is_dir():
+                out.append(p)
+            continue
         if isinstance(cfg, dict) and "names" in cfg:
             out.append(p)
     return out
@@ -138,14 +141,19 @@ class YoloSource:
         self.splits: dict[str, list[Path]] = {}
         for split in ("train", "val", "test"):
             if split in cfg and cfg[split]:
-                if not isinstance(cfg[split], str):
-                    self.warnings.append(f"{where}: split {split!r} is not a folder path (lists are not read)")
-                    continue
-                d = base / cfg[split]
-                if d.is_dir():
-                    self.splits[split] = sorted(p for p in d.rglob("*") if is_image_path(p))
-                else:
-                    self.warnings.append(f"{self.yaml_path}: split {split!r} folder {d} does not exist")
+                value = cfg[split]
+                folders = [value] if isinstance(value, str) else value
+                if not isinstance(folders, list) or not all(isinstance(x, str) and x for x in folders):
+                    raise YoloFormatError(f"{where}: split {split!r} must be a folder path or a list of folder paths")
+                found = []
+                for x in folders:  # Ultralytics allows a list of folders per split
+                    d = base / x
+                    if d.is_dir():
+                        found += sorted(p for p in d.rglob("*") if is_image_path(p))
+                    else:
+                        self.warnings.append(f"{where}: split {split!r} folder {display_name(d)} does not exist")
+                if found:
+                    self.splits[split] = found
         if not self.splits and (self.yaml_path.parent / "images").is_dir():
             self.splits["all"] = sorted(p for p in (self.yaml_path.parent / "images").rglob("*") if is_image_path(p))
             self.warnings.append(f"{self.yaml_path}: using {self.yaml_path.parent / 'images'} as one split 'all'")
