@@ -30,7 +30,8 @@ def _seed_files() -> dict[str, bytes]:
     arr = (np.linspace(0, 255, 48 * 64).reshape(48, 64, 1) * np.ones((1, 1, 3)) + rng.integers(0, 30, (48, 64, 3)))
     im = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
     out = {}
-    for fmt, kw in (("JPEG", {"quality": 80}), ("PNG", {}), ("WEBP", {}), ("TIFF", {}), ("GIF", {}), ("BMP", {})):
+    for fmt, kw in (("JPEG", {"quality": 80}), ("PNG", {}), ("WEBP", {}), ("TIFF", {}), ("GIF", {}), ("BMP", {}),
+                    ("AVIF", {})):  # a mutated AVIF makes Pillow raise RuntimeError
         b = io.BytesIO()
         im.save(b, fmt, **kw)
         out[fmt] = b.getvalue()
@@ -74,6 +75,16 @@ def _check_load(data: bytes, suffix: str) -> None:
 @given(mutated_image(), st.sampled_from([".jpg", ".png", ".bin"]))
 def test_loader_never_raises_anything_but_image_load_error(data, suffix):
     _check_load(data, suffix)
+
+
+@pytest.mark.parametrize("fmt", sorted(SEEDS))
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(flips=st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 7)), min_size=1, max_size=4))
+def test_loader_on_bit_flips_of_each_format(fmt, flips):
+    data = bytearray(SEEDS[fmt])
+    for i, bit in flips:
+        data[i % len(data)] ^= 1 << bit
+    _check_load(bytes(data), ".img")
 
 
 @SETTINGS
