@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import dataset, evaluate, train
+from . import dataset, evaluate, export, train
 from .assess import assess_command
 from .batch import batch_command
 
@@ -29,6 +29,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(train.app, name="train")
 app.add_typer(evaluate.app, name="evaluate")
+app.add_typer(export.app, name="export")
 app.command("assess")(assess_command)
 app.command("batch")(batch_command)
 

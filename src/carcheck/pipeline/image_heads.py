@@ -28,6 +28,12 @@ STATE_TASKS = ("damaged", "severity")
 _SPECIAL = ("presence", "make_model", "make_model_ood", "verification")
 
 
+def _own_backbone(head) -> bool:
+    """Whether a head runs on the photo itself (a StandaloneNet, or an engine's replacement of one
+    marked ``own_backbone``, e.g. :class:`~carcheck.models.onnx_runtime.OnnxStandalone`)."""
+    return isinstance(head, StandaloneNet) or getattr(head, "own_backbone", False)
+
+
 @dataclass
 class PhotoHeadOutputs:
     """Raw outputs of every loaded head for one photo: task -> logits ``(C,)`` / embedding ``(dim,)``."""
@@ -92,6 +98,20 @@ class ImageHeads:
         """The loaded head and its info. Raises KeyError when the task has no installed head."""
         return self.heads[task]
 
+    def replace(self, models: dict[str, object]) -> None:
+        """Swap loaded heads for another engine's version of the same model, keeping each head's
+        info: task -> model with the replaced head's call signature (e.g. the ``standalone`` of
+        :func:`~carcheck.models.onnx_runtime.load_onnx_models`; mark models that run on the photo
+        with ``own_backbone = True``).
+
+        Raises:
+            KeyError: a task without an installed head.
+        """
+        for task, model in models.items():
+            if task not in self.heads:
+                raise KeyError(f"no installed {task!r} head to replace (installed: {sorted(self.heads)})")
+            self.heads[task] = (model, self.heads[task][1])
+
     def state_tasks(self) -> list[str]:
         """Classifier tasks shown in the car-state section."""
         return [t for t, (_, i) in self.heads.items() if i.kind == "classifier" and t not in _SPECIAL]
@@ -102,7 +122,7 @@ class ImageHeads:
         ``with_pooled=True``); models with their own backbone are left to :meth:`run_standalone`."""
         res = PhotoHeadOutputs()
         for task, (head, info) in self.heads.items():
-            if not isinstance(head, StandaloneNet):
+            if not _own_backbone(head):
                 self._store(res, task, info, head(out)[0].float())
         return res
 
@@ -111,7 +131,7 @@ class ImageHeads:
         """The heads with their own backbone on the photo ``x (1, 3, H, W)`` float in [0, 1],
         added to ``res`` (the assessment runs them only on photos that pass the presence gate)."""
         for task, (head, info) in self.heads.items():
-            if isinstance(head, StandaloneNet):
+            if _own_backbone(head):
                 self._store(res, task, info, head(x)[0].float())
         return res
 

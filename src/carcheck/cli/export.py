@@ -1,0 +1,58 @@
+"""``carcheck export onnx``: the inference networks as ONNX models for the ONNX Runtime engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ._common import console, emit_json
+
+app = typer.Typer(help="Export carcheck models for other runtimes.", no_args_is_help=True)
+
+
+@app.command("onnx")
+def onnx(
+    out: Path = typer.Option(..., "--out", help="Export folder (created; an earlier export there is replaced)."),
+    weights: Optional[List[Path]] = typer.Option(None, help="Segmenter weights (.safetensors), repeatable; default: "
+                                                 "the shipped models (first file with a head serves it)."),
+    standalone: Optional[List[str]] = typer.Option(None, help="TASK=FILE of a model with its own backbone "
+                                                   "(StandaloneNet), repeatable; default: the shipped ones."),
+    no_standalone: bool = typer.Option(False, "--no-standalone", help="Export no StandaloneNet models."),
+    check: bool = typer.Option(True, help="Compare ONNX Runtime with torch on random inputs of 4 aspect ratios."),
+    threads: Optional[int] = typer.Option(None, help="torch/ONNX Runtime threads (default: every core)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON on stdout."),
+) -> None:
+    """The shared backbone pass, the segmentation decoders and each StandaloneNet as ONNX models,
+    with a manifest.json (opset, sha256 of every source file) that lets the runtime refuse a stale
+    export. Nothing is downloaded. Exit code 2 for a missing or unusable weights file."""
+    specs: dict[str, Path] = {}
+    for s in standalone or []:
+        task, sep, file = s.partition("=")
+        if not sep or not task or not file:
+            raise typer.BadParameter(f"{s!r}: expected TASK=FILE", param_hint="--standalone")
+        specs[task] = Path(file)
+    for p in [*(weights or []), *specs.values()]:
+        if not p.is_file():
+            raise typer.BadParameter(f"{p}: no such weights file", param_hint="--weights/--standalone")
+
+    import json
+
+    from ..models.export import export_onnx
+    from ..models.inference import DEFAULT_SEGMENTERS
+    from ..models.runtime import set_threads
+
+    set_threads(threads)
+    try:
+        manifest = export_onnx(out, weights or list(DEFAULT_SEGMENTERS),
+                               {} if no_standalone else (specs or None), check=check)
+    except (FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--weights/--standalone") from None
+    data = json.loads(manifest.read_text())
+    if json_out:
+        emit_json(data)
+        return
+    names = [data["backbone"]["file"], data["decoders"]["file"], *(s["file"] for s in data["standalone"].values())]
+    console.print(f"exported to {out}: {', '.join(names)} + {manifest.name} (opset {data['opset']}; "
+                  f"decoders: {', '.join(data['decoders']['outputs'])})")
