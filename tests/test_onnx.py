@@ -170,3 +170,17 @@ def test_cli_export_onnx(tmp_path):
                                    "--weights", str(tmp_path / "missing.safetensors")])
     assert res.exit_code == 2, res.output
     assert not (tmp_path / "x").exists()
+
+
+def test_ensure_exports_on_first_use_into_place_and_reuses_it(tmp_path):
+    """An empty cache gets a complete export renamed into place (no temporary folder left behind);
+    the next call loads it without exporting again."""
+    from carcheck.models.onnx_runtime import ensure_onnx_models
+
+    folder = tmp_path / "cache" / "key"
+    logged = []
+    models = ensure_onnx_models(folder=folder, log=logged.append)
+    assert len(logged) == 1 and (folder / "manifest.json").is_file() and models.folder == folder
+    assert [p.name for p in folder.parent.iterdir()] == ["key"]
+    ensure_onnx_models(folder=folder, log=logged.append)
+    assert len(logged) == 1

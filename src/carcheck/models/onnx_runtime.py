@@ -308,5 +308,25 @@ def ensure_onnx_models(segmenters: Sequence[str | Path] = DEFAULT_SEGMENTERS,
         if not all(Path(p).is_file() for p in [*_segmenter_list(segmenters), *standalone.values()]):
             raise
         log(f"exporting ONNX models to {folder} ({e})")
-    export_onnx(folder, segmenters, standalone)
+    # export beside the target and rename it into place: several processes starting at once
+    # (carcheck batch workers, service workers) never load a half-written folder, and the one
+    # that renames first wins; the others load its export and drop their own
+    import shutil
+    import tempfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        export_onnx(tmp, segmenters, standalone)
+        try:
+            load_onnx_models(folder, segmenters, standalone, threads, spin=spin)  # someone else finished first?
+        except (FileNotFoundError, ValueError, KeyError):
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)  # a stale or broken export of these weights
+            try:
+                os.rename(tmp, folder)
+            except OSError:  # another process renamed its export in between
+                pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return load_onnx_models(folder, segmenters, standalone, threads, spin=spin)
