@@ -12,6 +12,13 @@ from carcheck.models import runtime
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def no_overrides(monkeypatch):
+    """These tests check what "auto" means without the operator's environment overrides."""
+    monkeypatch.delenv("CARCHECK_PRECISION", raising=False)
+    monkeypatch.delenv("CARCHECK_ENGINE", raising=False)
+
+
 @pytest.fixture
 def native(monkeypatch):
     """Pretend the CPU does / does not run bf16 natively."""
@@ -133,3 +140,11 @@ def test_engine_auto_is_onnx_for_fp32_and_torch_for_bf16(monkeypatch):
     assert runtime.resolve_engine("auto", "fp32") == "torch"  # without onnxruntime, torch
     with pytest.raises(ValueError, match="onnxruntime"):
         runtime.resolve_engine("onnx", "fp32")
+
+
+def test_environment_sets_what_auto_means(monkeypatch, native):
+    native(True)
+    monkeypatch.setenv("CARCHECK_PRECISION", "fp32")
+    assert runtime.resolve_precision("auto") == "fp32" and runtime.resolve_precision("bf16") == "bf16"
+    monkeypatch.setenv("CARCHECK_ENGINE", "torch")
+    assert runtime.resolve_engine("auto", "fp32") == "torch" and runtime.resolve_engine("onnx", "fp32") == "onnx"

@@ -37,7 +37,8 @@ def resolve_precision(precision: str = "auto", device: str = "cpu") -> Literal["
     """The precision actually used: ``auto`` -> ``bf16`` on CUDA or a CPU with native bf16, else ``fp32``.
 
     Args:
-        precision: ``auto`` | ``fp32`` | ``bf16`` (``bf16`` is honoured even where it is slow).
+        precision: ``auto`` | ``fp32`` | ``bf16`` (``bf16`` is honoured even where it is slow). The
+            environment variable ``CARCHECK_PRECISION=fp32|bf16`` sets what ``auto`` resolves to.
         device: ``cpu`` or a CUDA device string (``cuda``, ``cuda:0``).
     Raises:
         ValueError: an unknown precision.
@@ -46,6 +47,9 @@ def resolve_precision(precision: str = "auto", device: str = "cpu") -> Literal["
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision  # type: ignore[return-value]
+    forced = os.environ.get("CARCHECK_PRECISION", "")
+    if forced in ("fp32", "bf16"):  # what "auto" means on this machine, set by its operator (or a test run)
+        return forced  # type: ignore[return-value]
     if str(device).startswith("cuda"):
         return "bf16"
     return "bf16" if bf16_native() else "fp32"
@@ -69,7 +73,7 @@ def resolve_engine(engine: str = "auto", precision: str = "fp32") -> Literal["to
     onnxruntime is not installed.
 
     Args:
-        engine: ``auto`` | ``torch`` | ``onnx``.
+        engine: ``auto`` | ``torch`` | ``onnx`` (``CARCHECK_ENGINE=torch|onnx`` sets what ``auto`` resolves to).
         precision: the RESOLVED precision (``fp32`` | ``bf16``, from :func:`resolve_precision`).
     Raises:
         ValueError: an unknown engine, ``onnx`` with ``bf16``, or ``onnx`` without onnxruntime.
@@ -90,6 +94,9 @@ def resolve_engine(engine: str = "auto", precision: str = "fp32") -> Literal["to
         return "onnx"
     if engine == "torch":
         return "torch"
+    forced = os.environ.get("CARCHECK_ENGINE", "")
+    if forced in ("torch", "onnx"):  # what "auto" means on this machine, set by its operator
+        return resolve_engine(forced, precision)
     return "onnx" if precision == "fp32" and have_ort else "torch"
 
 
