@@ -313,7 +313,8 @@ def test_shipped_damage_filter_is_right_on_held_out_photos_of_every_source(backb
 @pytest.mark.skipif(not SHIPPED_CLASSIFIERS["damaged"].is_file(), reason="shipped damage filter missing")
 def test_grad_cam_map_is_spatial_and_normalised(backbone):
     from carcheck.data.images import load_image
-    from carcheck.models.explain import grad_cam, overlay_cam
+    from carcheck.models.explain import grad_cam
+    from carcheck.report.html import overlay_cam
     from carcheck.models.inference import to_input_tensor
 
     img = load_image(sorted((data_path("car_damage/lensor_severity") / "images/test").glob("*.jpg"))[0])

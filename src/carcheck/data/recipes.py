@@ -29,6 +29,8 @@ from .labels import LabelRow, assign_splits, rows_from_class_folders
 
 __all__ = ["RECIPES", "build_recipe", "make_of"]
 
+from .taxonomy import make_of  # noqa: E402  (re-exported: it lived here before; recipes are training data only)
+
 #: Minimum largest-vehicle box area (fraction of the image) for a coco128 photo to count as "vehicle".
 PRESENCE_MIN_BOX_AREA = 0.05
 
@@ -94,11 +96,6 @@ def severity(root: Path) -> list[LabelRow]:
 def make_model(root: Path) -> list[LabelRow]:
     """32 Stanford Cars classes (``Make_Model_Body_Year`` folder names)."""
     return assign_splits(_stanford(root))
-
-
-def make_of(model_class: str) -> str:
-    """The make of a Stanford Cars folder name: its first ``_``-separated token (e.g. ``"Audi"``)."""
-    return model_class.split("_", 1)[0]
 
 
 def part_crops(root: Path) -> list[LabelRow]:

@@ -367,3 +367,9 @@ def get_mapping(source: str, target: str) -> TaxonomyMapping:
         raise TaxonomyError(
             f"no mapping declared from {source!r} to {target!r}; declared: {sorted(MAPPINGS)}"
         ) from None
+
+
+def make_of(model_class: str) -> str:
+    """The make of a Stanford Cars model class name: its first ``_``-separated token
+    (``"Audi_A5_Coupe_2012"`` -> ``"Audi"``)."""
+    return model_class.split("_", 1)[0]

@@ -17,7 +17,7 @@ import torch
 from .backbone import EfficientNetLiteBackbone
 from .classifier import BackboneClassifier, ImageHead, StandaloneNet
 
-__all__ = ["grad_cam", "overlay_cam"]
+__all__ = ["grad_cam"]  # drawing a map over a photo: carcheck.report.html.overlay_cam
 
 
 def grad_cam(backbone: EfficientNetLiteBackbone, head: ImageHead | StandaloneNet, x: torch.Tensor,
@@ -64,14 +64,3 @@ def grad_cam(backbone: EfficientNetLiteBackbone, head: ImageHead | StandaloneNet
         for p in params:
             p.requires_grad_(True)
     return np.asarray(maps[0], dtype=np.float32)
-
-
-def overlay_cam(image: np.ndarray, cam: np.ndarray, weight: float = 0.5) -> np.ndarray:
-    """Blend a Grad-CAM map (JET colour map) over an RGB ``uint8`` ``(H, W, 3)`` image of the same size.
-
-    Returns:
-        RGB ``uint8`` ``(H, W, 3)``.
-    """
-    from pytorch_grad_cam.utils.image import show_cam_on_image
-
-    return show_cam_on_image(image.astype(np.float32) / 255.0, cam, use_rgb=True, image_weight=1 - weight)

@@ -36,8 +36,7 @@ import torch
 
 from .. import __version__
 from ..data.images import ImageLoadError, display_name, image_size, load_image
-from ..data.recipes import make_of
-from ..data.taxonomy import get_taxonomy
+from ..data.taxonomy import get_taxonomy, make_of
 from ..models.backbone import inference_context
 from ..models.inference import DEFAULT_SEGMENTERS, load_segmenters, to_input_tensor
 from ..models.runtime import resolve_engine, resolve_precision, set_threads

@@ -18,7 +18,7 @@ from PIL import Image
 from .privacy import blur_private_regions
 from .schema import CaseReport
 
-__all__ = ["palette", "overlay", "write_report", "prepare_out_dir"]
+__all__ = ["palette", "overlay", "overlay_cam", "write_report", "prepare_out_dir"]
 
 
 class _Visual(Protocol):
@@ -48,6 +48,17 @@ def overlay(image: np.ndarray, label: np.ndarray, colours: Sequence[tuple[int, i
     m = label > 0
     out[m] = (1 - alpha) * out[m] + alpha * lut[label[m]]
     return out.clip(0, 255).astype(np.uint8)
+
+
+def overlay_cam(image: np.ndarray, cam: np.ndarray, weight: float = 0.5) -> np.ndarray:
+    """Blend a Grad-CAM map (JET colour map) over an RGB ``uint8`` ``(H, W, 3)`` image of the same size.
+
+    Returns:
+        RGB ``uint8`` ``(H, W, 3)``.
+    """
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    return show_cam_on_image(image.astype(np.float32) / 255.0, cam, use_rgb=True, image_weight=1 - weight)
 
 
 def _data_uri(image: np.ndarray, quality: int = 85) -> str:
@@ -114,8 +125,6 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
                          damage=_data_uri(overlay(base, v.damage_label, damage_colours, 0.6)), blurred=n_blurred)
             cam = getattr(v, "gradcam", None)
             if cam is not None:  # drawn over the already blurred photo: one face/plate search per photo
-                from ..models.explain import overlay_cam
-
                 entry["gradcam"] = _data_uri(overlay_cam(base, cam))
         photos.append(entry)
     env = Environment(loader=PackageLoader("carcheck.report", "templates"), autoescape=select_autoescape(["html"]))
