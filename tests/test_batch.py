@@ -212,3 +212,18 @@ def test_exit_codes(first_run, root, reuse_assessor, tmp_path):
                  ["batch", str(root), "--out", str(out), "--precision", "fp16"]):
         r = runner.invoke(app, args)
         assert r.exit_code == 2, (args, r.output)
+
+
+def test_a_case_without_one_readable_photo_is_failed_and_redone(tmp_path, reuse_assessor):
+    """A case whose every file fails (or an empty case folder) writes its report but is not 'ok', and
+    a re-run tries it again instead of skipping it for good."""
+    root, out = tmp_path / "root", tmp_path / "out"
+    (root / "bad").mkdir(parents=True)
+    (root / "bad" / "a.jpg").write_bytes(b"not a photo")
+    (root / "empty").mkdir()
+    first = {r.case: r for r in batch_run.run_batch(root, out, mode="loop")}
+    assert first["bad"].status == "failed" and "could be read" in first["bad"].error
+    assert first["empty"].status == "failed" and "no photos" in first["empty"].error
+    assert (out / "bad" / "report.json").is_file()  # the reasons are there for a person
+    again = {r.case: r for r in batch_run.run_batch(root, out, mode="loop")}
+    assert again["bad"].status == "failed" and again["empty"].status == "failed"  # not "skipped"

@@ -115,18 +115,30 @@ def find_cases(root: str | Path, exclude: Sequence[str | Path] = ()) -> list[Pat
                   key=lambda p: p.name)
 
 
+def _unusable(photos: int, failed: int) -> str:
+    """Why a written report does not complete its case ("" when it does): no photos at all, or not
+    one photo that could be read (a transient cause, e.g. a file system gone away, is then retried)."""
+    if photos == 0:
+        return "the case folder holds no photos"
+    if failed >= photos:
+        return f"none of the {photos} photo(s) could be read (reasons in the case's report)"
+    return ""
+
+
 def read_complete(case_out: str | Path) -> CaseResult | None:
     """The ``skipped`` result of a case whose report in ``case_out`` is complete, else None.
 
-    Complete means: ``report.json`` and ``report.html`` both exist and ``report.json`` parses as
+    Complete means: ``report.json`` and ``report.html`` both exist, ``report.json`` parses as
     JSON holding ``summary.photos``, ``summary.findings`` and ``summary.findings_for_review``
-    (the numbers returned). Never raises.
+    (the numbers returned), and at least one photo of the case could be read. Never raises.
     """
     case_out = Path(case_out)
     try:
         if not all((case_out / f).is_file() for f in REPORT_FILES):
             return None
         s = json.loads((case_out / "report.json").read_text(encoding="utf-8"))["summary"]
+        if _unusable(int(s["photos"]), int(s.get("failed", 0))):
+            return None  # redone on a re-run
         return CaseResult(case_out.name, int(s["photos"]), int(s["findings"]), int(s["findings_for_review"]),
                           0.0, "skipped")
     except (OSError, ValueError, KeyError, TypeError):
@@ -170,7 +182,8 @@ def assess_case(assessor, case_dir: str | Path, out: str | Path) -> CaseResult:
         out: the batch output folder (exists).
     Returns:
         ``ok`` with the report's numbers, or ``failed`` with the error (any exception: the folder
-        is gone, the output cannot be written, the models raised).
+        is gone, the output cannot be written, the models raised; or no photo of the case could be
+        read, or it has none: then the report is written and the case is redone on a re-run).
     """
     from ..report.html import write_report
 
@@ -190,7 +203,11 @@ def assess_case(assessor, case_dir: str | Path, out: str | Path) -> CaseResult:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         s = report.summary
-        return CaseResult(case, s.photos, s.findings, s.findings_for_review, round(time.perf_counter() - t0, 3), "ok")
+        secs = round(time.perf_counter() - t0, 3)
+        unusable = _unusable(s.photos, s.failed)
+        if unusable:  # the report is written (it says why per file), but the case is not done
+            return CaseResult(case, s.photos, s.findings, s.findings_for_review, secs, "failed", unusable)
+        return CaseResult(case, s.photos, s.findings, s.findings_for_review, secs, "ok")
     except Exception as e:  # one case never stops the batch
         return CaseResult(case, seconds=round(time.perf_counter() - t0, 3), status="failed", error=_describe(e))
 
