@@ -148,3 +148,13 @@ def test_environment_sets_what_auto_means(monkeypatch, native):
     assert runtime.resolve_precision("auto") == "fp32" and runtime.resolve_precision("bf16") == "bf16"
     monkeypatch.setenv("CARCHECK_ENGINE", "torch")
     assert runtime.resolve_engine("auto", "fp32") == "torch" and runtime.resolve_engine("onnx", "fp32") == "onnx"
+
+
+def test_an_explicit_onnx_engine_makes_auto_precision_fp32(monkeypatch, native):
+    native(True)  # a CPU where auto alone would mean bf16 (and torch)
+    assert runtime.resolve_runtime("auto", "auto") == ("bf16", "torch")
+    assert runtime.resolve_runtime("auto", "onnx") == ("fp32", "onnx")
+    monkeypatch.setenv("CARCHECK_ENGINE", "onnx")
+    assert runtime.resolve_runtime("auto", "auto") == ("fp32", "onnx")
+    with pytest.raises(ValueError, match="fp32"):
+        runtime.resolve_runtime("bf16", "onnx")

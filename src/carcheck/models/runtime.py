@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Literal
 
 __all__ = ["PRECISIONS", "ENGINES", "Precision", "bf16_native", "resolve_precision", "use_bf16", "resolve_engine",
-           "set_threads", "cpu_info"]
+           "resolve_runtime", "set_threads", "cpu_info"]
 
 #: The precisions a user can ask for.
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -98,6 +98,21 @@ def resolve_engine(engine: str = "auto", precision: str = "fp32") -> Literal["to
     if forced in ("torch", "onnx"):  # what "auto" means on this machine, set by its operator
         return resolve_engine(forced, precision)
     return "onnx" if precision == "fp32" and have_ort else "torch"
+
+
+def resolve_runtime(precision: str = "auto", engine: str = "auto", device: str = "cpu") -> tuple[str, str]:
+    """``(precision, engine)`` actually used, resolved together: an explicitly requested ONNX
+    Runtime engine (``engine="onnx"`` or ``CARCHECK_ENGINE=onnx`` with ``engine="auto"``) makes
+    ``precision="auto"`` mean fp32, the only precision it runs in.
+
+    Raises:
+        ValueError: as :func:`resolve_precision` / :func:`resolve_engine` (e.g. ``onnx`` with ``bf16``).
+    """
+    wants_onnx = engine == "onnx" or (engine == "auto" and os.environ.get("CARCHECK_ENGINE") == "onnx")
+    if wants_onnx and precision == "auto":
+        precision = "fp32"
+    resolved = resolve_precision(precision, device)
+    return resolved, resolve_engine(engine, resolved)
 
 
 def set_threads(threads: int | None = None) -> int:

@@ -39,7 +39,7 @@ from ..data.images import ImageLoadError, display_name, image_size, load_image
 from ..data.taxonomy import get_taxonomy, make_of
 from ..models.backbone import inference_context
 from ..models.inference import DEFAULT_SEGMENTERS, load_segmenters, to_input_tensor
-from ..models.runtime import resolve_engine, resolve_precision, set_threads
+from ..models.runtime import resolve_runtime, set_threads
 from ..report.privacy import PRIVACY_NOTE
 from ..report.schema import (AssessConfigModel, CaseReport, CaseSummary, ClassScore, Consistency, DamageFilter,
                              Finding, PhotoDetection, PhotoReport, VehicleIdentity, VehicleMatch)
@@ -162,9 +162,9 @@ class Assessor:
                  weights: str | Path | Sequence[str | Path] = DEFAULT_SEGMENTERS,
                  heads: dict[str, str | Path] | None = None, extra_heads: Sequence[str | Path] = ()) -> None:
         self.config = config or AssessConfig()
-        self.precision = resolve_precision(self.config.precision)  # ValueError for an unknown one
+        # ValueError for an unknown precision or engine, or onnx with bf16
+        self.precision, self.engine = resolve_runtime(self.config.precision, self.config.engine)
         self.bf16 = self.precision == "bf16"
-        self.engine = resolve_engine(self.config.engine, self.precision)  # ValueError likewise
         if self.config.threads:
             set_threads(self.config.threads)
         self.weights = [Path(weights)] if isinstance(weights, (str, Path)) else [Path(w) for w in weights]
