@@ -155,10 +155,10 @@ class EfficientNetLiteBackbone(nn.Module):
             with_pooled: also return the pooled 1280-d (Lite0) head features.
         """
         h, w = x.shape[-2:]
-        ph, pw = (-h) % 32, (-w) % 32
         x = x * (255.0 / 128.0) - (127.0 / 128.0)
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))
+        # pad to a multiple of 32 (zero pads when aligned); integer forms with non-negative operands
+        # only, so that the ONNX export (traced shapes) computes the same sizes (carcheck.models.export)
+        x = F.pad(x, (0, (32 - w % 32) % 32, 0, (32 - h % 32) % 32))
         net = self.net
         y = net._swish(net._bn0(net._conv_stem(x)))
         feats = []
@@ -167,10 +167,10 @@ class EfficientNetLiteBackbone(nn.Module):
             y = blk(y)
             if i in ends:
                 s = FEATURE_STRIDES[len(feats)]
-                feats.append(y[..., : -(-h // s), : -(-w // s)])
+                feats.append(y[..., : (h + s - 1) // s, : (w + s - 1) // s])
         out = BackboneOutput(features=feats)
         if with_logits or with_pooled:
-            head = net._swish(net._bn1(net._conv_head(y[..., : -(-h // 32), : -(-w // 32)])))
+            head = net._swish(net._bn1(net._conv_head(y[..., : (h + 31) // 32, : (w + 31) // 32])))
             pooled = head.float().mean(dim=(2, 3))
             if with_pooled:
                 out.pooled = pooled

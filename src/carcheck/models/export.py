@@ -30,12 +30,11 @@ inconsistent min=0, max=-64", from the pad-to-32 arithmetic on symbolic sizes); 
 exporter records the shape arithmetic as graph ops, and :func:`export_onnx` checks the result
 against torch on four aspect ratios before it writes the manifest.
 
-The backbone graph is traced from :class:`BackboneGraph`, not from
-:meth:`~carcheck.models.backbone.EfficientNetLiteBackbone.forward`: that method crops features to
-``-(-h // s)``, which traces to an ONNX integer ``Div`` that truncates toward zero (ONNX) instead of
-flooring (Python), i.e. ``floor(h / s)`` instead of ``ceil(h / s)`` (e.g. 85 instead of 86 rows at
-h = 341). :class:`BackboneGraph` computes the same pass with non-negative operands only
-(``(h + s - 1) // s``); the export check and tests/test_onnx.py compare it with ``forward``.
+The backbone graph traces :meth:`~carcheck.models.backbone.EfficientNetLiteBackbone.forward` itself,
+whose shape arithmetic uses non-negative operands only (``(h + s - 1) // s``, ``(32 - h % 32) % 32``):
+the earlier ``-(-h // s)`` traced to an ONNX integer ``Div`` that truncates toward zero instead of
+flooring, i.e. 85 instead of 86 rows at h = 341. The export check and tests/test_onnx.py compare
+the graphs with torch at several aspect ratios.
 """
 
 from __future__ import annotations
@@ -76,33 +75,6 @@ BACKBONE_OUTPUTS = ("logits", "pooled", *FEATURE_NAMES)
 CHECK_SIZES = ((384, 512), (512, 384), (512, 288), (341, 512))
 
 
-def _ceil_div(n, d: int):
-    """``ceil(n / d)`` for ``n >= 0`` with non-negative operands only (exports correctly to ONNX)."""
-    return (n + d - 1) // d
-
-
-def _backbone_pass(bb: EfficientNetLiteBackbone, x: torch.Tensor, head: bool = True
-                   ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-    """:meth:`EfficientNetLiteBackbone.forward` in exportable form: ``(pooled (B, F) or None, features)``."""
-    h, w = x.shape[-2], x.shape[-1]
-    net = bb.net
-    x = x * (255.0 / 128.0) - (127.0 / 128.0)
-    x = F.pad(x, (0, (32 - w % 32) % 32, 0, (32 - h % 32) % 32))
-    y = net._swish(net._bn0(net._conv_stem(x)))
-    feats = []
-    ends = set(bb.stage_ends)
-    for i, blk in enumerate(net._blocks):
-        y = blk(y)
-        if i in ends:
-            s = FEATURE_STRIDES[len(feats)]
-            feats.append(y[..., : _ceil_div(h, s), : _ceil_div(w, s)])
-    if not head:
-        return None, feats
-    # y is the padded stride-32 map: exactly ceil(h / 32) x ceil(w / 32), as forward() crops it
-    pooled = net._swish(net._bn1(net._conv_head(y))).float().mean(dim=(2, 3))
-    return pooled, feats
-
-
 class BackboneGraph(nn.Module):
     """The shared pass as exported: ``x (B, 3, H, W)`` float32 in [0, 1] -> ``(logits (B, 1000),
     pooled (B, F), f4, f8, f16, f32)``, the outputs of ``backbone(x, with_logits=True, with_pooled=True)``."""
@@ -112,9 +84,9 @@ class BackboneGraph(nn.Module):
         self.backbone = backbone
 
     def forward(self, x: torch.Tensor):
-        pooled, feats = _backbone_pass(self.backbone, x)
-        logits = self.backbone.net._fc(pooled)
-        return (logits, pooled, *feats)
+        # the backbone's own forward: its shape arithmetic is written to trace correctly
+        out = self.backbone(x, with_logits=True, with_pooled=True)
+        return (out.logits, out.pooled, *out.features)
 
 
 class DecoderGraph(nn.Module):
@@ -143,7 +115,7 @@ class StandaloneGraph(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.net
         xs = torch.cat([x, x.flip(-1)]) if net.flip_tta else x
-        pooled, _ = _backbone_pass(net.backbone, xs)
+        pooled = net.backbone(xs, with_pooled=True).pooled
         y = net.project(pooled).float()
         if net.flip_tta:
             b = x.shape[0]
