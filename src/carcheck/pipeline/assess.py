@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..data.images import ImageLoadError, display_name, image_size, load_image
+from ..data.images import DecodedImage, ImageLoadError, decode_image, display_name
 from ..data.taxonomy import get_taxonomy, make_of
 from ..models.backbone import inference_context
 from ..models.inference import DEFAULT_SEGMENTERS, load_segmenters, to_input_tensor
@@ -211,18 +211,19 @@ class Assessor:
                 damage = logits["damage"][0].float().softmax(0).numpy()
         return Prediction(x, score, p_vehicle, heads, parts, damage)
 
-    def read_photo(self, path: Path) -> np.ndarray | ImageLoadError:
-        """Decode one file for :meth:`assess_photo`: RGB ``uint8`` ``(H, W, 3)``, or the
-        :class:`ImageLoadError` saying why it cannot be used (returned, not raised, so that a
-        decode-ahead thread can hand it over)."""
+    def read_photo(self, path: Path) -> DecodedImage | ImageLoadError:
+        """Decode one file for :meth:`screen_photo` / :meth:`assess_photo`: the
+        :class:`~carcheck.data.images.DecodedImage` (RGB ``uint8`` array and the photo's full size in
+        px, from the one open of the file), or the :class:`ImageLoadError` saying why it cannot be
+        used (returned, not raised, so that a decode-ahead thread can hand it over)."""
         try:
-            return load_image(path, max_decoded_pixels=self.config.max_decoded_pixels)
+            return decode_image(path, max_decoded_pixels=self.config.max_decoded_pixels)
         except ImageLoadError as e:
             return e
         except Exception as e:  # the failure boundary of one file: nothing it raises stops the case
             return ImageLoadError(path, f"could not be read ({type(e).__name__}: {e})")
 
-    def screen_photo(self, path: Path, loaded: np.ndarray | ImageLoadError | None = None
+    def screen_photo(self, path: Path, loaded: DecodedImage | np.ndarray | ImageLoadError | None = None
                      ) -> tuple[PhotoReport, PhotoFindings | None, PhotoVisual | None]:
         """One entry of a case behind its failure boundary: :meth:`assess_photo` after the input
         sanity checks of :mod:`.inputs`.
@@ -242,17 +243,13 @@ class Assessor:
         t0 = time.perf_counter()
         name = display_name(path)
         try:
-            image = self.read_photo(path) if loaded is None else loaded
-            if isinstance(image, ImageLoadError):
-                result = self.assess_photo(path, image)
+            decoded = self.read_photo(path) if loaded is None else loaded
+            if isinstance(decoded, ImageLoadError):
+                result = self.assess_photo(path, decoded)
             else:
-                dh, dw = image.shape[:2]
-                try:
-                    w, h = image_size(path)
-                except ImageLoadError:
-                    w, h = dw, dh
-                if abs(w * dh - h * dw) > 0.02 * w * dh:
-                    w, h = dw, dh  # not the decoded photo's shape (the file changed): trust the pixels
+                image = decoded.array if isinstance(decoded, DecodedImage) else decoded
+                w, h = ((decoded.width, decoded.height) if isinstance(decoded, DecodedImage)
+                        else (image.shape[1], image.shape[0]))
                 reason = (too_small_reason(w, h, self.config.min_side) or blank_reason(image)
                           or self._duplicates.check(name, image))
                 if reason is not None:
@@ -267,7 +264,7 @@ class Assessor:
         result[0].path_bytes = exact_name_bytes(path)
         return result
 
-    def assess_photo(self, path: Path, loaded: np.ndarray | ImageLoadError | None = None
+    def assess_photo(self, path: Path, loaded: DecodedImage | np.ndarray | ImageLoadError | None = None
                      ) -> tuple[PhotoReport, PhotoFindings | None, PhotoVisual | None]:
         """Assess one file; never raises for bad input (the report says why).
 
@@ -281,6 +278,8 @@ class Assessor:
         image = self.read_photo(path) if loaded is None else loaded
         if isinstance(image, ImageLoadError):
             return PhotoReport(path=name, status="failed", reason=image.reason), None, None
+        if isinstance(image, DecodedImage):
+            image = image.array
         h, w = image.shape[:2]
         pred = self.predict(image)
         score, p_vehicle, parts, damage, x, heads = (pred.vehicle_score, pred.presence, pred.parts, pred.damage,
