@@ -16,7 +16,7 @@ Two modes:
   :class:`~carcheck.pipeline.assess.Assessor` per actor), are handed cases one at a time as they
   become free. Each actor sets its torch threads to ``max(1, cores // workers)`` before building
   its assessor: several processes each using every core oversubscribe OpenMP (two processes of 2
-  threads on 2 cores made a forward pass 20x slower). A local Ray is started unless one is already
+  threads on 2 cores made a forward pass 20x slower, as issue 13 measured). A local Ray is started unless one is already
   running in this process or a cluster address is given. On a cluster, ROOT and OUT must be
   visible at the same paths on every node (shared file system) and carcheck installed there.
 - ``loop``: one assessor in this process, cases one after another.

@@ -2,8 +2,8 @@
 
 bf16 autocast is a speed-up only on CPUs that execute bf16 natively (AVX512-BF16 or AMX tiles):
 measured on an AVX2-only AMD EPYC, the Lite0 backbone took 2.3 s per 512 px photo under bf16
-autocast against 0.13 s in fp32 (issue 13), while on an AVX512-BF16 CPU bf16 is about 1.4x faster
-than fp32 (bench/speed.py). ``auto``, the default everywhere, therefore asks torch what the CPU can
+autocast against 0.13 s in fp32 (issue 13), while on an AVX512-BF16 CPU the whole assessment ran 1.3x faster in bf16 than
+in fp32 (0.122 vs 0.159 s per photo, bench/speed.py). ``auto``, the default everywhere, therefore asks torch what the CPU can
 do (``torch.cpu._is_avx512_bf16_supported`` / ``_is_amx_tile_supported``) and uses bf16 only there
 or on CUDA, else fp32.
 """
@@ -67,10 +67,11 @@ ENGINES = ("auto", "torch", "onnx")
 def resolve_engine(engine: str = "auto", precision: str = "fp32") -> Literal["torch", "onnx"]:
     """The engine actually used for the shared pass, the decoders and the identity models.
 
-    ``auto``: ONNX Runtime where the networks run in fp32 (its fp32 kernels beat eager torch fp32,
-    bench/speed.py), eager torch where bf16 runs natively (ONNX Runtime has no bf16 CPU kernels for
-    these graphs; eager bf16 was faster than ONNX Runtime fp32 there, bench/speed.py); torch when
-    onnxruntime is not installed.
+    ``auto``: ONNX Runtime where the networks run in fp32 (0.106 vs 0.159 s per photo for eager torch
+    fp32, bench/speed.py), eager torch where bf16 runs natively (ONNX Runtime runs these graphs in
+    fp32 only; on the AVX512-BF16 CPU measured, eager bf16 took 0.103-0.122 s and ONNX Runtime fp32
+    0.106 s in the same run, within noise, and torch needs no export); torch when onnxruntime is not
+    installed.
 
     Args:
         engine: ``auto`` | ``torch`` | ``onnx`` (``CARCHECK_ENGINE=torch|onnx`` sets what ``auto`` resolves to).
@@ -119,7 +120,8 @@ def set_threads(threads: int | None = None) -> int:
     """Set torch's intra-op threads for this process (and OpenMP's, for libraries started later).
 
     Several worker processes on one machine must split the cores between them: two processes of 2
-    threads each on 2 cores made a forward pass 20x slower here (OpenMP oversubscription).
+    threads each on 2 cores made a forward pass 20x slower on the AVX2 machine of issue 13 (OpenMP
+    oversubscription; helpers' jobs running beside benchmarks slowed eager torch ~10x this session).
 
     Args:
         threads: threads for this process; None -> every core this process may use.
