@@ -28,7 +28,6 @@ Default number of Ray workers on a local Ray: one per core, 1 torch thread each
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import logging
@@ -253,7 +252,9 @@ class _SummaryLog:
 
 def _cores() -> int:
     """CPU cores this process may use."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    from ..models.runtime import available_cores
+
+    return available_cores()
 
 
 def default_local_workers(cores: int | None = None) -> int:
@@ -284,19 +285,11 @@ def default_local_workers(cores: int | None = None) -> int:
 
 def _make_assessor(precision: str, threads: int | None):
     """Set this process's torch threads, then load the models (an Assessor) with ``precision``."""
-    from ..models.runtime import resolve_precision, set_threads
+    from ..models.runtime import set_threads
     from ..pipeline.assess import AssessConfig, Assessor
 
     n = set_threads(threads)
-    names = {f.name for f in dataclasses.fields(AssessConfig)}
-    kw: dict[str, object] = {}
-    if "precision" in names:
-        kw["precision"] = precision
-    elif "bf16" in names and precision != "auto":  # an AssessConfig from before the precision field
-        kw["bf16"] = resolve_precision(precision) == "bf16"
-    if "threads" in names:
-        kw["threads"] = n
-    return Assessor(AssessConfig(**kw))
+    return Assessor(AssessConfig(precision=precision, threads=n))
 
 
 class _CaseWorker:

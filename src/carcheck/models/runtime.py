@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Literal
 
 __all__ = ["PRECISIONS", "ENGINES", "Precision", "bf16_native", "resolve_precision", "use_bf16", "resolve_engine",
-           "resolve_runtime", "set_threads", "cpu_info"]
+           "resolve_runtime", "available_cores", "set_threads", "cpu_info"]
 
 #: The precisions a user can ask for.
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -116,6 +116,11 @@ def resolve_runtime(precision: str = "auto", engine: str = "auto", device: str =
     return resolved, resolve_engine(engine, resolved)
 
 
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
 def set_threads(threads: int | None = None) -> int:
     """Set torch's intra-op threads for this process (and OpenMP's, for libraries started later).
 
@@ -130,8 +135,7 @@ def set_threads(threads: int | None = None) -> int:
     """
     import torch
 
-    n = int(threads) if threads else max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                          else (os.cpu_count() or 1))
+    n = int(threads) if threads else available_cores()
     os.environ["OMP_NUM_THREADS"] = str(n)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
