@@ -7,6 +7,9 @@ import typer
 from . import dataset, evaluate, export, train
 from .assess import assess_command
 from .batch import batch_command
+from .compare import compare_command
+from . import keys
+from .serve import serve_command
 
 app = typer.Typer(name="carcheck", help="Vehicle inspection from ordinary photos.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -32,6 +35,9 @@ app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(export.app, name="export")
 app.command("assess")(assess_command)
 app.command("batch")(batch_command)
+app.command("compare")(compare_command)
+app.command("serve")(serve_command)
+app.add_typer(keys.app, name="keys")
 
 
 #: Exit code of an unexpected exception (a bug), distinct from 1 ("some input had problems",

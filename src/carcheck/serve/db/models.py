@@ -24,6 +24,7 @@ import secrets
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String,
                         Text, text)
+from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = ["Base", "Tenant", "ApiKey", "Case", "Photo", "Job", "Finding", "AuditEvent", "utcnow", "new_public_id",
@@ -39,25 +40,24 @@ NAMING = {"ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_nam
           "pk": "pk_%(table_name)s"}
 
 
-class UTCDateTime(DateTime):
-    """Stored as UTC; SQLite returns naive values, which are marked UTC on the way out."""
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC ``datetime`` on every database (SQLite stores it naive; it is marked UTC
+    on the way out, and aware values are converted to UTC on the way in)."""
 
+    impl = DateTime(timezone=True)
     cache_ok = True
 
-    def __init__(self) -> None:
-        super().__init__(timezone=True)
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
 
-    def result_processor(self, dialect, coltype):
-        parent = super().result_processor(dialect, coltype)
-
-        def process(value):
-            if parent is not None:
-                value = parent(value)
-            if value is not None and value.tzinfo is None:
-                value = value.replace(tzinfo=dt.timezone.utc)
-            return value
-
-        return process
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value
 
 
 def utcnow() -> dt.datetime:

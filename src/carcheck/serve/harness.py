@@ -1,0 +1,149 @@
+"""Run a real ``carcheck serve`` process for tests and benchmarks: a free port, /healthz wait,
+``kill -9`` and clean stops, API keys through the real ``carcheck keys create``.
+
+Always use :class:`ServerProcess` as a context manager (or call :meth:`ServerProcess.stop` in a
+``finally``): the server and its workers never outlive the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["free_port", "ServerProcess", "create_key_cli", "CLI"]
+
+#: the ``carcheck`` console script of this interpreter
+CLI = [sys.executable, "-c", "from carcheck.cli import main; main()"]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def create_key_cli(data_dir: str | Path, tenant: str, database_url: str | None = None) -> str:
+    """``carcheck keys create --tenant TENANT`` as a subprocess; returns the printed key.
+
+    Raises:
+        RuntimeError: with the command's stderr when it fails.
+    """
+    cmd = CLI + ["keys", "create", "--tenant", tenant, "--data-dir", str(data_dir)]
+    if database_url:
+        cmd += ["--database-url", database_url]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"carcheck keys create failed ({r.returncode}): {r.stderr[-2000:]}")
+    return r.stdout.strip().splitlines()[-1]
+
+
+class ServerProcess:
+    """``carcheck serve`` on a free loopback port.
+
+    Args:
+        data_dir: the service's data dir.
+        database_url: None for SQLite in the data dir.
+        workers: worker processes.
+        args: more ``carcheck serve`` options.
+        log: file receiving the server's (and workers') stdout and stderr.
+    """
+
+    def __init__(self, data_dir: str | Path, database_url: str | None = None, workers: int = 1,
+                 args: list[str] | None = None, log: str | Path | None = None, port: int | None = None) -> None:
+        self.data_dir, self.database_url, self.workers = Path(data_dir), database_url, workers
+        self.args = list(args or [])
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(log) if log else self.data_dir.parent / f"serve-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120.0, wait_workers: bool = True) -> "ServerProcess":
+        """Start the server and wait until /healthz answers ok (and every worker is alive)."""
+        cmd = CLI + ["serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
+                     "--workers", str(self.workers)] + self.args
+        if self.database_url:
+            cmd += ["--database-url", self.database_url]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.wait_healthy(timeout, wait_workers)
+        return self
+
+    def wait_healthy(self, timeout: float = 120.0, wait_workers: bool = True) -> dict:
+        """Poll /healthz until it answers ok.
+
+        Raises:
+            RuntimeError: the server exited, or ``timeout`` s passed (with the log's tail).
+        """
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"carcheck serve exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                r = httpx.get(self.url + "/healthz", timeout=2)
+                body = r.json()
+                if r.status_code == 200 and (not wait_workers or body.get("workers", {}).get("alive") == self.workers):
+                    return body
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"carcheck serve not healthy after {timeout} s:\n{self.log_tail()}")
+
+    def health(self) -> dict:
+        """The /healthz body."""
+        import httpx
+
+        return httpx.get(self.url + "/healthz", timeout=5).json()
+
+    def log_tail(self, n: int = 4000) -> str:
+        """The end of the server's log."""
+        try:
+            return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def kill9(self) -> None:
+        """``kill -9`` the server process (its workers die with it: PR_SET_PDEATHSIG)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s; also kills any worker left (by the pids /healthz listed)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` exists (and is not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
