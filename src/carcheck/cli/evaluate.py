@@ -13,9 +13,21 @@ from ._common import PRECISION_HELP, check_precision, console, emit_json, esc, t
 app = typer.Typer(help="Evaluate carcheck models on held-out data.", no_args_is_help=True)
 
 
-def _annotation_files(data: Path) -> list[str]:
+def _annotation_files(data: Path, split: str | None = None) -> list[str]:
+    """COCO files of ``data``: the file itself, a YOLO-seg folder's ``split`` (default ``test``)
+    converted to COCO, or every COCO file under a folder."""
     from ..data.coco import find_coco_files
+    from ..data.images import ImageLoadError
+    from ..data.yolo import YoloFormatError, coco_file_for_yolo, yolo_yaml_for
 
+    yaml_path = yolo_yaml_for(data)
+    if yaml_path is not None:
+        try:
+            return [str(coco_file_for_yolo(yaml_path, split or "test"))]
+        except (KeyError, YoloFormatError, ImageLoadError) as e:
+            raise typer.BadParameter(str(e).strip("'\"")) from None
+    if split is not None:
+        raise typer.BadParameter("--split applies to YOLO folders (with data.yaml) only")
     if data.is_file():
         return [str(data)]
     files = find_coco_files(data)
@@ -26,14 +38,20 @@ def _annotation_files(data: Path) -> list[str]:
 
 @app.command("segmentation")
 def segmentation(
-    data: Path = typer.Argument(..., help="COCO annotation file or a dataset folder in the same format as ../shared/data."),
+    data: Path = typer.Argument(..., help="COCO annotation file, a dataset folder in the same format as ../shared/data, "
+                                "or a YOLO-seg folder with data.yaml (e.g. CarDD; its test split unless --split)."),
     task: str = typer.Option("parts", help="Head to evaluate (parts or damage)."),
     taxonomy: Optional[str] = typer.Option(None, help="Ground-truth taxonomy (default: the head's; e.g. damage_binary)."),
     weights: Optional[List[Path]] = typer.Option(None, help="Model weights (.safetensors), repeatable; default: the "
                                                  "shipped models (first file with the head serves it)."),
     compare: Optional[Path] = typer.Option(None, help="Second model: bootstrap 95% CI of the mIoU difference."),
     replicates: int = typer.Option(5000, help="Bootstrap replicates (over images)."),
-    instances: bool = typer.Option(False, help="Also COCO box/mask AP of connected components (damage)."),
+    instances: bool = typer.Option(False, help="Also COCO box/mask AP (overall, AP50/75, S/M/L with CarDD's area "
+                                   "cuts, per class) of the regions the shipped fusion produces."),
+    instances_from: str = typer.Option("fusion", help="fusion (the assessment's regions) or components."),
+    sod: bool = typer.Option(False, help="Also the salient-object metrics of the damage map (CarDD Table VIII)."),
+    split: Optional[str] = typer.Option(None, help="Split of a YOLO folder: train, val or test (default test)."),
+    longest: int = typer.Option(512, help="Network input, longer side in px (CarDD's native 640 for CarDD)."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics as JSON on stdout."),
     precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
 ) -> None:
@@ -44,17 +62,29 @@ def segmentation(
     from ..models.inference import DEFAULT_SEGMENTERS, load_segmenter, load_segmenters
     from ..models.runtime import resolve_precision
 
-    files = _annotation_files(data)
+    if instances_from not in ("fusion", "components"):
+        raise typer.BadParameter("--instances-from must be fusion or components")
+    files = _annotation_files(data, split)
     weights = weights or list(DEFAULT_SEGMENTERS)
-    model = load_segmenters(weights)
-    res = evaluate_segmentation(model, files, task, taxonomy, instances=instances, precision=precision, track=track,
-                                on_error=lambda m: console.print(f"[yellow]{esc(m)}[/]", highlight=False))
+    try:
+        model = load_segmenters(weights)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/] {esc(e)}", highlight=False)
+        raise typer.Exit(2)
+    try:
+        res = evaluate_segmentation(model, files, task, taxonomy, instances=instances, precision=precision,
+                                    track=track, on_error=lambda m: console.print(f"[yellow]{esc(m)}[/]", highlight=False),
+                                    sod=sod, instances_from=instances_from, longest=longest)
+    except KeyError as e:
+        console.print(f"[red]error:[/] {esc(str(e).strip(chr(39)))}", highlight=False)
+        raise typer.Exit(2)
     out = res.to_dict()
     out["precision"] = resolve_precision(precision)
     out["weights"] = [str(w) for w in weights]
     out["data"] = files
     if compare is not None:
-        other = evaluate_segmentation(load_segmenter(compare), files, task, taxonomy, precision=precision, track=track)
+        other = evaluate_segmentation(load_segmenter(compare), files, task, taxonomy, precision=precision, track=track,
+                                      longest=longest)
         out["bootstrap_vs"] = {"other": str(compare), "miou_other": other.to_dict()["miou"],
                                **bootstrap_miou_difference(res.per_image, other.per_image, replicates)}
     if json_out:
@@ -71,7 +101,10 @@ def segmentation(
     console.print(t)
     if out["instance_ap"]:
         for kind in ("bbox", "segm"):
-            console.print(f"{kind} AP: " + ", ".join(f"{k} {v:.3f}" for k, v in out["instance_ap"][kind].items()))
+            console.print(f"{kind} AP: " + ", ".join(f"{esc(k)} {v:.3f}" for k, v in out["instance_ap"][kind].items()),
+                          highlight=False)
+    if out.get("sod"):
+        console.print("SOD: " + ", ".join(f"{k} {v:.3f}" for k, v in out["sod"].items() if k != "images"), highlight=False)
     if "bootstrap_vs" in out:
         b = out["bootstrap_vs"]
         console.print(f"mIoU difference vs {esc(compare)}: {b['diff']:+.4f}, 95% CI [{b['ci95'][0]:+.4f}, {b['ci95'][1]:+.4f}]")

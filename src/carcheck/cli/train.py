@@ -17,8 +17,14 @@ app = typer.Typer(help="Train carcheck models on your own data.", no_args_is_hel
 
 
 def _parse_task(spec: str):
-    """``NAME:TAXONOMY:TRAIN_JSON[,TRAIN_JSON...][:VAL_JSON[,VAL_JSON...]]`` -> a ``TaskSpec``."""
+    """``NAME:TAXONOMY:TRAIN_JSON[,TRAIN_JSON...][:VAL_JSON[,VAL_JSON...]]`` -> a ``TaskSpec``.
+
+    Each file may also be a YOLO-seg folder (with ``data.yaml``) or its yaml, optionally
+    ``@SPLIT``: its ``train`` split for TRAIN and ``val`` for VAL unless a split is named,
+    converted to COCO once (:func:`carcheck.data.yolo.annotation_file`)."""
+    from ..data.images import ImageLoadError
     from ..data.taxonomy import TaxonomyError, get_taxonomy
+    from ..data.yolo import YoloFormatError, annotation_file
     from ..train.segmentation import TaskSpec
 
     parts = spec.split(":")
@@ -29,11 +35,11 @@ def _parse_task(spec: str):
         get_taxonomy(tax)
     except TaxonomyError as e:
         raise typer.BadParameter(str(e)) from None
-    train = parts[2].split(",")
-    val = parts[3].split(",") if len(parts) == 4 and parts[3] else []
-    for p in train + val:
-        if not Path(p).is_file():
-            raise typer.BadParameter(f"{p}: no such annotation file")
+    try:
+        train = [str(annotation_file(p, "train")) for p in parts[2].split(",")]
+        val = [str(annotation_file(p, "val")) for p in parts[3].split(",")] if len(parts) == 4 and parts[3] else []
+    except (FileNotFoundError, KeyError, YoloFormatError, ImageLoadError) as e:
+        raise typer.BadParameter(str(e).strip("'\"")) from None
     return TaskSpec(name, tax, train, val)
 
 
@@ -71,19 +77,32 @@ def segmentation(
     precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
     decoder: str = typer.Option("fpn", help="fpn (semantic FPN) or aspp (DeepLabV3+-style ASPP + low-level skip)."),
     device: str = typer.Option("cpu", help="cpu or cuda."), workers: int = typer.Option(0, help="Data-loader processes."),
+    channels: int = typer.Option(96, help="Decoder width."),
+    load_size: Optional[int] = typer.Option(None, help="Longer side (px) of training images before zoom and crop "
+                                            "(default 1.15 x --size)."),
+    val_size: Optional[int] = typer.Option(None, help="Longer side (px) of validation images (default --size)."),
+    scale: str = typer.Option("0.75,1.25", help="Random zoom range LO,HI (multi-scale training)."),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ) -> None:
-    """Train a segmentation model (frozen EfficientNet-Lite0 backbone, FPN or ASPP decoder, one head per task)."""
+    """Train a segmentation model (frozen EfficientNet-Lite0 backbone, FPN or ASPP decoder, one head per task).
+    Annotations: COCO JSON files or YOLO-seg folders (e.g. CarDD: ``damage:cardd_damage:data/cardd:data/cardd``)."""
     from ..train.segmentation import SegTrainConfig, train_segmentation
 
     if loss not in SEG_LOSSES:
         raise typer.BadParameter(f"--loss must be one of {SEG_LOSSES}")
+    try:
+        lo, hi = (float(v) for v in scale.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--scale {scale!r}: expected LO,HI, e.g. 0.5,1.5") from None
+    if not 0 < lo <= hi:
+        raise typer.BadParameter(f"--scale {scale!r}: need 0 < LO <= HI")
     specs = [_parse_task(t) for t in task]
     if len(specs) == 2:
         specs[0].weight, specs[1].weight = 1 - lam, lam
     cfg = SegTrainConfig(tasks=specs, out=str(out), epochs=epochs, batch_size=batch_size, size=size, lr=lr, loss=loss,
                          val_fraction=val_fraction, class_weights=class_weights, seed=seed, threads=threads, precision=precision,
-                         decoder=decoder, device=device, workers=workers)
+                         decoder=decoder, device=device, workers=workers, channels=channels, load_size=load_size,
+                         val_size=val_size, scale=(lo, hi))
     _run_trainer(train_segmentation, cfg, "weights", resume)
 
 

@@ -18,7 +18,8 @@ from torch.utils.data import Dataset
 
 from .images import display_name, is_image_path, load_image
 
-__all__ = ["YoloFormatError", "YoloObject", "YoloSource", "YoloDataset", "find_yolo_configs"]
+__all__ = ["YoloFormatError", "YoloObject", "YoloSource", "YoloDataset", "find_yolo_configs", "coco_category_name",
+           "yolo_split_to_coco", "coco_file_for_yolo", "yolo_yaml_for", "annotation_file"]
 
 
 class YoloFormatError(ValueError):
@@ -195,3 +196,112 @@ class YoloDataset(Dataset):
         if self.transform is not None:
             item = self.transform(item)
         return item
+
+
+def coco_category_name(name: str) -> str:
+    """A YOLO class name as a taxonomy class name: lower case, spaces and dashes as ``_``
+    (CarDD's ``glass shatter`` -> ``glass_shatter``)."""
+    return "_".join(str(name).strip().lower().replace("-", " ").split())
+
+
+def yolo_split_to_coco(source: YoloSource, split: str) -> dict:
+    """One split of a YOLO segmentation source as a COCO instances dict.
+
+    Polygons are denormalised to pixels of each image's real size (read from the header);
+    every image entry carries its absolute ``path``, so the dict can be written anywhere.
+    A box-only object becomes a 4-corner polygon. Category ids are YOLO class ids + 1 and names
+    pass through :func:`coco_category_name`.
+
+    Raises:
+        KeyError: unknown split (the message lists the available ones).
+        YoloFormatError: a malformed label file (file and line named).
+        ImageLoadError: an image whose header cannot be read.
+    """
+    from .images import image_size
+
+    if split not in source.splits:
+        raise KeyError(f"{display_name(source.yaml_path)}: no split {split!r} (has {sorted(source.splits)})")
+    images, anns = [], []
+    for img_id, path in enumerate(source.splits[split], 1):
+        w, h = image_size(path)
+        images.append({"id": img_id, "file_name": path.name, "path": str(path.resolve()), "width": w, "height": h})
+        for o in source.objects(path):
+            if o.polygon is not None:
+                poly = (o.polygon * np.array([w, h], dtype=np.float32)).reshape(-1)
+            else:
+                cx, cy, bw, bh = o.box
+                x0, y0, x1, y1 = (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h
+                poly = np.array([x0, y0, x1, y0, x1, y1, x0, y1], dtype=np.float32)
+            xs, ys = poly[0::2], poly[1::2]
+            bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min()), float(ys.max() - ys.min())]
+            # shoelace area of the polygon (px²); pycocotools recomputes mask areas itself
+            area = float(0.5 * abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))))
+            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": o.class_id + 1,
+                         "segmentation": [[round(float(v), 2) for v in poly]], "bbox": bbox, "area": area,
+                         "iscrowd": 0})
+    cats = [{"id": i + 1, "name": coco_category_name(n)} for i, n in enumerate(source.names)]
+    return {"images": images, "annotations": anns, "categories": cats,
+            "info": {"description": f"{display_name(source.yaml_path)} split {split}, converted from YOLO-seg by carcheck"}}
+
+
+def coco_file_for_yolo(yaml_path: str | Path, split: str, cache_dir: str | Path | None = None) -> Path:
+    """Write (once) and return a COCO JSON of one split of a YOLO-seg dataset.
+
+    The file lives in ``cache_dir`` (default ``$XDG_CACHE_HOME/carcheck/yolo_coco``, i.e.
+    ``~/.cache/carcheck/yolo_coco``), named by a hash of the yaml path, the split and the label
+    files' names, sizes and modification times, so an edited dataset is converted again. Written
+    atomically (temporary file + rename). ``split`` accepts ``valid`` for the yaml's ``val``.
+
+    Raises:
+        KeyError / YoloFormatError / ImageLoadError: as :func:`yolo_split_to_coco`.
+    """
+    import hashlib
+    import json
+    import os
+
+    source = YoloSource(yaml_path)
+    split = "val" if split == "valid" else split
+    if split not in source.splits:
+        raise KeyError(f"{display_name(source.yaml_path)}: no split {split!r} (has {sorted(source.splits)})")
+    h = hashlib.sha256(f"{Path(yaml_path).resolve()}|{split}".encode())
+    for p in source.splits[split]:
+        lp = label_path_for(p)
+        st = lp.stat() if lp.exists() else None
+        h.update(f"{p.name}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}".encode())
+    base = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "carcheck" / "yolo_coco"
+    out = base / f"instances_{split}_{h.hexdigest()[:16]}.json"
+    if not out.exists():
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(yolo_split_to_coco(source, split)), encoding="utf-8")
+        os.replace(tmp, out)
+    return out
+
+
+def yolo_yaml_for(path: str | Path) -> Path | None:
+    """The YOLO ``data.yaml`` that ``path`` names: the yaml itself, or ``data.yaml`` inside a
+    folder; None when ``path`` is neither (e.g. a COCO JSON)."""
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() in (".yaml", ".yml"):
+        return p
+    if p.is_dir() and (p / "data.yaml").is_file():
+        return p / "data.yaml"
+    return None
+
+
+def annotation_file(spec: str, default_split: str) -> Path:
+    """A COCO annotation file for ``spec``: a COCO JSON as given, or ``YOLO_ROOT[@SPLIT]`` (a YOLO
+    folder holding ``data.yaml``, or the yaml) converted by :func:`coco_file_for_yolo`, split
+    ``default_split`` unless ``@SPLIT`` names one.
+
+    Raises:
+        FileNotFoundError: ``spec`` is neither an existing file nor a YOLO folder.
+        KeyError / YoloFormatError / ImageLoadError: as :func:`coco_file_for_yolo`.
+    """
+    path, _, split = spec.partition("@") if "@" in spec and not Path(spec).exists() else (spec, "", "")
+    yaml_path = yolo_yaml_for(path)
+    if yaml_path is not None:
+        return coco_file_for_yolo(yaml_path, split or default_split)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{display_name(path)}: no such annotation file or YOLO folder (with data.yaml)")
+    return Path(path)

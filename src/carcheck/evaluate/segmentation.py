@@ -3,10 +3,16 @@
 * Semantic (Ma et al., section II-E): pixel confusion matrix (counts and row-normalised),
   per-class IoU, mIoU with and without background, per-image confusion matrices for the
   bootstrap CI of an mIoU difference.
-* Damage instances (CarDD, section IV-B): connected components of the predicted mask per
-  class, scored by the component's mean class probability, evaluated with pycocotools
-  COCOeval (box and mask AP, AP50, AP75) with CarDD's area cuts: small < 128², medium
-  < 256², large >= 256² px.
+* Damage instances (CarDD, section IV-B): by default the regions the shipped fusion produces
+  (:func:`carcheck.pipeline.fusion.damaged_parts`: connected components of one (part, damage)
+  pair over the part model's map where the model has a ``parts`` head, with the fusion's minimum
+  area; score C_base = mean damage probability), or plain connected components of the damage map;
+  evaluated with pycocotools COCOeval (box and mask AP, AP50, AP75, AP_S/M/L and per-class AP as
+  CarDD's Table V) with CarDD's area cuts: small < 128², medium < 256², large >= 256² px.
+* Salient-object maps (CarDD, section IV-C, Table VIII): the damage probability map
+  ``1 - P(no damage)`` against the binary damage mask, scored by pysodmetrics: F_beta (beta² = 0.3;
+  max / mean / adaptive over thresholds), weighted F_beta, S-measure, E-measure (max / mean /
+  adaptive) and MAE.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from ..models.inference import segment
 from ..models.segmentation import CarSegmenter
 from .metrics import confusion_matrix, iou_from_confusion, miou
 
-__all__ = ["SegEvalResult", "evaluate_segmentation", "components_as_detections", "coco_instance_ap"]
+__all__ = ["SegEvalResult", "evaluate_segmentation", "components_as_detections", "fusion_detections",
+           "coco_instance_ap", "SodAccumulator"]
 
 
 @dataclass
@@ -47,6 +54,8 @@ class SegEvalResult:
     per_image: np.ndarray = field(repr=False)
     instance_ap: dict | None = None
     images: int = 0
+    sod: dict | None = None
+    instances_from: str | None = None
 
     def to_dict(self) -> dict:
         iou = iou_from_confusion(self.confusion)
@@ -58,7 +67,7 @@ class SegEvalResult:
             "iou": {c: (None if np.isnan(v) else round(float(v), 4)) for c, v in zip(self.classes, iou)},
             "miou": round(miou(self.confusion), 4), "miou_no_bg": round(miou(self.confusion, False), 4),
             "confusion": self.confusion.tolist(), "confusion_row_normalised": np.round(norm, 4).tolist(),
-            "instance_ap": self.instance_ap,
+            "instance_ap": self.instance_ap, "instances_from": self.instances_from, "sod": self.sod,
         }
 
 
@@ -83,6 +92,94 @@ def components_as_detections(probs: np.ndarray, min_area: int = 16) -> list[tupl
             if comp.sum() >= min_area:
                 out.append((c, comp, float(probs[c][comp].mean())))
     return out
+
+
+def fusion_detections(damage_prob: np.ndarray, part_prob: np.ndarray | None, damage_names: Sequence[str],
+                      part_names: Sequence[str] = (), cfg=None) -> list[tuple[int, np.ndarray, float]]:
+    """Instances as the shipped assessment finds them: the regions of
+    :func:`carcheck.pipeline.fusion.damaged_parts` (one per connected (part, damage) component
+    above the fusion's minimum area, score C_base), each with its pixel mask.
+
+    The fusion returns regions (damage, bbox, area) without masks; each is matched to the
+    connected component of the same damage class, bbox and area. A region without such a
+    component (a fusion rule that merged or reshaped regions) gets the damage class's pixels
+    inside its bbox.
+
+    Args:
+        damage_prob: ``(D + 1, H, W)`` float probabilities (index 0 no damage).
+        part_prob: ``(P + 1, H, W)`` float part probabilities, or None (no part model: every
+            region is ``unassigned``, split only by damage class).
+        damage_names / part_names: class names without background.
+        cfg: a :class:`~carcheck.pipeline.fusion.FusionConfig` (default: the shipped one).
+    Returns:
+        ``[(damage class index 1..D, mask (H, W) bool, score)]``.
+    """
+    from ..pipeline.fusion import FusionConfig, damaged_parts
+
+    cfg = cfg or FusionConfig()
+    h, w = damage_prob.shape[1:]
+    if part_prob is None:
+        part_prob, part_names = np.ones((1, h, w), np.float32), []
+    part_label = part_prob.argmax(0).astype(np.int64)
+    dmg_label = damage_prob.argmax(0).astype(np.int64)
+    regions = damaged_parts(part_prob, damage_prob, list(part_names), list(damage_names), cfg,
+                            part_label=part_label, damage_label=dmg_label)
+    n_parts = len(part_names) + 1
+    combo = np.where(dmg_label > 0, dmg_label * n_parts + part_label, -1)
+    comps: dict[tuple[int, tuple, int], np.ndarray] = {}
+    for key in np.unique(combo):
+        if key < 0:
+            continue
+        d = int(key) // n_parts
+        n, cc, stats, _ = cv2.connectedComponentsWithStats((combo == key).astype(np.uint8), connectivity=8)
+        for k in range(1, n):
+            comps[(d, tuple(int(v) for v in stats[k, :4]), int(stats[k, cv2.CC_STAT_AREA]))] = cc == k
+    index = {n: i for i, n in enumerate(damage_names, 1)}
+    out = []
+    for r in regions:
+        d = index[r.damage]
+        m = comps.get((d, tuple(r.bbox), r.area))
+        if m is None:
+            x, y, bw, bh = r.bbox
+            m = np.zeros((h, w), bool)
+            m[y:y + bh, x:x + bw] = dmg_label[y:y + bh, x:x + bw] == d
+        out.append((d, m, float(r.c_base)))
+    return out
+
+
+class SodAccumulator:
+    """The five salient-object metrics of CarDD's Table VIII through pysodmetrics, accumulated
+    image by image: ``step(prob, gt)`` with ``prob`` float ``(H, W)`` in [0, 1] (the damage
+    probability map) and ``gt`` bool ``(H, W)`` (any damage); ``results()`` ->
+    ``{"F_beta_max", "F_beta_mean", "F_beta_adaptive", "weighted_F_beta", "S_measure",
+    "E_measure_max", "E_measure_mean", "E_measure_adaptive", "MAE", "images"}`` (fractions)."""
+
+    def __init__(self) -> None:
+        import warnings
+
+        import py_sod_metrics as sod
+
+        with warnings.catch_warnings():  # Fmeasure's own deprecation notice; its results are the reference ones
+            warnings.simplefilter("ignore")
+            self._fm = sod.Fmeasure()
+        self._wfm, self._sm, self._em, self._mae = sod.WeightedFmeasure(), sod.Smeasure(), sod.Emeasure(), sod.MAE()
+        self.images = 0
+
+    def step(self, prob: np.ndarray, gt: np.ndarray) -> None:
+        pred = np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8)
+        g = gt.astype(np.uint8) * 255
+        for m in (self._fm, self._wfm, self._sm, self._em, self._mae):
+            m.step(pred=pred, gt=g)
+        self.images += 1
+
+    def results(self) -> dict:
+        fm, em = self._fm.get_results()["fm"], self._em.get_results()["em"]
+        r = {"F_beta_max": float(np.max(fm["curve"])), "F_beta_mean": float(np.mean(fm["curve"])),
+             "F_beta_adaptive": float(fm["adp"]), "weighted_F_beta": float(self._wfm.get_results()["wfm"]),
+             "S_measure": float(self._sm.get_results()["sm"]), "E_measure_max": float(np.max(em["curve"])),
+             "E_measure_mean": float(np.mean(em["curve"])), "E_measure_adaptive": float(em["adp"]),
+             "MAE": float(self._mae.get_results()["mae"])}
+        return {**{k: round(v, 4) for k, v in r.items()}, "images": self.images}
 
 
 def coco_instance_ap(gt: list[tuple[int, list[tuple[int, np.ndarray]]]], dets: list[tuple[int, int, np.ndarray, float]],
@@ -123,7 +220,8 @@ def coco_instance_ap(gt: list[tuple[int, list[tuple[int, np.ndarray]]]], dets: l
         coco_gt.createIndex()
         for iou_type in ("segm", "bbox"):
             if not results or not anns:
-                out[iou_type] = {k: -1.0 for k in ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")}
+                out[iou_type] = {k: -1.0 for k in ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L",
+                                               *(f"AP_{n}" for n in classes))}
                 continue
             coco_dt = coco_gt.loadRes(results)
             ev = COCOeval(coco_gt, coco_dt, iou_type)
@@ -134,13 +232,19 @@ def coco_instance_ap(gt: list[tuple[int, list[tuple[int, np.ndarray]]]], dets: l
             ev.summarize()
             s = ev.stats
             out[iou_type] = {"AP": s[0], "AP50": s[1], "AP75": s[2], "AP_S": s[3], "AP_M": s[4], "AP_L": s[5]}
+            # per-class AP (CarDD Table V): precision (T, R, K, A, M) at area "all", 100 detections
+            prec = ev.eval["precision"][:, :, :, 0, -1]
+            for k, name in enumerate(classes):
+                p = prec[:, :, k]
+                out[iou_type][f"AP_{name}"] = float(p[p > -1].mean()) if (p > -1).any() else -1.0
     out["area_ranges_px2"] = {"small": [0, SMALL_AREA], "medium": [SMALL_AREA, MEDIUM_AREA], "large": [MEDIUM_AREA, None]}
     return {k: ({m: round(float(x), 4) for m, x in v.items()} if k != "area_ranges_px2" else v) for k, v in out.items()}
 
 
 def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task: str, taxonomy: str | None = None,
                           instances: bool = False, longest: int = 512, precision: str = "auto",
-                          track: Callable = lambda it, **k: it, on_error: Callable[[str], None] = print) -> SegEvalResult:
+                          track: Callable = lambda it, **k: it, on_error: Callable[[str], None] = print,
+                          sod: bool = False, instances_from: str = "fusion") -> SegEvalResult:
     """Evaluate one head of ``model`` on COCO files, at the files' full resolution.
 
     Args:
@@ -149,14 +253,22 @@ def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task:
         taxonomy: ground-truth taxonomy (default: the head's own). A coarser taxonomy with a
             declared mapping from the head's (e.g. ``damage_binary`` for a ``damage_type`` head)
             evaluates the mapped prediction.
-        instances: also compute COCO instance AP from connected components.
+        instances: also compute COCO instance AP.
+        instances_from: ``fusion`` (default: the regions the shipped fusion produces, over the
+            model's ``parts`` head where it has one, :func:`fusion_detections`) or ``components``
+            (connected components of the damage map, :func:`components_as_detections`).
+        sod: also the salient-object metrics of the damage map (:class:`SodAccumulator`).
+        longest: network input size of the longer side, px (CarDD's native 640 for its photos).
         precision: ``auto`` | ``fp32`` | ``bf16`` (:func:`~carcheck.models.runtime.resolve_precision`).
         on_error: called with a message for each unreadable image (it is skipped, not fatal).
 
     Raises:
-        KeyError: unknown task.
+        KeyError: unknown task. ValueError: unknown ``instances_from``.
     """
     from ..data.taxonomy import get_mapping
+
+    if instances_from not in ("fusion", "components"):
+        raise ValueError(f"instances_from must be 'fusion' or 'components', not {instances_from!r}")
     from ..models.runtime import use_bf16
 
     bf16 = use_bf16(precision)
@@ -169,13 +281,17 @@ def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task:
     ds = CocoSegmentationDataset(list(annotations), taxonomy)
     n_cls = tax.num_classes + 1
     per_image, gt_inst, dets, sizes = [], [], [], {}
+    use_parts = instances and instances_from == "fusion" and task != "parts" and "parts" in model.taxonomies
+    part_names = list(get_taxonomy(model.taxonomies["parts"]).classes) if use_parts else []
+    sod_acc = SodAccumulator() if sod else None
     for i in track(range(len(ds)), description=f"evaluating {task} ({taxonomy})"):
         try:
             image, gt, insts = ds.load(i)
         except Exception as e:  # one bad image must not end the evaluation
             on_error(f"skipped: {e}")
             continue
-        probs = segment(model, image, longest=longest, bf16=bf16, tasks=[task])[task].numpy()
+        out = segment(model, image, longest=longest, bf16=bf16, tasks=[task, "parts"] if use_parts else [task])
+        probs = out[task].numpy()
         if lut is not None:
             merged = np.zeros((n_cls, *probs.shape[1:]), dtype=np.float32)
             for src, dst in enumerate(lut):
@@ -183,6 +299,8 @@ def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task:
             probs = merged
         pred = probs.argmax(0)
         per_image.append(confusion_matrix(pred, gt, n_cls))
+        if sod_acc is not None:
+            sod_acc.step(1.0 - probs[0], (gt > 0) & (gt != 255))
         if instances:
             h, w = gt.shape
             sizes[i] = (h, w)
@@ -192,8 +310,11 @@ def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task:
                 if c is not None:
                     objs.append((tax.index(c) + 1, inst.to_mask(h, w)))
             gt_inst.append((i, objs))
-            dets += [(i, c, m, s) for c, m, s in components_as_detections(probs)]
+            found = (fusion_detections(probs, out["parts"].numpy() if use_parts else None, tax.classes, part_names)
+                     if instances_from == "fusion" else components_as_detections(probs))
+            dets += [(i, c, m, s) for c, m, s in found]
     per_image_arr = np.stack(per_image) if per_image else np.zeros((0, n_cls, n_cls), dtype=np.int64)
     ap = coco_instance_ap(gt_inst, dets, tax.classes, sizes) if instances else None
     return SegEvalResult(task, taxonomy, list(tax.names_with_background), per_image_arr.sum(0), per_image_arr, ap,
-                         len(per_image))
+                         len(per_image), sod=sod_acc.results() if sod_acc is not None else None,
+                         instances_from=(instances_from + ("+parts" if use_parts else "")) if instances else None)

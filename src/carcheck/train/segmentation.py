@@ -71,6 +71,10 @@ class SegTrainConfig:
         device: ``cpu`` or ``cuda``. workers: data-loader processes (part of the result: each
             worker draws its own augmentations).
         max_steps_per_epoch: cap on the optimiser steps of one epoch (None: every batch).
+        load_size: longer side (px) the training images are resized to before the random zoom and
+            crop (None: ``1.15 * size``); e.g. 640 with ``size`` 512 keeps CarDD's native resolution.
+        val_size: longer side (px) of validation images (None: ``size``).
+        scale: random zoom range of the training augmentation (multi-scale training).
     """
 
     tasks: list[TaskSpec]
@@ -92,14 +96,20 @@ class SegTrainConfig:
     device: str = "cpu"
     workers: int = 0
     max_steps_per_epoch: int | None = None
+    load_size: int | None = None
+    val_size: int | None = None
+    scale: tuple[float, float] = (0.75, 1.25)
 
 
-def paper_augmentations(size: int) -> A.Compose:
+def paper_augmentations(size: int, scale: tuple[float, float] = (0.75, 1.25)) -> A.Compose:
     """Ma et al. section II-C augmentations (flip is done separately, see :class:`_AugmentedSet`):
     shift/scale, random crop, Gaussian noise, four-point perspective; one of CLAHE / brightness /
-    gamma; one of sharpen / blur / motion blur; one of contrast / HSV shift."""
+    gamma; one of sharpen / blur / motion blur; one of contrast / HSV shift.
+
+    ``scale``: the random zoom range (a wide one, e.g. ``(0.5, 1.5)``, is CarDD's multi-scale
+    training, Wang et al. section V)."""
     return A.Compose([
-        A.Affine(scale=(0.75, 1.25), translate_percent=(-0.1, 0.1), p=0.7, border_mode=cv2.BORDER_CONSTANT,
+        A.Affine(scale=tuple(scale), translate_percent=(-0.1, 0.1), p=0.7, border_mode=cv2.BORDER_CONSTANT,
                  fill=0, fill_mask=255),
         A.PadIfNeeded(size, size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=255),
         A.RandomCrop(size, size),
@@ -137,11 +147,12 @@ class _AugmentedSet(Dataset):
     would otherwise seed itself from OS entropy: not reproducible, not resumable). In a data-loader
     worker process, :func:`_seed_worker` reseeds them from the worker's seed."""
 
-    def __init__(self, items, size: int, flip_perm: list[int], train: bool, seed: int = 0) -> None:
+    def __init__(self, items, size: int, flip_perm: list[int], train: bool, seed: int = 0,
+                 scale: tuple[float, float] = (0.75, 1.25)) -> None:
         self.items, self.size, self.train = items, size, train
         self.lut = np.array(flip_perm + [255] * (256 - len(flip_perm)), dtype=np.uint8)
         self.lut[255] = 255
-        self.aug = paper_augmentations(size) if train else None
+        self.aug = paper_augmentations(size, scale) if train else None
         self.np_rng, self.py_rng = np.random.default_rng(seed), random.Random(seed)
         if self.aug is not None:
             self.aug.set_random_state(self.np_rng, self.py_rng)
@@ -256,15 +267,15 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
         else:
             tr_idx, va_idx = _holdout(ds, cfg.val_fraction, cfg.seed)
             va_ds = ds
-        longest = int(cfg.size * 1.15)
+        longest = cfg.load_size or int(cfg.size * 1.15)
         tr = preload(ds, tr_idx, longest, track)
-        va = preload(va_ds, va_idx, cfg.size, track)
+        va = preload(va_ds, va_idx, cfg.val_size or cfg.size, track)
         if cfg.class_weights:
             class_w[t.name] = median_frequency_weights([m for _, m in tr], tax.num_classes + 1)
             log(f"task {t.name}: class weights {[round(float(v), 2) for v in class_w[t.name]]}")
         perm = tax.flip_permutation()
         g = torch.Generator().manual_seed(cfg.seed)
-        train_set = _AugmentedSet(tr, cfg.size, perm, True, seed=cfg.seed + k)
+        train_set = _AugmentedSet(tr, cfg.size, perm, True, seed=cfg.seed + k, scale=tuple(cfg.scale))
         train_loaders[t.name] = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                            generator=g, num_workers=cfg.workers,
                                            worker_init_fn=_seed_worker if cfg.workers > 0 else None)
