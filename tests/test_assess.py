@@ -51,19 +51,36 @@ def test_lplenka_findings_match_ground_truth_damaged_parts(lplenka_case):
     assert hits / total >= 0.4, (hits, total)
     for f in report.findings:
         assert 0 <= f.c_refined <= f.c_base <= 1 and 0 < f.k_agree <= 1
-        assert f.photos and f.needs_review == (f.c_refined < report.config.review_threshold or f.part == "unassigned")
+        implausible = any(r.startswith("implausible") for r in f.review_reasons)
+        assert f.photos and f.needs_review == (f.c_refined < report.config.review_threshold or f.part == "unassigned"
+                                               or implausible)
 
 
 def test_report_files_and_html_content(lplenka_case, tmp_path, assessor):
     from carcheck.report.html import write_report
     _, report, visuals = lplenka_case
     paths = write_report(report, visuals, tmp_path, assessor.part_names, assessor.damage_names)
+    from carcheck.pipeline.assess import file_sha256
+    from carcheck.report.schema import SCHEMA_VERSION, AssessConfig, CaseReport
     data = json.loads(paths["json"].read_text())
-    assert data["schema_version"] == "1.3" and len(data["photos"]) == 9
+    assert data["schema_version"] == SCHEMA_VERSION and len(data["photos"]) == 9
+    assert CaseReport.model_validate(data) == report  # the JSON reads back as the same report
+    # the config is stated in full: every field of AssessConfig (fusion nested), auto resolved
+    assert set(data["config"]) == set(AssessConfig.model_fields)
+    assert set(data["config"]["fusion"]) == set(AssessConfig.model_fields["fusion"].default_factory().model_dump())
+    assert data["config"]["precision"] in ("fp32", "bf16") and data["config"]["engine"] in ("torch", "onnx")
+    assert AssessConfig.model_validate(data["config"]).model_copy(update={"precision": "auto", "engine": "auto",
+                                                                        "threads": None}) == AssessConfig()
+    files = {m["file"]: m["sha256"] for m in data["model_files"]}
+    assert {w.name for w in DEFAULT_SEGMENTERS} <= set(files)
+    for w in DEFAULT_SEGMENTERS:
+        assert files[w.name] == file_sha256(w) and len(files[w.name]) == 64
     html = paths["html"].read_text()
     cams = sum(v.gradcam is not None for v in visuals.values())
     assert html.count("data:image/jpeg;base64,") == 3 * report.summary.assessed + cams
-    assert "Findings" in html and "K<sub>agree</sub>" in html and "blurred" in html
+    assert "Findings" in html and "K<sub>agree</sub>" in html
+    for name in assessor.damage_names:  # the legend lists the model's damage taxonomy
+        assert f"</i>{name}</span>" in html
 
 
 def test_mixed_folder_of_good_and_bad_files(tmp_path):

@@ -38,29 +38,33 @@ def assess_command(
     not be read (each is in the report with its reason), 2 usage error (e.g. --out is a file or
     cannot be written; checked before any model loads), 3 an internal error (a bug)."""
     from ..data.images import display_name
-    from ..report.html import prepare_out_dir, write_report
+    from ..report.html import prepare_out_dir
 
     try:
         prepare_out_dir(out)
     except ValueError as e:
         console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(2)
-    from ..models.inference import DEFAULT_SEGMENTERS
-    from ..pipeline.assess import AssessConfig, Assessor
-    from ..pipeline.fusion import FusionConfig
+    from pydantic import ValidationError
 
-    cfg = AssessConfig(review_threshold=review_threshold, fusion=FusionConfig(min_region_fraction=min_region),
-                       presence_threshold=presence_threshold, gradcam=gradcam, precision=precision, threads=threads,
-                       engine=engine)
-    if vehicle_threshold is not None:
-        cfg.vehicle_threshold = vehicle_threshold
+    from ..models.inference import DEFAULT_SEGMENTERS
+    from ..pipeline.assess import AssessConfig, Assessor, FusionConfig, assess
+
+    try:
+        cfg = AssessConfig(review_threshold=review_threshold, fusion=FusionConfig(min_region_fraction=min_region),
+                           presence_threshold=presence_threshold, gradcam=gradcam, precision=precision,
+                           threads=threads, engine=engine,
+                           **({} if vehicle_threshold is None else {"vehicle_threshold": vehicle_threshold}))
+    except ValidationError as e:
+        console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        raise typer.Exit(2)
     try:
         assessor = Assessor(cfg, weights or DEFAULT_SEGMENTERS, heads={} if no_heads else None, extra_heads=head or ())
     except (FileNotFoundError, ValueError, KeyError) as e:
         console.print(f"[red]error:[/] {escape(display_name(str(e)))}", highlight=False)
         raise typer.Exit(2)
-    report, visuals = assessor.assess([str(p) for p in photos], case_id, track=track)
-    paths = write_report(report, visuals, out, assessor.part_names, assessor.damage_names)
+    # the same code path as carcheck.assess(..., out_dir=...): assess, then write report.json + report.html
+    report = assess([str(p) for p in photos], case_id, out_dir=out, assessor=assessor, track=track)
     if json_out:
         emit_json(report.model_dump(mode="json"))
     s = report.summary
@@ -69,6 +73,6 @@ def assess_command(
         if p.status != "assessed":
             console.print(f"  [{'red' if p.status == 'failed' else 'yellow'}]{p.status}[/]: {escape(p.path)}: "
                           f"{escape(p.reason or '')}", highlight=False)
-    console.print(f"report: {escape(display_name(paths['html']))} (and {paths['json'].name})", highlight=False)
+    console.print(f"report: {escape(display_name(Path(out) / 'report.html'))} (and report.json)", highlight=False)
     if s.failed:
         raise typer.Exit(1)

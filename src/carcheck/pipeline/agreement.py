@@ -3,27 +3,33 @@
 Views relate by their sets of visible parts: the same set means the same perspective; a
 strict subset means a close-up of the other view. For every (part, damage) finding,
 K_agree = (photos that show the finding) / (photos in which the part is visible), and
-C_refined = C_base · K_agree; findings under the review threshold go to a person.
+C_refined = C_base · K_agree. Whether a finding goes to a person is decided in :mod:`.review`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .review import UNASSIGNED, finding_review
+
 __all__ = ["PhotoFindings", "CaseFinding", "view_relations", "reconcile"]
 
 
 @dataclass
 class PhotoFindings:
-    """Per-photo input: its name, visible parts, and (part, damage) -> (C_base, covered fraction, size class)."""
+    """Per-photo input: its name, visible parts, (part, damage) -> (C_base, covered fraction, size
+    class), and (part, damage) -> review reasons of its regions (an implausible pair, :mod:`.plausibility`)."""
 
     name: str
     visible_parts: set[str]
     findings: dict[tuple[str, str], tuple[float, float, str]] = field(default_factory=dict)
+    region_reasons: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
 
 @dataclass
 class CaseFinding:
+    """One (part, damage) finding of the case (fractions in [0, 1]; ``photos`` by name)."""
+
     part: str
     damage: str
     c_base: float
@@ -62,13 +68,13 @@ def reconcile(photos: list[PhotoFindings], review_threshold: float = 0.5) -> lis
     For each (part, damage) pair seen in any photo: the photos showing it, C_base = the highest
     per-photo C_base, K_agree = those photos / photos where the part is visible (for
     ``unassigned`` damage: / all assessed photos), C_refined = C_base · K_agree, and a review
-    flag when C_refined < ``review_threshold``.
+    flag and its reasons from :func:`~.review.finding_review`.
     """
     keys = sorted({k for p in photos for k in p.findings})
     out = []
     for part, damage in keys:
         showing = [p for p in photos if (part, damage) in p.findings]
-        if part == "unassigned":
+        if part == UNASSIGNED:
             visible = photos
         else:
             visible = [p for p in photos if part in p.visible_parts or (part, damage) in p.findings]
@@ -77,14 +83,9 @@ def reconcile(photos: list[PhotoFindings], review_threshold: float = 0.5) -> lis
         c_ref = c_base * k_agree
         frac = max(p.findings[(part, damage)][1] for p in showing)
         size = max((p.findings[(part, damage)][2] for p in showing), key=_SIZE_ORDER.__getitem__)
-        reasons = []
-        if c_ref < review_threshold:
-            reasons.append(f"C_refined {c_ref:.2f} < {review_threshold:.2f}")
-        if k_agree < 1.0:
-            missing = [p.name for p in visible if p not in showing]
-            reasons.append(f"not seen in {len(missing)} of {len(visible)} photos showing the part")
-        if part == "unassigned":
-            reasons.append("damage not on a segmented part")
+        missing = [p.name for p in visible if p not in showing]
+        region = [r for p in showing for r in p.region_reasons.get((part, damage), [])]
+        needs, reasons = finding_review(part, c_ref, k_agree, len(missing), len(visible), review_threshold, region)
         out.append(CaseFinding(part, damage, c_base, k_agree, c_ref, frac, size, [p.name for p in showing],
-                               needs_review=c_ref < review_threshold or part == "unassigned", review_reasons=reasons))
+                               needs_review=needs, review_reasons=reasons))
     return sorted(out, key=lambda f: -f.c_refined)

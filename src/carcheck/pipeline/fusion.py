@@ -9,55 +9,42 @@ C_base = mean damage-class probability over the component (II-D-3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-__all__ = ["FusionConfig", "Region", "damaged_parts", "visible_parts", "size_class"]
+from ..report.schema import FusionConfig
+from .review import UNASSIGNED
+from .size import size_class
 
-UNASSIGNED = "unassigned"
-
-
-@dataclass(frozen=True)
-class FusionConfig:
-    """Thresholds of the fusion step (all fractions of the photo unless stated).
-
-    Attributes:
-        min_region_fraction: D_k smaller than this fraction of the image are dropped (noise).
-        visible_part_fraction: a part counts as visible when it covers at least this fraction.
-        closeup_max_parts: a photo with at most this many visible parts is a close-up
-            (II-D-2's distance surrogate); more is a full view.
-        size_thresholds: (small/medium, medium/large) cut-offs of the fraction of the part
-            covered by the damage; for a close-up the fraction is divided by
-            ``closeup_scale`` first, because a close-up magnifies damage relative to the part.
-        closeup_scale: see above.
-    """
-
-    min_region_fraction: float = 0.0005
-    visible_part_fraction: float = 0.005
-    closeup_max_parts: int = 2
-    size_thresholds: tuple[float, float] = (0.05, 0.25)
-    closeup_scale: float = 1.0
+__all__ = ["FusionConfig", "Region", "damaged_parts", "visible_parts", "size_class", "UNASSIGNED"]
 
 
 @dataclass
 class Region:
-    """One D_k on the network-resolution label maps."""
+    """One D_k on the network-resolution label maps.
+
+    Attributes:
+        part, damage: the (part, damage type) pair (part ``unassigned`` on background).
+        area: pixels at network resolution.
+        part_area: visible pixels of the part at network resolution (image pixels for unassigned).
+        c_base: mean damage-class probability over the region, in [0, 1].
+        bbox: x, y, w, h at network resolution.
+        mask: ``(H, W)`` bool, the region's pixels (for :mod:`.plausibility`).
+        reassigned_from: the part it was segmented on, when :mod:`.plausibility` moved it.
+        review_reasons: why the region needs a person (an implausible pair that could not be moved).
+    """
 
     part: str
     damage: str
-    area: int  # pixels at network resolution
-    part_area: int  # visible pixels of the part at network resolution (image pixels for unassigned)
+    area: int
+    part_area: int
     c_base: float
-    bbox: tuple[int, int, int, int]  # x, y, w, h at network resolution
-
-
-def size_class(fraction: float, cfg: FusionConfig, closeup: bool) -> str:
-    """``small`` / ``medium`` / ``large`` from the covered fraction of the part (stated thresholds)."""
-    f = fraction / cfg.closeup_scale if closeup else fraction
-    lo, hi = cfg.size_thresholds
-    return "small" if f < lo else "medium" if f < hi else "large"
+    bbox: tuple[int, int, int, int]
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+    reassigned_from: str | None = None
+    review_reasons: list[str] = field(default_factory=list)
 
 
 def visible_parts(part_label: np.ndarray, part_names: list[str], cfg: FusionConfig) -> list[str]:
@@ -111,5 +98,6 @@ def damaged_parts(part_prob: np.ndarray, damage_prob: np.ndarray, part_names: li
                 part_area=int(part_counts[p]) if p > 0 else h * w,
                 c_base=float(damage_prob[d][comp].mean()),
                 bbox=tuple(int(v) for v in stats[k, :4]),
+                mask=comp,
             ))
     return sorted(regions, key=lambda r: -r.c_base)

@@ -20,10 +20,8 @@ from ..models.backbone import BackboneOutput, EfficientNetLiteBackbone
 from ..models.classifier import SHIPPED_CLASSIFIERS, HeadInfo, ImageHead, StandaloneNet, load_head
 from ..report.schema import ClassScore, HeadResult
 
-__all__ = ["ImageHeads", "PhotoHeadOutputs", "head_result", "STATE_TASKS"]
+__all__ = ["ImageHeads", "PhotoHeadOutputs", "head_result"]
 
-#: Tasks reported in the car-state section (any other classifier task found in extra files too).
-STATE_TASKS = ("damaged", "severity")
 #: Tasks with a role of their own elsewhere in the report.
 _SPECIAL = ("presence", "make_model", "make_model_ood", "verification")
 
@@ -79,14 +77,15 @@ class ImageHeads:
                  if paths is not None or Path(p).is_file()}
         self.backbone = backbone
         self.heads: dict[str, tuple[ImageHead | StandaloneNet, HeadInfo]] = {}
-        self.files: dict[str, str] = {}
+        self.files: dict[str, str] = {}  # task -> file name
+        self.paths: dict[str, Path] = {}  # task -> file
         for task, p in files.items():
             self.heads[task] = load_head(p)
-            self.files[task] = p.name
+            self.files[task], self.paths[task] = p.name, p
         for p in extra:
             head, info = load_head(p)
             self.heads[info.task] = (head, info)
-            self.files[info.task] = Path(p).name
+            self.files[info.task], self.paths[info.task] = Path(p).name, Path(p)
 
     def has(self, task: str) -> bool:
         return task in self.heads

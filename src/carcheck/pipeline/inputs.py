@@ -34,6 +34,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from ..report.schema import AssessConfig
+
 __all__ = ["CaseInputs", "expand_inputs", "collect_photos", "exact_name_bytes", "blank_reason", "too_small_reason",
            "DuplicateFinder", "IGNORED_NAMES", "MIN_SIDE", "BLANK_MAX_STD", "BLANK_MAX_RANGE",
            "DUPLICATE_MAX_DISTANCE"]
@@ -43,16 +45,16 @@ IGNORED_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
 
 #: Shorter side in pixels below which a photo is too small to judge (a 32x32 thumbnail upscaled
 #: to the 512 px network input got 10 damage detections).
-MIN_SIDE = 64
+MIN_SIDE: int = AssessConfig.model_fields["min_side"].default
 
 #: A photo whose grey levels (0-255) have a standard deviation below this, or ...
-BLANK_MAX_STD = 3.0
+BLANK_MAX_STD: float = AssessConfig.model_fields["blank_max_std"].default
 #: ... whose 1st-99th percentile range is below this many levels, is blank / near-constant.
-BLANK_MAX_RANGE = 8.0
+BLANK_MAX_RANGE: float = AssessConfig.model_fields["blank_max_range"].default
 
 #: Two photos are near duplicates when both their 64-bit pHash and dHash differ in at most this
 #: many bits (and their aspect ratios within 10 %).
-DUPLICATE_MAX_DISTANCE = 8
+DUPLICATE_MAX_DISTANCE: int = AssessConfig.model_fields["duplicate_max_distance"].default
 
 
 @dataclass

@@ -18,7 +18,11 @@ from PIL import Image
 from .privacy import blur_private_regions
 from .schema import CaseReport
 
-__all__ = ["palette", "overlay", "overlay_cam", "write_report", "prepare_out_dir"]
+__all__ = ["palette", "overlay", "overlay_cam", "legend", "write_report", "prepare_out_dir", "DAMAGE_COLOURS"]
+
+#: Colours of the damage classes, in class order of whichever damage taxonomy the model has (more
+#: classes than listed continue with :func:`palette` hues); saturated, distinct from the part palette.
+DAMAGE_COLOURS = ((230, 25, 75), (255, 225, 25), (145, 30, 180), (0, 130, 200), (245, 130, 48), (70, 240, 240))
 
 
 class _Visual(Protocol):
@@ -103,18 +107,48 @@ def prepare_out_dir(out_dir: str | Path) -> Path:
     return out
 
 
+def legend(report: CaseReport, task: str, names: Sequence[str] | None = None) -> list[tuple[str, tuple[int, int, int]]]:
+    """(class name, RGB colour) of a segmentation task's classes, background excluded, in label order.
+
+    Args:
+        report: its ``taxonomies`` name the task's taxonomy (schema >= 1.4).
+        task: ``parts`` or ``damage``.
+        names: the class names when given explicitly (overrides the report's taxonomy).
+    Raises:
+        ValueError: neither ``names`` nor a taxonomy for ``task`` in the report.
+    """
+    if names is None:
+        from ..data.taxonomy import get_taxonomy
+
+        if task not in report.taxonomies:
+            raise ValueError(f"the report names no {task!r} taxonomy: pass the class names")
+        names = get_taxonomy(report.taxonomies[task]).classes
+    names = list(names)
+    if task == "damage":
+        colours = list(DAMAGE_COLOURS[:len(names)]) + palette(max(0, len(names) - len(DAMAGE_COLOURS)), offset=0.33)
+    else:
+        colours = palette(len(names))
+    return list(zip(names, colours))
+
+
 def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: str | Path,
-                 part_names: Sequence[str], damage_names: Sequence[str]) -> dict[str, Path]:
+                 part_names: Sequence[str] | None = None, damage_names: Sequence[str] | None = None) -> dict[str, Path]:
     """Write ``report.json`` and ``report.html`` into ``out_dir`` (created).
 
+    Args:
+        report: the case report.
+        visuals: photo path -> what to draw (photo, part and damage label maps at network size,
+            optional Grad-CAM map); photos without one are listed without images.
+        out_dir: the report folder.
+        part_names, damage_names: class names of the label maps (default: the report's taxonomies),
+            drawn and listed in the legend with :func:`legend`'s colours.
     Returns:
         ``{"json": path, "html": path}``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    part_colours = palette(len(part_names))
-    damage_colours = [(230, 25, 75), (255, 225, 25), (145, 30, 180), (0, 130, 200), (245, 130, 48), (70, 240, 240)]
-    damage_colours = (damage_colours * (len(damage_names) // len(damage_colours) + 1))[: len(damage_names)]
+    part_legend, damage_legend = legend(report, "parts", part_names), legend(report, "damage", damage_names)
+    part_colours, damage_colours = [c for _, c in part_legend], [c for _, c in damage_legend]
     photos = []
     for p in report.photos:
         entry = {"report": p, "name": Path(p.path).name}
@@ -130,8 +164,7 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
     env = Environment(loader=PackageLoader("carcheck.report", "templates"), autoescape=select_autoescape(["html"]))
     html = env.get_template("report.html").render(
         report=report, photos=photos,
-        part_legend=[(n, _hex(c)) for n, c in zip(part_names, part_colours)],
-        damage_legend=[(n, _hex(c)) for n, c in zip(damage_names, damage_colours)])
+        part_legend=[(n, _hex(c)) for n, c in part_legend], damage_legend=[(n, _hex(c)) for n, c in damage_legend])
     paths = {"json": out / "report.json", "html": out / "report.html"}
     paths["json"].write_text(report.model_dump_json(indent=2), encoding="utf-8")
     paths["html"].write_text(html, encoding="utf-8")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = "1.3"  # 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
+SCHEMA_VERSION = "1.4"  # 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
 
-__all__ = ["SCHEMA_VERSION", "PhotoDetection", "PhotoReport", "Finding", "CaseSummary", "CaseReport", "AssessConfigModel",
+__all__ = ["SCHEMA_VERSION", "PhotoDetection", "PhotoReport", "Finding", "CaseSummary", "CaseReport", "AssessConfig", "AssessConfigModel", "FusionConfig", "ModelFile",
            "ClassScore", "HeadResult", "DamageFilter", "VehicleMatch", "VehicleIdentity", "Consistency"]
 
 
@@ -83,6 +83,11 @@ class PhotoDetection(BaseModel):
     size_class: Literal["small", "medium", "large"]
     c_base: float = Field(description="Mean damage-class probability over the region (Ma et al. II-D-3).")
     bbox_xywh: list[float] = Field(description="Bounding box in original-photo pixels.")
+    reassigned_from: str | None = Field(None, description="The part the damage was segmented on, when that pair is "
+                                        "implausible (e.g. a flat tyre on a door) and it was moved to the plausible "
+                                        "part touching it.")
+    review_reasons: list[str] = Field([], description="Why a person should look at this region (e.g. an "
+                                      "implausible damage type for its part).")
 
 
 class PhotoReport(BaseModel):
@@ -142,23 +147,104 @@ class CaseSummary(BaseModel):
     verdict: str = Field(description="One-line outcome for a claims handler.")
 
 
-class AssessConfigModel(BaseModel):
-    """The thresholds the report was produced with (all configurable)."""
+class FusionConfig(BaseModel):
+    """Thresholds of the fusion step (Ma et al. II-D-1/2; all fractions of the photo unless stated)."""
 
-    vehicle_threshold: float
-    part_coverage_threshold: float
-    min_region_fraction: float
-    visible_part_fraction: float
-    closeup_max_parts: int
-    size_thresholds: list[float]
-    review_threshold: float
-    longest_side_px: int
-    precision: str | None = None  # the precision actually used: fp32 or bf16 (resolved from "auto")
-    engine: str | None = None  # the inference engine actually used: torch or onnx (resolved from "auto")
-    threads: int | None = None
-    presence_threshold: float | None = None
-    clean_threshold: float | None = None
-    verification_threshold: float | None = None
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_region_fraction: float = Field(0.0005, ge=0, le=1, description="D_k smaller than this fraction of the image "
+                                       "are dropped (noise).")
+    visible_part_fraction: float = Field(0.005, ge=0, le=1, description="A part counts as visible when it covers at "
+                                         "least this fraction of the image.")
+    closeup_max_parts: int = Field(2, ge=0, description="A photo with at most this many visible parts is a close-up "
+                                   "(II-D-2's distance surrogate); more is a full view.")
+    size_thresholds: tuple[float, float] = Field((0.05, 0.25), description="(small/medium, medium/large) cut-offs of "
+                                                 "the fraction of the part covered by the damage.")
+    closeup_scale: float = Field(1.0, gt=0, description="For a close-up the covered fraction is divided by this "
+                                 "first (a close-up magnifies damage relative to the part).")
+    plausibility: Literal["reassign", "flag", "off"] = Field(
+        "reassign", description="An implausible (part, damage) pair (taxonomy PLAUSIBLE_DAMAGE, e.g. a flat tyre on "
+        "a door): 'reassign' moves it to the plausible part touching the region (else flags it for review), "
+        "'flag' only flags it, 'off' keeps it as segmented.")
+    plausibility_dilation_px: int = Field(3, ge=0, description="Neighbouring parts are those within this many px "
+                                          "(network resolution) of the region (dilation).")
+
+
+class AssessConfig(BaseModel):
+    """Every setting of the assessment: the one config, stated in full in each report.
+
+    The report states it with ``precision``, ``engine`` and ``threads`` as actually used (``auto``
+    resolved), so the same config reproduces the run. Thresholds that come with a model file (the
+    same-vehicle distance, the make/model OOD threshold of the precision used) are stated beside it,
+    in :attr:`CaseReport.model_thresholds`, and the files with their SHA-256 in
+    :attr:`CaseReport.model_files`.
+    """
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+    vehicle_threshold: float = Field(0.035, ge=0, le=1, description="Fallback presence gate (no presence head): "
+                                     "summed ImageNet vehicle-class probability; chosen by bench/gate_threshold.py "
+                                     "(balanced accuracy on coco128 + car photos at 512 px).")
+    part_coverage_threshold: float = Field(0.25, ge=0, le=1, description="OR-ed fallback rule: fraction of the photo "
+                                           "labelled as car parts (ImageNet classes miss close-ups of a panel; the "
+                                           "part head sees them). Same bench.")
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    review_threshold: float = Field(0.5, ge=0, le=1, description="Findings with C_refined below this go to review.")
+    longest_side: int = Field(512, gt=0, description="Network input size of the longer side, px (the paper's 512).")
+    min_side: int = Field(64, ge=1, description="Photos with a shorter side below this many px are skipped as too "
+                          "small to judge (a 32x32 thumbnail upscaled to 512 px got 10 damage detections).")
+    max_decoded_pixels: int = Field(8_000_000, gt=0, description="Larger photos are decoded at reduced size (JPEG: "
+                                    "DCT scaling); sizes and areas stay in the photo's own pixels.")
+    blank_max_std: float = Field(3.0, ge=0, description="A photo whose grey levels (0-255) have a standard deviation "
+                                 "below this is blank / near-constant (real photos measured >= 15.8).")
+    blank_max_range: float = Field(8.0, ge=0, description="... or whose 1st-99th percentile range is below this "
+                                   "many levels (real photos >= 74).")
+    duplicate_max_distance: int = Field(8, ge=0, le=64, description="Near duplicates: both 64-bit pHash and dHash "
+                                        "within this many bits (distinct photos measured >= 19, re-encodes <= 5).")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 only on CUDA or a CPU with "
+                                                       "native bf16, else fp32; a report states the one used.")
+    engine: Literal["auto", "torch", "onnx"] = Field("auto", description="auto: ONNX Runtime where the networks run "
+                                                     "in fp32, eager torch where bf16 runs natively.")
+    threads: int | None = Field(None, ge=1, description="Torch threads (None: every core); a report states the "
+                                "number used.")
+    presence_threshold: float = Field(0.5, ge=0, le=1, description="P(vehicle) of the presence head below which a "
+                                      "photo is out of scope.")
+    clean_threshold: float = Field(0.9, ge=0, le=1, description="Damage filter: P(undamaged) above which a photo "
+                                   "without segmented damage is clean and one with segmented damage is flagged "
+                                   "(CarDD V-G uses 0.9).")
+    damaged_threshold: float = Field(0.9, ge=0, le=1, description="Damage filter: P(damaged) above which a photo "
+                                     "without segmented damage is flagged.")
+    severity_min_p_damaged: float = Field(0.5, ge=0, le=1, description="Severity gate: a grade is reported for a "
+                                          "photo with segmented damage, or with P(damaged) above this.")
+    gradcam: bool = Field(True, description="Grad-CAM maps of the damage filter for flagged photos (HTML report).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_old_report(cls, data):
+        """Read the flat config of schema <= 1.3 reports (``longest_side_px``, fusion fields at the top)."""
+        if isinstance(data, dict) and ("longest_side_px" in data or "min_region_fraction" in data):
+            data = dict(data)
+            fusion = {k: data.pop(k) for k in ("min_region_fraction", "visible_part_fraction", "closeup_max_parts",
+                                               "size_thresholds") if k in data}
+            data.setdefault("fusion", fusion)
+            if "longest_side_px" in data:
+                data["longest_side"] = data.pop("longest_side_px")
+            data.pop("verification_threshold", None)  # now in CaseReport.model_thresholds
+            data = {k: v for k, v in data.items() if v is not None or k == "threads"}
+        return data
+
+
+#: The name reports of schema <= 1.3 used for the stated config.
+AssessConfigModel = AssessConfig
+
+
+class ModelFile(BaseModel):
+    """One model file the assessment loaded."""
+
+    role: str = Field(description="segmenter, or head:<task> (presence, damaged, severity, make_model, ...).")
+    file: str = Field(description="File name.")
+    sha256: str = Field(description="SHA-256 of the file's bytes (hex).")
+    bytes: int
 
 
 class CaseReport(BaseModel):
@@ -169,7 +255,13 @@ class CaseReport(BaseModel):
     created: str
     carcheck_version: str
     models: dict[str, str]
-    config: AssessConfigModel
+    config: AssessConfig = Field(description="The full config, precision / engine / threads as used.")
+    model_files: list[ModelFile] = Field([], description="Every model file loaded, with its SHA-256.")
+    model_thresholds: dict[str, float] = Field({}, description="Thresholds that come with a model file: "
+                                               "verification (same-vehicle distance), make_model_ood (at the "
+                                               "precision used).")
+    taxonomies: dict[str, str] = Field({}, description="Taxonomy of each segmentation head (parts, damage): "
+                                       "the class names of the findings and of the HTML legend.")
     summary: CaseSummary
     findings: list[Finding]
     photos: list[PhotoReport]
@@ -178,3 +270,13 @@ class CaseReport(BaseModel):
     privacy: str
     ignored_files: list[str] = Field([], description="Entries of the given folders left out on purpose: hidden "
                                                      "files and OS clutter (.DS_Store, Thumbs.db, desktop.ini).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_old_report(cls, data):
+        """Schema <= 1.3: the verification threshold was part of the config."""
+        if isinstance(data, dict) and isinstance(data.get("config"), dict):
+            thr = data["config"].get("verification_threshold")
+            if thr is not None and "model_thresholds" not in data:
+                data = {**data, "model_thresholds": {"verification": thr}}
+        return data

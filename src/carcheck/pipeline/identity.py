@@ -1,0 +1,86 @@
+"""Which car a case shows: make/model voting over its photos and the same-vehicle check.
+
+- make/model vote: the make/model head's softmax averaged over the case's assessed photos that
+  the OOD rule keeps in scope (all assessed photos when none is); top-3 models, and top-3 makes
+  (a make's probability is the sum over its models). The case is in scope when more than half of
+  its assessed photos are.
+- same vehicle: :func:`~.consistency.case_consistency` (the verification model's pair distance to
+  the case's medoid photo); a photo farther than the threshold is flagged "different vehicle?"
+  (:mod:`.review` words the reason).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from ..data.taxonomy import make_of
+from ..report.schema import ClassScore, Consistency, VehicleIdentity, VehicleMatch
+from .consistency import case_consistency
+
+__all__ = ["make_model_vote", "SameVehicle", "same_vehicle_check"]
+
+
+def make_model_vote(logits: torch.Tensor, classes: Sequence[str], in_scope: Sequence[bool]) -> VehicleIdentity:
+    """The case's make/model from its photos' make/model head outputs.
+
+    Args:
+        logits: ``(N, C)`` float, one row per assessed photo (N >= 1).
+        classes: the head's C class names (``Make_Model_Year``; the make is the first token).
+        in_scope: per photo, whether the OOD rule keeps it in scope.
+    Returns:
+        :class:`~carcheck.report.schema.VehicleIdentity` (probabilities rounded to 4 decimals).
+    Raises:
+        ValueError: no photo, or ``in_scope`` / ``classes`` not matching ``logits``' shape.
+    """
+    if logits.ndim != 2 or logits.shape[0] == 0 or len(in_scope) != logits.shape[0] or len(classes) != logits.shape[1]:
+        raise ValueError(f"make_model_vote: logits {tuple(logits.shape)}, {len(in_scope)} in-scope flags, "
+                         f"{len(classes)} classes do not match")
+    keep = [i for i, s in enumerate(in_scope) if s]
+    use = keep or list(range(logits.shape[0]))
+    prob = torch.stack([logits[i].softmax(0) for i in use]).mean(0)
+    top = prob.topk(min(3, len(prob)))
+    makes: dict[str, float] = {}
+    for c, v in zip(classes, prob.tolist()):
+        makes[make_of(c)] = makes.get(make_of(c), 0.0) + v
+    return VehicleIdentity(
+        make_model_top3=[ClassScore(label=classes[int(i)], probability=round(float(v), 4))
+                         for v, i in zip(top.values, top.indices)],
+        make_top3=[ClassScore(label=k, probability=round(v, 4)) for k, v in sorted(makes.items(), key=lambda kv: -kv[1])[:3]],
+        in_scope=len(keep) * 2 > logits.shape[0], known_models=len(classes))
+
+
+@dataclass
+class SameVehicle:
+    """Result of :func:`same_vehicle_check`.
+
+    Attributes:
+        consistency: the report's case-level section.
+        matches: photo name -> its match against the reference photo (absent with < 2 photos).
+    """
+
+    consistency: Consistency
+    matches: dict[str, VehicleMatch] = field(default_factory=dict)
+
+
+def same_vehicle_check(names: Sequence[str], embeddings: torch.Tensor,
+                       distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], threshold: float) -> SameVehicle:
+    """Do all vehicle photos of a case show the same car?
+
+    Args:
+        names: the assessed photos' names, in the order of ``embeddings``.
+        embeddings: ``(N, dim)`` float32 embeddings of those photos.
+        distance: the verification model's pair distance (``(B, dim), (B, dim) -> (B,)``).
+        threshold: distance above which two photos are different vehicles (EER on validation pairs).
+    """
+    res = case_consistency(distance, embeddings, float(threshold))
+    ref = names[res.reference] if res.reference is not None else None
+    out = SameVehicle(Consistency(checked_photos=len(names), threshold=float(threshold), reference=ref, note=res.note))
+    for name, d, same in zip(names, res.distances, res.same):
+        if ref is not None:
+            out.matches[name] = VehicleMatch(distance=round(d, 4), same_vehicle=same, reference=ref)
+        if not same:
+            out.consistency.different_vehicle.append(name)
+    return out

@@ -1,0 +1,430 @@
+"""Reused-photo check (issue 19): perceptual-hash index across cases, duplicates within a case, EXIF rules.
+
+The commonest photo fraud pads a claim with photos of an earlier claim or from the web, usually resized,
+re-encoded, slightly cropped or mirrored. Every assessed photo gets :class:`PhotoHashes`: a 64-bit pHash (DCT,
+Zauner 2010) and a 64-bit dHash (gradient) of the whole photo, of its mirror image, and of sub-windows covering
+crops of up to 10 % per side (imagehash, ``hash_size=8``). Two photos match when both hashes of one variant
+pair are within ``max_phash`` / ``max_dhash`` bits (requiring both keeps false matches rare: measured in
+``bench/claims.py``):
+
+- whole ~ whole: resized / re-encoded copy; mirrored whole ~ whole: mirrored copy;
+- whole ~ a window of the other (either way round): one is a crop of the other (also mirrored).
+
+:class:`ReuseIndex` keeps the hashes in a :class:`HashStore`: :class:`SQLiteHashStore` (one file, the CLI's
+``--index FILE``) or :class:`MemoryHashStore`; the service can implement the same three-method protocol over
+its own database table. Matching is a vectorised Hamming scan over all stored hashes (numpy), fine to some
+100,000 photos; a larger store would add a BK-tree or multi-index hashing behind the same protocol.
+
+EXIF rules (:func:`exif_reasons`, pure) flag, inside one case: capture dates more than ``max_days`` apart,
+photos from several camera models, and a Software tag that names editing software. They are review reasons,
+not verdicts: a phone photo re-saved by a messenger loses its EXIF, and an honest claim can mix two phones.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sqlite3
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Protocol, Sequence
+
+import imagehash
+import numpy as np
+from PIL import Image
+
+from ..report.claims_schema import ReuseMatch
+
+__all__ = ["PhotoHashes", "photo_hashes", "HashEntry", "HashStore", "MemoryHashStore", "SQLiteHashStore",
+           "ReuseIndex", "PhotoMeta", "read_photo_meta", "exif_reasons", "reuse_reasons", "EDITING_SOFTWARE",
+           "MAX_PHASH", "MAX_DHASH", "WINDOWS"]
+
+#: Hamming thresholds (bits of 64) within which BOTH hashes must be for a match (chosen on the edited
+#: copies of bench/claims.py, not on its false-match photos).
+MAX_PHASH = 10
+MAX_DHASH = 14
+#: sub-windows (x0, y0, x1, y1) as fractions of the photo: every crop removing <= 10 % of the width and
+#: of the height lies within ~2.5 % of one of them
+WINDOWS: tuple[tuple[float, float, float, float], ...] = tuple(
+    (x0, y0, x0 + s, y0 + s) for s in (0.9, 0.95) for x0 in (0.0, (1 - s) / 2, 1 - s) for y0 in (0.0, (1 - s) / 2, 1 - s)
+) + tuple((x0, 0.0, x0 + 0.9, 1.0) for x0 in (0.0, 0.05, 0.1)) + tuple((0.0, y0, 1.0, y0 + 0.9) for y0 in (0.0, 0.05, 0.1))
+_THUMB = 256  # hashes are computed on a thumbnail of this longer side (the hashes resize to 8-32 px anyway)
+
+
+def _bits(h: imagehash.ImageHash) -> int:
+    v = 0
+    for b in h.hash.flatten():
+        v = (v << 1) | int(b)
+    return v
+
+
+def _to_signed(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+@dataclass(frozen=True)
+class PhotoHashes:
+    """Perceptual hashes of one photo, as unsigned 64-bit ints.
+
+    Attributes:
+        phash / dhash: of the whole photo. mirror_phash / mirror_dhash: of its left-right mirror.
+        windows / mirror_windows: ``(phash, dhash)`` of every :data:`WINDOWS` sub-window, and of the mirror's.
+        aspect: width / height.
+        sha256: hex digest of the file's bytes when hashed from a file ("" otherwise): exact copies.
+    """
+
+    phash: int
+    dhash: int
+    mirror_phash: int
+    mirror_dhash: int
+    windows: tuple[tuple[int, int], ...]
+    mirror_windows: tuple[tuple[int, int], ...]
+    aspect: float
+    sha256: str = ""
+
+    def to_array(self) -> np.ndarray:
+        """``(2 + 2 * len(WINDOWS), 2)`` uint64: rows whole, mirror, windows, mirror windows; columns pHash, dHash."""
+        rows = [(self.phash, self.dhash), (self.mirror_phash, self.mirror_dhash), *self.windows, *self.mirror_windows]
+        return np.array(rows, dtype=np.uint64)
+
+    @classmethod
+    def from_array(cls, a: np.ndarray, aspect: float, sha256: str = "") -> "PhotoHashes":
+        a = np.asarray(a, dtype=np.uint64).reshape(-1, 2)
+        n = (len(a) - 2) // 2
+        t = [(int(p), int(d)) for p, d in a]
+        return cls(t[0][0], t[0][1], t[1][0], t[1][1], tuple(t[2:2 + n]), tuple(t[2 + n:]), aspect, sha256)
+
+
+def _hash_pair(img: Image.Image) -> tuple[int, int]:
+    return _bits(imagehash.phash(img)), _bits(imagehash.dhash(img))
+
+
+def photo_hashes(image: np.ndarray | Image.Image, sha256: str = "") -> PhotoHashes:
+    """Hashes of one photo.
+
+    Args:
+        image: ``(H, W, 3)`` ``uint8`` RGB array (upright, as :func:`~carcheck.data.images.load_image` gives)
+            or a PIL image.
+        sha256: the file's digest, when known.
+    Returns:
+        :class:`PhotoHashes`.
+    Raises:
+        ValueError: an empty image.
+    """
+    img = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
+    if img.width == 0 or img.height == 0:
+        raise ValueError("empty image")
+    img = img.convert("L")
+    img.thumbnail((_THUMB, _THUMB), Image.Resampling.LANCZOS)
+    mirror = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    w, h = img.size
+
+    def windows(im: Image.Image) -> tuple[tuple[int, int], ...]:
+        return tuple(_hash_pair(im.crop((round(x0 * w), round(y0 * h), max(round(x1 * w), round(x0 * w) + 1),
+                                         max(round(y1 * h), round(y0 * h) + 1))))
+                     for x0, y0, x1, y1 in WINDOWS)
+
+    p, d = _hash_pair(img)
+    mp, md = _hash_pair(mirror)
+    return PhotoHashes(p, d, mp, md, windows(img), windows(mirror), w / h, sha256)
+
+
+@dataclass(frozen=True)
+class HashEntry:
+    """One indexed photo: its case, its name (display path) and its hashes."""
+
+    case_id: str
+    photo: str
+    hashes: PhotoHashes
+
+
+class HashStore(Protocol):
+    """Where a :class:`ReuseIndex` keeps its entries (the CLI: SQLite file; the service: its database)."""
+
+    def add(self, entries: Sequence[HashEntry]) -> None:
+        """Store entries (a photo already stored for the same case is replaced)."""
+
+    def remove_case(self, case_id: str) -> None:
+        """Forget every photo of a case (it is being re-assessed or deleted)."""
+
+    def entries(self) -> Iterable[HashEntry]:
+        """Every stored entry."""
+
+
+class MemoryHashStore:
+    """A :class:`HashStore` in memory (tests, one-off runs)."""
+
+    def __init__(self) -> None:
+        self._d: dict[tuple[str, str], HashEntry] = {}
+
+    def add(self, entries: Sequence[HashEntry]) -> None:
+        for e in entries:
+            self._d[(e.case_id, e.photo)] = e
+
+    def remove_case(self, case_id: str) -> None:
+        for k in [k for k in self._d if k[0] == case_id]:
+            del self._d[k]
+
+    def entries(self) -> Iterable[HashEntry]:
+        return list(self._d.values())
+
+
+class SQLiteHashStore:
+    """A :class:`HashStore` in one SQLite file (table ``photo_hashes``), safe for several processes
+    (SQLite's own locking; each call is one transaction).
+
+    Args:
+        path: the file (created with its table when missing).
+    Raises:
+        ValueError: naming the file when it cannot be opened or is not a carcheck index.
+    """
+
+    SCHEMA = ("CREATE TABLE IF NOT EXISTS photo_hashes (case_id TEXT NOT NULL, photo TEXT NOT NULL, "
+              "phash INTEGER NOT NULL, dhash INTEGER NOT NULL, aspect REAL NOT NULL, sha256 TEXT NOT NULL, "
+              "hashes BLOB NOT NULL, added TEXT NOT NULL, PRIMARY KEY (case_id, photo))")
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            if self.path.parent and not self.path.parent.exists():
+                raise ValueError(f"{self.path}: its folder does not exist")
+            with self._connect() as c:
+                c.execute(self.SCHEMA)
+                cols = [r[1] for r in c.execute("PRAGMA table_info(photo_hashes)")]
+            if "hashes" not in cols:
+                raise ValueError(f"{self.path}: has a photo_hashes table that is not a carcheck index")
+        except sqlite3.DatabaseError as e:
+            raise ValueError(f"{self.path}: not a usable SQLite index ({e})") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        c = sqlite3.connect(self.path, timeout=30)
+        return c
+
+    def add(self, entries: Sequence[HashEntry]) -> None:
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        rows = [(e.case_id, e.photo, _to_signed(e.hashes.phash), _to_signed(e.hashes.dhash), e.hashes.aspect,
+                 e.hashes.sha256, e.hashes.to_array().astype("<u8").tobytes(), now) for e in entries]
+        with self._connect() as c:
+            c.executemany("INSERT OR REPLACE INTO photo_hashes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def remove_case(self, case_id: str) -> None:
+        with self._connect() as c:
+            c.execute("DELETE FROM photo_hashes WHERE case_id = ?", (case_id,))
+
+    def entries(self) -> Iterable[HashEntry]:
+        with self._connect() as c:
+            rows = c.execute("SELECT case_id, photo, aspect, sha256, hashes FROM photo_hashes ORDER BY rowid").fetchall()
+        return [HashEntry(cid, photo, PhotoHashes.from_array(np.frombuffer(blob, dtype="<u8"), aspect, sha))
+                for cid, photo, aspect, sha, blob in rows]
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 (``np.bitwise_count`` on numpy >= 2, else a byte table)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x).astype(np.int64)
+    b = x.view(np.uint8).reshape(*x.shape, 8)
+    return np.unpackbits(b, axis=-1).sum(-1).astype(np.int64)
+
+
+_N = len(WINDOWS)
+# (query row, stored row kinds) pairs compared, with what a match means
+_WHOLE, _MIRROR = 0, 1
+_WIN = slice(2, 2 + _N)
+_MWIN = slice(2 + _N, 2 + 2 * _N)
+
+
+class ReuseIndex:
+    """Finds photos of a case that match photos already indexed, and duplicates inside the case.
+
+    Args:
+        store: where the hashes live (default: in memory).
+        max_phash / max_dhash: Hamming thresholds, both must hold.
+    """
+
+    def __init__(self, store: HashStore | None = None, max_phash: int = MAX_PHASH, max_dhash: int = MAX_DHASH) -> None:
+        self.store = store if store is not None else MemoryHashStore()
+        self.max_phash, self.max_dhash = max_phash, max_dhash
+        self._cache: tuple[list[HashEntry], np.ndarray] | None = None
+
+    def _matrix(self, entries: Sequence[HashEntry]) -> np.ndarray:
+        if not entries:
+            return np.zeros((0, 2 + 2 * _N, 2), np.uint64)
+        return np.stack([e.hashes.to_array() for e in entries])
+
+    def _stored(self) -> tuple[list[HashEntry], np.ndarray]:
+        if self._cache is None:
+            entries = list(self.store.entries())
+            self._cache = (entries, self._matrix(entries))
+        return self._cache
+
+    def _match(self, q: PhotoHashes, m: np.ndarray) -> list[tuple[int, int, str]]:
+        """(stored index, pHash distance, how) of every stored photo matching ``q`` (best variant each)."""
+        if len(m) == 0:
+            return []
+        qa = q.to_array()
+
+        def dist(qrows: np.ndarray, srows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            # qrows (k, 2), srows (n, j, 2) -> min over (k x j) of pHash distance where both hold; (n,)
+            x = _popcount(qrows[None, :, None, :] ^ srows[:, None, :, :])  # (n, k, j, 2)
+            ok = (x[..., 0] <= self.max_phash) & (x[..., 1] <= self.max_dhash)
+            d = np.where(ok, x[..., 0], 1 << 30).reshape(len(srows), -1)
+            return d.min(1), ok.reshape(len(srows), -1).any(1)
+
+        whole = m[:, _WHOLE:_WHOLE + 1]
+        checks = [  # (query rows, stored rows, how)
+            (qa[_WHOLE:_WHOLE + 1], whole, "same photo (resized or re-encoded)"),
+            (qa[_MIRROR:_MIRROR + 1], whole, "mirrored copy"),
+            (qa[_WHOLE:_WHOLE + 1], m[:, _WIN], "crop of the other photo"),
+            (qa[_WIN], whole, "the other photo is a crop of it"),
+            (qa[_MIRROR:_MIRROR + 1], m[:, _WIN], "mirrored crop of the other photo"),
+            (qa[_MWIN], whole, "the other photo is a mirrored crop of it"),
+        ]
+        best: dict[int, tuple[int, str]] = {}
+        for qrows, srows, how in checks:
+            d, ok = dist(qrows, srows)
+            for i in np.flatnonzero(ok):
+                if int(i) not in best or d[i] < best[int(i)][0]:
+                    best[int(i)] = (int(d[i]), how)
+        return [(i, d, how) for i, (d, how) in sorted(best.items())]
+
+    def check_case(self, case_id: str, photos: Sequence[tuple[str, PhotoHashes]]) -> list[ReuseMatch]:
+        """Matches of a case's photos: against every indexed photo of OTHER cases, and among themselves.
+
+        Args:
+            case_id: the case (its own earlier entries in the index are ignored: a re-assessment).
+            photos: ``(display name, hashes)`` of its photos, in order.
+        Returns:
+            :class:`~carcheck.report.claims_schema.ReuseMatch` list: for other cases one per (photo, matched
+            photo); inside the case one per later photo matching an earlier one.
+        """
+        entries, m = self._stored()
+        keep = [i for i, e in enumerate(entries) if e.case_id != case_id]
+        out: list[ReuseMatch] = []
+        for name, h in photos:
+            for i, d, how in self._match(h, m[keep]):
+                e = entries[keep[i]]
+                exact = bool(h.sha256) and h.sha256 == e.hashes.sha256
+                out.append(ReuseMatch(photo=name, case_id=e.case_id, matched_photo=e.photo, distance=d,
+                                      how="identical file" if exact else how, same_case=False))
+        own = self._matrix([HashEntry(case_id, n, h) for n, h in photos])
+        for j, (name, h) in enumerate(photos):
+            for i, d, how in self._match(h, own[:j]):
+                exact = bool(h.sha256) and h.sha256 == photos[i][1].sha256
+                out.append(ReuseMatch(photo=name, case_id=case_id, matched_photo=photos[i][0], distance=d,
+                                      how="identical file" if exact else how, same_case=True))
+        return out
+
+    def add_case(self, case_id: str, photos: Sequence[tuple[str, PhotoHashes]]) -> None:
+        """Index a case's photos (replacing what the index held for that case)."""
+        self.store.remove_case(case_id)
+        self.store.add([HashEntry(case_id, n, h) for n, h in photos])
+        self._cache = None
+
+
+def reuse_reasons(matches: Sequence[ReuseMatch]) -> dict[str, list[str]]:
+    """Review reasons per photo, in words, from :meth:`ReuseIndex.check_case` matches."""
+    out: dict[str, list[str]] = {}
+    for m in matches:
+        if m.same_case:
+            text = f"duplicate of {Path(m.matched_photo).name} in this case ({m.how}, hash distance {m.distance})"
+        else:
+            text = (f"photo used before: matches {Path(m.matched_photo).name} of case {m.case_id} "
+                    f"({m.how}, hash distance {m.distance})")
+        out.setdefault(m.photo, []).append(text)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ EXIF
+#: Software-tag substrings (lower case) of editing programs; phone firmware and camera tags are not listed
+EDITING_SOFTWARE = ("photoshop", "lightroom", "gimp", "snapseed", "picsart", "pixelmator", "affinity", "paint.net",
+                    "canva", "photoscape", "fotor", "vsco", "facetune", "faceapp", "photodirector", "luminar",
+                    "capture one", "darktable", "rawtherapee", "corel", "paintshop", "acdsee", "inpaint",
+                    "photopea", "befunky", "airbrush", "meitu", "picmonkey", "imagemagick", "graphicsmagick")
+
+
+@dataclass(frozen=True)
+class PhotoMeta:
+    """The EXIF facts the rules use (None when absent)."""
+
+    photo: str
+    captured: _dt.datetime | None = None
+    camera: str | None = None
+    software: str | None = None
+
+
+def _parse_exif_date(v) -> _dt.datetime | None:
+    if not isinstance(v, str):
+        return None
+    try:
+        return _dt.datetime.strptime(v.strip().rstrip("\x00")[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+
+
+def read_photo_meta(path: str | Path, name: str | None = None) -> PhotoMeta:
+    """Capture date (DateTimeOriginal, else DateTime), camera (Make + Model) and Software of a file.
+
+    Never raises: an unreadable file or a corrupt EXIF block gives a :class:`PhotoMeta` of Nones.
+    """
+    name = name or str(path)
+    try:
+        with Image.open(path) as im:
+            ex = im.getexif()
+            sub = ex.get_ifd(0x8769) if ex else {}
+            captured = _parse_exif_date(sub.get(36867)) or _parse_exif_date(ex.get(306))
+            make, model = (str(ex.get(271) or "").strip("\x00 "), str(ex.get(272) or "").strip("\x00 "))
+            if make and model.lower().startswith(make.lower()):
+                camera = model  # "Canon" + "Canon EOS 5D": the model already names the make
+            else:
+                camera = " ".join(x for x in (make, model) if x) or None
+            software = str(ex.get(305) or "").strip("\x00 ") or None
+            return PhotoMeta(name, captured, camera, software)
+    except Exception:  # metadata is optional: never let it stop a case
+        return PhotoMeta(name)
+
+
+def exif_reasons(metas: Sequence[PhotoMeta], max_days: float = 2.0) -> dict[str, list[str]]:
+    """EXIF inconsistencies inside one case, as review reasons per photo.
+
+    Rules:
+        - capture dates: when the dated photos span more than ``max_days`` days, every photo more than
+          ``max_days / 2`` days from the case's median capture time is flagged (with two photos, both);
+        - camera: when the photos name several cameras, the photos of every camera but the most common one
+          are flagged (all of them on a tie);
+        - software: a Software tag containing a name of :data:`EDITING_SOFTWARE` is flagged.
+    Args:
+        metas: one :class:`PhotoMeta` per photo of the case.
+        max_days: allowed span of capture dates, days.
+    Returns:
+        photo -> reasons (only photos with a reason).
+    """
+    out: dict[str, list[str]] = {}
+    dated = [m for m in metas if m.captured is not None]
+    if len(dated) >= 2:
+        times = sorted(m.captured for m in dated)
+        span = (times[-1] - times[0]).total_seconds() / 86400
+        if span > max_days:
+            med = statistics.median([t.timestamp() for t in times])
+            for m in dated:
+                off = abs(m.captured.timestamp() - med) / 86400
+                if off > max_days / 2:
+                    out.setdefault(m.photo, []).append(
+                        f"capture date {m.captured:%Y-%m-%d %H:%M} is {off:.1f} days from the case's other photos "
+                        f"(the case spans {span:.1f} days, {times[0]:%Y-%m-%d} to {times[-1]:%Y-%m-%d})")
+    cams = [m for m in metas if m.camera]
+    counts: dict[str, int] = {}
+    for m in cams:
+        counts[m.camera] = counts.get(m.camera, 0) + 1
+    if len(counts) > 1:
+        top = max(counts.values())
+        majority = [c for c, k in counts.items() if k == top]
+        keep = majority[0] if len(majority) == 1 else None
+        others = ", ".join(f"{c} ({k})" for c, k in sorted(counts.items(), key=lambda kv: -kv[1]))
+        for m in cams:
+            if m.camera != keep:
+                out.setdefault(m.photo, []).append(f"taken with {m.camera}; the case's photos name "
+                                                   f"{len(counts)} cameras: {others}")
+    for m in metas:
+        if m.software and any(s in m.software.lower() for s in EDITING_SOFTWARE):
+            out.setdefault(m.photo, []).append(f"EXIF Software tag names editing software: {m.software}")
+    return out

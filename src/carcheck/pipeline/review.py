@@ -1,0 +1,115 @@
+"""The one place that decides what needs a person, and says why.
+
+Every review flag of a report comes from a function here; the other modules only measure (a
+verdict, a distance, C_refined) and the orchestrator passes those numbers in.
+
+A **finding** (one (part, damage) pair reconciled over the case, :func:`finding_review`) needs review
+when
+
+- C_refined = C_base · K_agree is below ``review_threshold`` (Ma et al. II-D-4),
+- the damage lies on no segmented part (``unassigned``), or
+- a photo's region of it is an implausible damage type for its part that could not be moved to a
+  plausible neighbouring part (:mod:`.plausibility`).
+
+A finding seen in only some of the photos that show its part gets the note "not seen in k of n
+photos" in its reasons; that alone does not flag it (C_refined already carries K_agree).
+
+A **photo** (:func:`photo_review_reasons`) needs review when
+
+- the damage filter disagrees with the segmenter (verdict ``no damage?`` or ``damage missed?``,
+  :func:`~.checks.damage_filter_verdict`),
+- the same-vehicle check calls it a different vehicle (:mod:`.identity`),
+- one of its regions is an implausible (part, damage) pair (:mod:`.plausibility`), or
+- a finding it shows needs review.
+
+The first two are *image-level* flags (:func:`image_level_reasons`): the assessment draws the
+damage filter's Grad-CAM for those photos.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..report.schema import PhotoReport
+from .checks import FLAGGED_VERDICTS
+
+__all__ = ["UNASSIGNED", "finding_review", "damage_filter_reason", "different_vehicle_reason", "implausible_reason",
+           "reassigned_note", "image_level_reasons", "photo_review_reasons"]
+
+UNASSIGNED = "unassigned"
+
+
+def finding_review(part: str, c_refined: float, k_agree: float, n_missing: int, n_visible: int,
+                   review_threshold: float, region_reasons: list[str] = ()) -> tuple[bool, list[str]]:
+    """Whether a case-level finding needs review, and the reasons listed with it.
+
+    Args:
+        part: the finding's part (``unassigned`` for damage on no segmented part).
+        c_refined: C_base · K_agree, in [0, 1].
+        k_agree: photos showing the finding / photos showing its part, in (0, 1].
+        n_missing, n_visible: photos showing the part but not the finding, photos showing the part.
+        review_threshold: C_refined below this needs review.
+        region_reasons: reasons the photos' regions of this finding were flagged (plausibility), each
+            listed once; any flags the finding.
+    Returns:
+        (needs_review, reasons in a fixed order: C_refined, K_agree note, unassigned, region reasons).
+    """
+    reasons = []
+    if c_refined < review_threshold:
+        reasons.append(f"C_refined {c_refined:.2f} < {review_threshold:.2f}")
+    if k_agree < 1.0:
+        reasons.append(f"not seen in {n_missing} of {n_visible} photos showing the part")
+    if part == UNASSIGNED:
+        reasons.append("damage not on a segmented part")
+    region = list(dict.fromkeys(region_reasons))
+    reasons.extend(region)
+    return c_refined < review_threshold or part == UNASSIGNED or bool(region), reasons
+
+
+def damage_filter_reason(verdict: str, p_damaged: float) -> str | None:
+    """Why the damage filter's ``verdict`` sends a photo to review (None for ``clean`` / ``agrees``)."""
+    if verdict not in FLAGGED_VERDICTS:
+        return None
+    if verdict == "no damage?":
+        return f"damage filter calls the photo undamaged (P = {1 - p_damaged:.2f}) but damage was segmented"
+    return f"damage filter sees damage (P = {p_damaged:.2f}) that segmentation did not find"
+
+
+def different_vehicle_reason(distance: float, threshold: float, reference: str) -> str:
+    """The review reason of a photo the same-vehicle check flags (``reference``: the majority photo)."""
+    return f"different vehicle? (distance {distance:.2f} > {threshold:.2f} to {Path(reference).name})"
+
+
+def implausible_reason(part: str, damage: str) -> str:
+    """Why a region whose damage type cannot occur on its part (and has no plausible neighbour) needs review."""
+    return f"implausible: {damage} on {part} (no plausible part touches the region)"
+
+
+def reassigned_note(damage: str, from_part: str, to_part: str) -> str:
+    """The note of a region moved from an implausible part to the plausible part touching it (not a flag)."""
+    return f"{damage} segmented on {from_part} (implausible) assigned to the neighbouring {to_part}"
+
+
+def image_level_reasons(photo: PhotoReport, vehicle_threshold: float | None) -> list[str]:
+    """The image-level review reasons of an assessed photo, in order: the damage filter's
+    disagreement (its ``damage_filter``), then the same-vehicle flag (its ``vehicle_match``;
+    ``vehicle_threshold`` the check's distance threshold, None when it did not run)."""
+    out = []
+    if photo.damage_filter is not None:
+        r = damage_filter_reason(photo.damage_filter.verdict, photo.damage_filter.probability_damaged)
+        if r:
+            out.append(r)
+    m = photo.vehicle_match
+    if m is not None and not m.same_vehicle and vehicle_threshold is not None:
+        out.append(different_vehicle_reason(m.distance, vehicle_threshold, m.reference))
+    return out
+
+
+def photo_review_reasons(photo: PhotoReport, vehicle_threshold: float | None, findings_for_review: int) -> list[str]:
+    """Every review reason of one photo, in order: :func:`image_level_reasons`, its regions' reasons
+    (each once, from its detections), then the count of its findings that need review (if any)."""
+    out = image_level_reasons(photo, vehicle_threshold)
+    out += list(dict.fromkeys(r for d in photo.detections for r in d.review_reasons))
+    if findings_for_review:
+        out.append(f"{findings_for_review} finding(s) seen in this photo need review")
+    return out

@@ -1,0 +1,91 @@
+"""Build the case report from plain schema objects: the summary counts, the one-line verdict for
+a claims handler, and the :class:`~carcheck.report.schema.CaseReport` itself.
+
+Nothing here runs a model or reads a photo: the pipeline passes its results in (per-photo
+entries, reconciled findings, the stated config and model files).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import uuid
+from typing import Mapping, Sequence
+
+from .. import __version__
+from ..data.images import display_name
+from .privacy import PRIVACY_NOTE
+from .schema import (AssessConfig, CaseReport, CaseSummary, Consistency, Finding, ModelFile, PhotoReport,
+                     VehicleIdentity)
+
+__all__ = ["verdict_text", "summarize", "build_report"]
+
+
+def verdict_text(files: int, assessed: int, failed: int, findings: int, damaged_parts: int, for_review: int,
+                 different_vehicle: int = 0, clean: int = 0) -> str:
+    """The report's one-line outcome.
+
+    Args:
+        files: entries of the case; assessed / failed: how many were assessed / could not be read.
+        findings, damaged_parts, for_review: reconciled findings, distinct damaged parts (not
+            ``unassigned``), findings that need review.
+        different_vehicle: photos flagged "different vehicle?"; clean: photos the damage filter
+            confirmed clean.
+    """
+    if not files:
+        verdict = "No photos were given."
+    elif assessed == 0:
+        verdict = "No photo could be assessed: see the per-photo reasons."
+    elif not findings:
+        verdict = f"No damage found on {assessed} assessed photo(s)."
+    else:
+        verdict = f"{findings} finding(s) on {damaged_parts} part(s); {for_review} need human review."
+    if failed:
+        verdict += f" {failed} file(s) could not be read."
+    if different_vehicle:
+        verdict += f" {different_vehicle} photo(s) may show a different vehicle."
+    if clean:
+        verdict += f" {clean} photo(s) confirmed clean by the damage filter."
+    return verdict
+
+
+def summarize(files: int, photos: Sequence[PhotoReport], findings: Sequence[Finding],
+              consistency: Consistency | None = None) -> CaseSummary:
+    """The case summary (counts and :func:`verdict_text`) of ``files`` entries."""
+    n = {s: sum(p.status == s for p in photos) for s in ("assessed", "skipped", "failed")}
+    damaged = sorted({f.part for f in findings if f.part != "unassigned"})
+    review = sum(f.needs_review for f in findings)
+    clean = sum(p.damage_filter is not None and p.damage_filter.verdict == "clean" for p in photos)
+    different = len(consistency.different_vehicle) if consistency is not None else 0
+    return CaseSummary(photos=files, assessed=n["assessed"], skipped=n["skipped"], failed=n["failed"],
+                       findings=len(findings), findings_for_review=review, damaged_parts=damaged,
+                       verdict=verdict_text(files, n["assessed"], n["failed"], len(findings), len(damaged), review,
+                                            different, clean))
+
+
+def build_report(*, case_id: str | None, files: int, photos: list[PhotoReport], findings: list[Finding],
+                 config: AssessConfig, models: Mapping[str, str], model_files: Sequence[ModelFile] = (),
+                 model_thresholds: Mapping[str, float] | None = None, taxonomies: Mapping[str, str] | None = None,
+                 vehicle: VehicleIdentity | None = None, consistency: Consistency | None = None,
+                 ignored_files: Sequence[str] = ()) -> CaseReport:
+    """The :class:`~carcheck.report.schema.CaseReport` of one case.
+
+    Args:
+        case_id: printable case id (None: a random 12-hex-digit id).
+        files: entries of the case (assessed, skipped or failed).
+        photos, findings: per-photo entries and reconciled findings.
+        config: the config as used (``auto`` resolved), stated in full.
+        models: role -> file / description (shown in the HTML header).
+        model_files: every loaded model file with its SHA-256.
+        model_thresholds: thresholds that come with a model file.
+        taxonomies: task (``parts``, ``damage``) -> taxonomy name of the segmenter's heads.
+        vehicle, consistency: the case's make/model and same-vehicle sections, if checked.
+        ignored_files: printable names of the entries left out on purpose.
+    """
+    return CaseReport(
+        case_id=display_name(case_id) if case_id else uuid.uuid4().hex[:12],
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        carcheck_version=__version__, models=dict(models), config=config, model_files=list(model_files),
+        model_thresholds=dict(model_thresholds or {}), taxonomies=dict(taxonomies or {}),
+        summary=summarize(files, photos, findings, consistency),
+        findings=findings, photos=photos, vehicle=vehicle, consistency=consistency, privacy=PRIVACY_NOTE,
+        ignored_files=list(ignored_files))
