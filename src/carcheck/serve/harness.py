@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["free_port", "ServerProcess", "create_key_cli", "CLI"]
+__all__ = ["free_port", "ServerProcess", "create_key_cli", "CLI", "pid_alive", "postgres_database", "small_photos"]
 
 #: the ``carcheck`` console script of this interpreter
 CLI = [sys.executable, "-c", "from carcheck.cli import main; main()"]
@@ -147,3 +147,46 @@ def pid_alive(pid: int) -> bool:
             return True
         except OSError:
             return False
+
+
+def postgres_database(admin_url: str):
+    """Context manager: a new, empty PostgreSQL database on the server of ``admin_url`` (a
+    ``postgresql+psycopg://`` URL whose user may CREATE DATABASE); yields its URL and drops it after."""
+    import contextlib
+    import secrets as _secrets
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    @contextlib.contextmanager
+    def _db():
+        name = f"carcheck_test_{_secrets.token_hex(4)}"
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as c:
+                c.execute(text(f'CREATE DATABASE "{name}"'))
+            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+    return _db()
+
+
+def small_photos(sources, out_dir: str | Path, longest_side: int = 640) -> list[Path]:
+    """JPEG copies of ``sources`` whose longer side is at most ``longest_side`` px (quality 90), for
+    tests and benchmarks that should not spend their time decoding large photos."""
+    from PIL import Image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for src in sources:
+        dst = out / (Path(src).stem + ".jpg")
+        with Image.open(src) as im:
+            im = im.convert("RGB")
+            im.thumbnail((longest_side, longest_side))
+            im.save(dst, "JPEG", quality=90)
+        paths.append(dst)
+    return paths
