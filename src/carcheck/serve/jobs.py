@@ -203,13 +203,21 @@ def deliver_callback(session: Session, job_id: int, settings: Settings, client=N
 
 # ---------------------------------------------------------------------------------------------- worker
 def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when its parent (the server) dies, also by kill -9."""
+    """Linux: SIGKILL this process when its parent (the server) dies, also by kill -9; exit at once
+    if the parent died before this ran (``CARCHECK_SERVE_PARENT`` holds the server's pid)."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if not _parent_alive():
+        os._exit(1)
+
+
+def _parent_alive() -> bool:
+    parent = os.environ.get("CARCHECK_SERVE_PARENT")
+    return parent is None or os.getppid() == int(parent)
 
 
 class Worker:
@@ -242,6 +250,9 @@ class Worker:
             self.load()
         log.info("worker %s ready (%d threads)", self.owner, self.threads)
         while not self.stopping.is_set():
+            if not _parent_alive():  # where PR_SET_PDEATHSIG does not exist
+                log.warning("worker %s: the server is gone, exiting", self.owner)
+                return
             with self.sessions() as s:
                 got = claim(s, self.owner, self.settings.lease_seconds)
             if got is not None:
@@ -346,7 +357,7 @@ class Supervisor:
 
     def _spawn(self) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "carcheck.serve.jobs", self.settings.model_dump_json()],
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, env={**os.environ, "CARCHECK_SERVE_PARENT": str(os.getpid())})
 
     def start(self) -> None:
         """Start the workers and the watcher thread."""
