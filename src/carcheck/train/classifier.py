@@ -264,6 +264,10 @@ def train_classifier(cfg: ClassifierTrainConfig, track: Callable = lambda it, **
             for s in ("train", "val")}
         branch = LastStageBranch(backbone).to(dev)
     C = len(classes)
+    present = sorted({classes[i] for i in y_train.tolist()})
+    if len(present) < 2:  # every photo of a class unreadable: say so, not a sampler error deep in torch
+        raise ValueError(f"{cfg.data}: after skipping unreadable photos the train split has {len(y_train)} photo(s) "
+                         f"of {len(present)} class(es) {present}; a classifier needs readable photos of >= 2 classes")
     seed_everything(cfg.seed)  # again: the head's init must not depend on whether the cache had to build a backbone
     model = ImageHead(ClassifierHead(D, C, cfg.hidden, cfg.dropout), branch).to(dev)
     alpha = class_alpha(y_train, C).to(dev) if cfg.loss == "focal" else None
