@@ -100,11 +100,6 @@ def fusion_detections(damage_prob: np.ndarray, part_prob: np.ndarray | None, dam
     :func:`carcheck.pipeline.fusion.damaged_parts` (one per connected (part, damage) component
     above the fusion's minimum area, score C_base), each with its pixel mask.
 
-    The fusion returns regions (damage, bbox, area) without masks; each is matched to the
-    connected component of the same damage class, bbox and area. A region without such a
-    component (a fusion rule that merged or reshaped regions) gets the damage class's pixels
-    inside its bbox.
-
     Args:
         damage_prob: ``(D + 1, H, W)`` float probabilities (index 0 no damage).
         part_prob: ``(P + 1, H, W)`` float part probabilities, or None (no part model: every
@@ -124,27 +119,8 @@ def fusion_detections(damage_prob: np.ndarray, part_prob: np.ndarray | None, dam
     dmg_label = damage_prob.argmax(0).astype(np.int64)
     regions = damaged_parts(part_prob, damage_prob, list(part_names), list(damage_names), cfg,
                             part_label=part_label, damage_label=dmg_label)
-    n_parts = len(part_names) + 1
-    combo = np.where(dmg_label > 0, dmg_label * n_parts + part_label, -1)
-    comps: dict[tuple[int, tuple, int], np.ndarray] = {}
-    for key in np.unique(combo):
-        if key < 0:
-            continue
-        d = int(key) // n_parts
-        n, cc, stats, _ = cv2.connectedComponentsWithStats((combo == key).astype(np.uint8), connectivity=8)
-        for k in range(1, n):
-            comps[(d, tuple(int(v) for v in stats[k, :4]), int(stats[k, cv2.CC_STAT_AREA]))] = cc == k
     index = {n: i for i, n in enumerate(damage_names, 1)}
-    out = []
-    for r in regions:
-        d = index[r.damage]
-        m = comps.get((d, tuple(r.bbox), r.area))
-        if m is None:
-            x, y, bw, bh = r.bbox
-            m = np.zeros((h, w), bool)
-            m[y:y + bh, x:x + bw] = dmg_label[y:y + bh, x:x + bw] == d
-        out.append((d, m, float(r.c_base)))
-    return out
+    return [(index[r.damage], np.asarray(r.mask, bool), float(r.c_base)) for r in regions]
 
 
 class SodAccumulator:
