@@ -202,7 +202,6 @@ def main() -> None:
     # cross-dataset (binary damage): CarDD model on lensor test; the shipped lensor joint model on CarDD test
     lensor = DATA / "car_damage" / "lensor_severity" / "annotations" / "instances_test.json"
     cross = {}
-    n = 30 if args.quick else None
     if lensor.exists():
         lf = [str(lensor)]
         cross["cardd_model_on_lensor_test_binary_iou"] = evaluate_segmentation(
@@ -213,7 +212,6 @@ def main() -> None:
         load_segmenters([DEFAULT_SEGMENTER]), files, "damage", "damage_binary", longest=args.longest).to_dict()["iou"]["damage"]
     cross["cardd_model_on_cardd_test_binary_iou"] = res["semantic"]["binary_iou"]
     res["cross_dataset"] = cross
-    del n
     parts_test = DATA / "car_parts" / "testset" / "annotations.json"
     if parts_test.exists():
         pr = evaluate_segmentation(load_segmenters([PARTS_MODEL]), [str(parts_test)], "parts").to_dict()
