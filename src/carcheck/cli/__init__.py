@@ -9,6 +9,7 @@ from .assess import assess_command
 from .batch import batch_command
 from .compare import compare_command
 from . import keys
+from . import review, users
 from .serve import serve_command
 
 app = typer.Typer(name="carcheck", help="Vehicle inspection from ordinary photos.", no_args_is_help=True,
@@ -38,6 +39,8 @@ app.command("batch")(batch_command)
 app.command("compare")(compare_command)
 app.command("serve")(serve_command)
 app.add_typer(keys.app, name="keys")
+app.add_typer(users.app, name="users")
+app.add_typer(review.app, name="review")
 
 
 #: Exit code of an unexpected exception (a bug), distinct from 1 ("some input had problems",

@@ -56,3 +56,42 @@ def onnx(
     names = [data["backbone"]["file"], data["decoders"]["file"], *(s["file"] for s in data["standalone"].values())]
     console.print(f"exported to {out}: {', '.join(names)} + {manifest.name} (opset {data['opset']}; "
                   f"decoders: {', '.join(data['decoders']['outputs'])})")
+
+
+@app.command("reviewed")
+def reviewed(
+    data_dir: Path = typer.Option(Path("carcheck-data"), "--data-dir", help="The service's data dir."),
+    out: Path = typer.Option(..., "--out", help="Folder for annotations.json and images/ (created)."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", envvar="CARCHECK_DATABASE_URL",
+                                               help="The service's database (default: SQLite in the data dir)."),
+    tenant: Optional[str] = typer.Option(None, "--tenant", help="Only this tenant's cases (default: all)."),
+    originals: bool = typer.Option(False, "--originals", help="Export the stored originals instead of the "
+                                   "privacy-blurred photos (only where the training data may hold faces and plates)."),
+) -> None:
+    """Reviewed cases of the service as a COCO dataset for retraining (confirmed, corrected and added
+    damage as annotations, rejected predictions under "negatives"); train on it with
+    ``carcheck train segmentation --task damage:damage_type:OUT/annotations.json``."""
+    from sqlalchemy import select
+
+    from ..serve.db.models import Tenant
+    from ..serve.db.session import make_engine, session_factory, sqlite_url
+    from ..serve.review.export import export_coco
+    from ..serve.storage import PhotoStore
+
+    if database_url is None and not (data_dir / "carcheck.db").is_file():
+        raise typer.BadParameter(f"{data_dir}: no carcheck.db (not a service data dir)", param_hint="--data-dir")
+    engine = make_engine(database_url or sqlite_url(data_dir))
+    with session_factory(engine)() as s:
+        tid = None
+        if tenant is not None:
+            tid = s.scalar(select(Tenant.id).where(Tenant.name == tenant))
+            if tid is None:
+                raise typer.BadParameter(f"no tenant {tenant!r}", param_hint="--tenant")
+        try:
+            summary = export_coco(s, PhotoStore(data_dir), out, tid, originals=originals)
+        except (ValueError, OSError) as e:
+            console.print(f"[red]error:[/] {e}", highlight=False, markup=False)
+            raise typer.Exit(2)
+    console.print(f"exported {summary['cases']} reviewed case(s): {summary['images']} image(s), "
+                  f"{summary['annotations_count']} annotation(s), {summary['negatives']} negative(s) -> "
+                  f"{summary['annotations']}", highlight=False, markup=False)

@@ -65,6 +65,8 @@ class CaseOut(BaseModel):
     report: dict | None = Field(None, description="The report of `carcheck assess` (report/schema.py CaseReport) "
                                                   "when the case is assessed.")
     report_html_url: str | None = None
+    review: dict | None = Field(None, description="The reviewed state of the report (issue 18, "
+                                                  "serve/review/schemas.py CaseReviewState) when assessed.")
 
 
 class CaseList(BaseModel):
@@ -101,6 +103,9 @@ def case_out(session: Session, case: Case, full: bool = True) -> CaseOut:
                                                                    .order_by(Photo.id))]
         if case.status == "assessed" and case.report_json is not None:
             out.report = case.report_json
+            from ..review.logic import review_state  # the reviewed state beside the stored report
+
+            out.review = review_state(session, case).model_dump(mode="json")
     if case.report_html:
         out.report_html_url = f"/v1/cases/{case.public_id}/report.html"
     return out

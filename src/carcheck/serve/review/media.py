@@ -1,0 +1,106 @@
+"""What the review page shows of a case's report: the photo behind each report entry, the boxes of
+each finding, the part / damage overlay images of the stored report.html, and finding crops."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from pathlib import Path, PurePosixPath
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..db.models import Case, Photo
+
+__all__ = ["report_photos", "finding_boxes", "overlay_path", "crop_path"]
+
+_IMG = re.compile(r'<img src="data:image/jpeg;base64,([A-Za-z0-9+/=]+)" alt="(parts|damage)">')
+
+
+def report_photos(session: Session, case: Case) -> list[tuple[Photo, dict]]:
+    """(stored photo, its entry in report.photos) in report order. The worker names a photo by its
+    public id (``photo_….jpg``), so an entry's file stem is the photo's id."""
+    photos = {p.public_id: p for p in session.scalars(select(Photo).where(Photo.case_id == case.id,
+                                                                          Photo.status == "stored"))}
+    out = []
+    for entry in (case.report_json or {}).get("photos", []):
+        p = photos.get(PurePosixPath(str(entry.get("path", "")).replace("\\", "/")).stem)
+        if p is not None:
+            out.append((p, entry))
+    return out
+
+
+def finding_boxes(finding: dict, photos: list[tuple[Photo, dict]]) -> list[tuple[Photo, list[float], dict]]:
+    """Every detection of ``finding`` (same part and damage, in the photos the finding names):
+    ``(photo, bbox_xywh in original-photo px, detection)``, largest first."""
+    names = set(finding.get("photos", []))
+    out = []
+    for p, entry in photos:
+        if entry.get("path") not in names:
+            continue
+        for d in entry.get("detections", []):
+            if d.get("part") == finding.get("part") and d.get("damage") == finding.get("damage"):
+                out.append((p, list(d["bbox_xywh"]), d))
+    out.sort(key=lambda t: -t[1][2] * t[1][3])
+    return out
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def overlay_path(store, session: Session, case: Case, photo: Photo, kind: str) -> Path | None:
+    """The ``parts`` or ``damage`` overlay image of ``photo`` from the case's stored report.html
+    (privacy-blurred photo with the label map blended, at network size), extracted once into
+    ``DATA_DIR/review/<case>/<job>/``; None when the report has no such image."""
+    if kind not in ("parts", "damage") or not case.report_html:
+        return None
+    folder = store.root / "review" / case.public_id / str(case.report_job_id)
+    target = folder / f"{photo.public_id}_{kind}.jpg"
+    if target.exists():
+        return target
+    html_path = store.root / case.report_html
+    if not html_path.is_file():
+        return None
+    html = html_path.read_text(encoding="utf-8", errors="replace")
+    chunks = html.split('<div class="photo ')[1:]
+    entries = (case.report_json or {}).get("photos", [])
+    by_path = {e.get("path"): pid for pid, e in ((p.public_id, e) for p, e in report_photos(session, case))}
+    for chunk, entry in zip(chunks, entries):
+        pid = by_path.get(entry.get("path"))
+        if pid is None:
+            continue
+        for data, k in _IMG.findall(chunk):
+            _atomic_write(folder / f"{pid}_{k}.jpg", base64.b64decode(data))
+    (folder / ".done").touch()
+    return target if target.exists() else None
+
+
+def crop_path(store, case: Case, photo: Photo, box: list[float], key: str, margin: float = 0.35,
+              side: int = 220) -> Path:
+    """A JPEG crop of the blurred derivative of ``photo`` around ``box`` (original-photo px, widened
+    by ``margin`` of its size on each side, at most ``side`` px), cached under ``DATA_DIR/review``."""
+    from PIL import Image
+
+    target = store.root / "review" / case.public_id / str(case.report_job_id) / f"crop_{key}.jpg"
+    if target.exists():
+        return target
+    src = store.derivative(photo.sha256)
+    with Image.open(src) as im:
+        sx = im.width / float(photo.width or im.width)
+        sy = im.height / float(photo.height or im.height)
+        x, y, w, h = box
+        mx, my = max(w * margin, 12), max(h * margin, 12)
+        crop = im.crop((int(max(0, (x - mx) * sx)), int(max(0, (y - my) * sy)),
+                        int(min(im.width, (x + w + mx) * sx)), int(min(im.height, (y + h + my) * sy))))
+        crop.thumbnail((side, side))
+        import io
+
+        buf = io.BytesIO()
+        crop.convert("RGB").save(buf, "JPEG", quality=85)
+    _atomic_write(target, buf.getvalue())
+    return target
