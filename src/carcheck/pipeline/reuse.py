@@ -1,9 +1,9 @@
 """Reused-photo check (issue 19): perceptual-hash index across cases, duplicates within a case, EXIF rules.
 
 The commonest photo fraud pads a claim with photos of an earlier claim or from the web, usually resized,
-re-encoded, slightly cropped or mirrored. Every assessed photo gets :class:`PhotoHashes`: a 64-bit pHash (DCT,
-Zauner 2010) and a 64-bit dHash (gradient) of the whole photo, of its mirror image, and of sub-windows covering
-crops of up to 10 % per side (imagehash, ``hash_size=8``). Two photos match when both hashes of one variant
+re-encoded, slightly cropped or mirrored. Every assessed photo gets :class:`PhotoHashes`: a 256-bit pHash (DCT,
+Zauner 2010) and a 256-bit dHash (gradient) of the whole photo, of its mirror image, and of sub-windows covering
+crops of up to 10 % per side (imagehash, ``hash_size=16``). Two photos match when both hashes of one variant
 pair are within ``max_phash`` / ``max_dhash`` bits (requiring both keeps false matches rare: measured in
 ``bench/claims.py``):
 
@@ -36,13 +36,16 @@ from PIL import Image
 from ..report.claims_schema import ReuseMatch
 
 __all__ = ["PhotoHashes", "photo_hashes", "HashEntry", "HashStore", "MemoryHashStore", "SQLiteHashStore",
-           "ReuseIndex", "PhotoMeta", "read_photo_meta", "exif_reasons", "reuse_reasons", "EDITING_SOFTWARE",
+           "ReuseIndex", "PhotoMeta", "read_photo_meta", "exif_reasons", "reuse_check", "file_sha256", "EDITING_SOFTWARE",
            "MAX_PHASH", "MAX_DHASH", "WINDOWS"]
 
-#: Hamming thresholds (bits of 64) within which BOTH hashes must be for a match (chosen on the edited
-#: copies of bench/claims.py, not on its false-match photos).
-MAX_PHASH = 10
-MAX_DHASH = 14
+#: hash side: pHash and dHash of HASH_SIZE x HASH_SIZE bits each
+HASH_SIZE = 16
+#: Hamming thresholds (bits of HASH_SIZE**2 = 256) within which BOTH hashes must be for a match. Chosen on
+#: bench/claims.py: at 50 no pair of its 2,000 distinct photos matched while 99 % of edited copies did; at 60
+#: the first distinct pairs (white studio shots of white cars) match; 64-bit hashes could not separate them.
+MAX_PHASH = 50
+MAX_DHASH = 50
 #: sub-windows (x0, y0, x1, y1) as fractions of the photo: every crop removing <= 10 % of the width and
 #: of the height lies within ~2.5 % of one of them
 WINDOWS: tuple[tuple[float, float, float, float], ...] = tuple(
@@ -51,52 +54,41 @@ WINDOWS: tuple[tuple[float, float, float, float], ...] = tuple(
 _THUMB = 256  # hashes are computed on a thumbnail of this longer side (the hashes resize to 8-32 px anyway)
 
 
-def _bits(h: imagehash.ImageHash) -> int:
-    v = 0
-    for b in h.hash.flatten():
-        v = (v << 1) | int(b)
-    return v
+def _pack(h: imagehash.ImageHash) -> np.ndarray:
+    return np.packbits(h.hash.flatten())
 
 
-def _to_signed(v: int) -> int:
-    return v - (1 << 64) if v >= 1 << 63 else v
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PhotoHashes:
-    """Perceptual hashes of one photo, as unsigned 64-bit ints.
+    """Perceptual hashes of one photo.
 
     Attributes:
-        phash / dhash: of the whole photo. mirror_phash / mirror_dhash: of its left-right mirror.
-        windows / mirror_windows: ``(phash, dhash)`` of every :data:`WINDOWS` sub-window, and of the mirror's.
+        bits: ``(2 + 2 * len(WINDOWS), 2, HASH_SIZE**2 // 8)`` uint8, the packed hash bits; rows: the whole photo,
+            its left-right mirror, every :data:`WINDOWS` sub-window, every sub-window of the mirror; columns:
+            pHash, dHash.
         aspect: width / height.
         sha256: hex digest of the file's bytes when hashed from a file ("" otherwise): exact copies.
     """
 
-    phash: int
-    dhash: int
-    mirror_phash: int
-    mirror_dhash: int
-    windows: tuple[tuple[int, int], ...]
-    mirror_windows: tuple[tuple[int, int], ...]
+    bits: np.ndarray
     aspect: float
     sha256: str = ""
 
-    def to_array(self) -> np.ndarray:
-        """``(2 + 2 * len(WINDOWS), 2)`` uint64: rows whole, mirror, windows, mirror windows; columns pHash, dHash."""
-        rows = [(self.phash, self.dhash), (self.mirror_phash, self.mirror_dhash), *self.windows, *self.mirror_windows]
-        return np.array(rows, dtype=np.uint64)
+    def to_bytes(self) -> bytes:
+        return np.ascontiguousarray(self.bits, dtype=np.uint8).tobytes()
 
     @classmethod
-    def from_array(cls, a: np.ndarray, aspect: float, sha256: str = "") -> "PhotoHashes":
-        a = np.asarray(a, dtype=np.uint64).reshape(-1, 2)
-        n = (len(a) - 2) // 2
-        t = [(int(p), int(d)) for p, d in a]
-        return cls(t[0][0], t[0][1], t[1][0], t[1][1], tuple(t[2:2 + n]), tuple(t[2 + n:]), aspect, sha256)
+    def from_bytes(cls, blob: bytes, aspect: float, sha256: str = "") -> "PhotoHashes":
+        """Inverse of :meth:`to_bytes` (raises ValueError for a blob of another hash size)."""
+        a = np.frombuffer(blob, dtype=np.uint8)
+        shape = (2 + 2 * len(WINDOWS), 2, HASH_SIZE * HASH_SIZE // 8)
+        if a.size != int(np.prod(shape)):
+            raise ValueError(f"stored hashes have {a.size} bytes, expected {int(np.prod(shape))} (another hash size?)")
+        return cls(a.reshape(shape).copy(), aspect, sha256)
 
 
-def _hash_pair(img: Image.Image) -> tuple[int, int]:
-    return _bits(imagehash.phash(img)), _bits(imagehash.dhash(img))
+def _hash_pair(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    return _pack(imagehash.phash(img, hash_size=HASH_SIZE)), _pack(imagehash.dhash(img, hash_size=HASH_SIZE))
 
 
 def photo_hashes(image: np.ndarray | Image.Image, sha256: str = "") -> PhotoHashes:
@@ -119,14 +111,13 @@ def photo_hashes(image: np.ndarray | Image.Image, sha256: str = "") -> PhotoHash
     mirror = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     w, h = img.size
 
-    def windows(im: Image.Image) -> tuple[tuple[int, int], ...]:
-        return tuple(_hash_pair(im.crop((round(x0 * w), round(y0 * h), max(round(x1 * w), round(x0 * w) + 1),
-                                         max(round(y1 * h), round(y0 * h) + 1))))
-                     for x0, y0, x1, y1 in WINDOWS)
+    def windows(im: Image.Image) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [_hash_pair(im.crop((round(x0 * w), round(y0 * h), max(round(x1 * w), round(x0 * w) + 1),
+                                    max(round(y1 * h), round(y0 * h) + 1))))
+                for x0, y0, x1, y1 in WINDOWS]
 
-    p, d = _hash_pair(img)
-    mp, md = _hash_pair(mirror)
-    return PhotoHashes(p, d, mp, md, windows(img), windows(mirror), w / h, sha256)
+    rows = [_hash_pair(img), _hash_pair(mirror), *windows(img), *windows(mirror)]
+    return PhotoHashes(np.stack([np.stack(r) for r in rows]), w / h, sha256)
 
 
 @dataclass(frozen=True)
@@ -180,7 +171,7 @@ class SQLiteHashStore:
     """
 
     SCHEMA = ("CREATE TABLE IF NOT EXISTS photo_hashes (case_id TEXT NOT NULL, photo TEXT NOT NULL, "
-              "phash INTEGER NOT NULL, dhash INTEGER NOT NULL, aspect REAL NOT NULL, sha256 TEXT NOT NULL, "
+              "hash_size INTEGER NOT NULL, aspect REAL NOT NULL, sha256 TEXT NOT NULL, "
               "hashes BLOB NOT NULL, added TEXT NOT NULL, PRIMARY KEY (case_id, photo))")
 
     def __init__(self, path: str | Path) -> None:
@@ -191,7 +182,7 @@ class SQLiteHashStore:
             with self._connect() as c:
                 c.execute(self.SCHEMA)
                 cols = [r[1] for r in c.execute("PRAGMA table_info(photo_hashes)")]
-            if "hashes" not in cols:
+            if "hashes" not in cols or "hash_size" not in cols:
                 raise ValueError(f"{self.path}: has a photo_hashes table that is not a carcheck index")
         except sqlite3.DatabaseError as e:
             raise ValueError(f"{self.path}: not a usable SQLite index ({e})") from None
@@ -202,10 +193,10 @@ class SQLiteHashStore:
 
     def add(self, entries: Sequence[HashEntry]) -> None:
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        rows = [(e.case_id, e.photo, _to_signed(e.hashes.phash), _to_signed(e.hashes.dhash), e.hashes.aspect,
-                 e.hashes.sha256, e.hashes.to_array().astype("<u8").tobytes(), now) for e in entries]
+        rows = [(e.case_id, e.photo, HASH_SIZE, e.hashes.aspect, e.hashes.sha256, e.hashes.to_bytes(), now)
+                for e in entries]
         with self._connect() as c:
-            c.executemany("INSERT OR REPLACE INTO photo_hashes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            c.executemany("INSERT OR REPLACE INTO photo_hashes VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def remove_case(self, case_id: str) -> None:
         with self._connect() as c:
@@ -213,17 +204,16 @@ class SQLiteHashStore:
 
     def entries(self) -> Iterable[HashEntry]:
         with self._connect() as c:
-            rows = c.execute("SELECT case_id, photo, aspect, sha256, hashes FROM photo_hashes ORDER BY rowid").fetchall()
-        return [HashEntry(cid, photo, PhotoHashes.from_array(np.frombuffer(blob, dtype="<u8"), aspect, sha))
-                for cid, photo, aspect, sha, blob in rows]
+            rows = c.execute("SELECT case_id, photo, aspect, sha256, hashes FROM photo_hashes WHERE hash_size = ? "
+                             "ORDER BY rowid", (HASH_SIZE,)).fetchall()
+        return [HashEntry(cid, photo, PhotoHashes.from_bytes(blob, aspect, sha)) for cid, photo, aspect, sha, blob in rows]
 
 
-def _popcount(x: np.ndarray) -> np.ndarray:
-    """Set bits of each uint64 (``np.bitwise_count`` on numpy >= 2, else a byte table)."""
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x).astype(np.int64)
-    b = x.view(np.uint8).reshape(*x.shape, 8)
-    return np.unpackbits(b, axis=-1).sum(-1).astype(np.int64)
+def _hamming(x: np.ndarray) -> np.ndarray:
+    """Set bits over the last axis of a uint8 XOR array (the Hamming distance of packed hashes)."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2
+        return np.bitwise_count(x).sum(-1, dtype=np.int64)
+    return np.unpackbits(x, axis=-1).sum(-1, dtype=np.int64)
 
 
 _N = len(WINDOWS)
@@ -248,8 +238,8 @@ class ReuseIndex:
 
     def _matrix(self, entries: Sequence[HashEntry]) -> np.ndarray:
         if not entries:
-            return np.zeros((0, 2 + 2 * _N, 2), np.uint64)
-        return np.stack([e.hashes.to_array() for e in entries])
+            return np.zeros((0, 2 + 2 * _N, 2, HASH_SIZE * HASH_SIZE // 8), np.uint8)
+        return np.stack([e.hashes.bits for e in entries])
 
     def _stored(self) -> tuple[list[HashEntry], np.ndarray]:
         if self._cache is None:
@@ -261,11 +251,11 @@ class ReuseIndex:
         """(stored index, pHash distance, how) of every stored photo matching ``q`` (best variant each)."""
         if len(m) == 0:
             return []
-        qa = q.to_array()
+        qa = q.bits
 
         def dist(qrows: np.ndarray, srows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            # qrows (k, 2), srows (n, j, 2) -> min over (k x j) of pHash distance where both hold; (n,)
-            x = _popcount(qrows[None, :, None, :] ^ srows[:, None, :, :])  # (n, k, j, 2)
+            # qrows (k, 2, B), srows (n, j, 2, B) -> min over (k x j) of pHash distance where both hold; (n,)
+            x = _hamming(qrows[None, :, None] ^ srows[:, None])  # (n, k, j, 2)
             ok = (x[..., 0] <= self.max_phash) & (x[..., 1] <= self.max_dhash)
             d = np.where(ok, x[..., 0], 1 << 30).reshape(len(srows), -1)
             return d.min(1), ok.reshape(len(srows), -1).any(1)
@@ -321,17 +311,43 @@ class ReuseIndex:
         self._cache = None
 
 
-def reuse_reasons(matches: Sequence[ReuseMatch]) -> dict[str, list[str]]:
-    """Review reasons per photo, in words, from :meth:`ReuseIndex.check_case` matches."""
-    out: dict[str, list[str]] = {}
-    for m in matches:
-        if m.same_case:
-            text = f"duplicate of {Path(m.matched_photo).name} in this case ({m.how}, hash distance {m.distance})"
-        else:
-            text = (f"photo used before: matches {Path(m.matched_photo).name} of case {m.case_id} "
-                    f"({m.how}, hash distance {m.distance})")
-        out.setdefault(m.photo, []).append(text)
-    return out
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes ("" when it cannot be read)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return ""
+    return h.hexdigest()
+
+
+def reuse_check(index: ReuseIndex, case_id: str, photos: Sequence[tuple[str, str | Path | None, np.ndarray]],
+                add: bool = True, max_days: float = 2.0) -> tuple[list[ReuseMatch], dict[str, list[str]]]:
+    """The whole reused-photo step of one case: hash its photos, match them against the index (other cases)
+    and each other, apply the EXIF rules, and index the case.
+
+    Args:
+        index: the :class:`ReuseIndex` (in memory for duplicates inside the case only).
+        case_id: the case's id (its own earlier entries are replaced, never matched).
+        photos: ``(display name, file or None, (H, W, 3) uint8 RGB pixels)`` of the case's assessed photos;
+            the file gives the exact-copy digest and the EXIF data.
+        add: index the case afterwards.
+        max_days: allowed span of capture dates (:func:`exif_reasons`).
+    Returns:
+        (the matches, photo -> review reasons from :func:`~.review.claims_reasons`).
+    """
+    from .review import claims_reasons
+
+    hashed = [(name, photo_hashes(img, file_sha256(f) if f is not None else "")) for name, f, img in photos]
+    matches = index.check_case(case_id, hashed)
+    if add:
+        index.add_case(case_id, hashed)
+    metas = [read_photo_meta(f, name) if f is not None else PhotoMeta(name) for name, f, _ in photos]
+    return matches, claims_reasons(matches, exif_reasons(metas, max_days))
 
 
 # ------------------------------------------------------------------------------------------------ EXIF

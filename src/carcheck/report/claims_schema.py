@@ -110,6 +110,6 @@ class ReuseMatch(BaseModel):
     photo: str
     case_id: str = Field(description="The case the matching photo belongs to.")
     matched_photo: str
-    distance: int = Field(description="Hamming distance of the matching perceptual hashes (bits of 64).")
+    distance: int = Field(description="Hamming distance of the matching pHashes (bits of 256).")
     how: str = Field(description="Which variant matched: full photo, cropped window, mirrored.")
     same_case: bool
