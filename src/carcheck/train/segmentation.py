@@ -320,6 +320,9 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
             opt.step()
             sched.step()
             losses[task].append(float(loss.detach()))
+            done = sum(len(v) for v in losses.values())
+            if done % 50 == 0:  # a line now and then for runs logged to a file (the progress bar needs a terminal)
+                log(f"epoch {epoch + 1} step {done}/{len(order)} loss {np.mean(losses[task][-50:]):.4f}")
         return {"train_loss": {k: float(np.mean(v)) if v else None for k, v in losses.items()}}
 
     def validate(epoch: int) -> dict:
