@@ -1,0 +1,96 @@
+"""Report objects of the photo checks (issue 16): what each photo shows (photo type) and its capture
+quality, with the configs of both rules.
+
+They are part of the report contract (pipeline, report and service speak them; ``AssessConfig`` states
+the configs) and live in the report package so that the schema and the HTML use them without importing
+the pipeline. The rules are :mod:`carcheck.pipeline.photo_type` and :mod:`carcheck.pipeline.quality`,
+which re-export these names.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["PHOTO_TYPES", "ISSUE_KINDS", "PhotoTypeConfig", "PhotoTypeDecision", "QualityConfig", "QualityMeasures",
+           "QualityIssue", "QualityResult"]
+
+#: The photo-type head's classes (logit order).
+PHOTO_TYPES = ("document", "exterior_closeup", "exterior_full", "interior", "no_vehicle", "vin_dashboard")
+#: Every capture-quality issue kind, in the order a report lists them.
+ISSUE_KINDS = ("blur", "underexposed", "overexposed", "glare", "vehicle_too_far", "vehicle_cut_off",
+               "low_resolution")
+
+
+class PhotoTypeConfig(BaseModel):
+    """Thresholds of the photo-type rule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_confidence: float = Field(0.6, gt=0, le=1, description="winning probability below which the type is "
+                                                                 "uncertain (flagged for review)")
+    search_if_exterior_at_least: float = Field(0.25, ge=0, le=1, description="an uncertain photo whose exterior "
+                                                                              "probability reaches this is still "
+                                                                              "searched for exterior damage")
+
+
+class PhotoTypeDecision(BaseModel):
+    """The type of one photo and what the assessment does with it."""
+
+    type: str = Field(description=f"one of {PHOTO_TYPES}")
+    probability: float = Field(description="probability of the decided type (for exterior: both exterior types summed)")
+    exterior_probability: float = Field(description="P(exterior full) + P(exterior close-up)")
+    uncertain: bool = Field(description="winning probability below the configured minimum")
+    search_exterior_damage: bool = Field(description="the photo is searched for exterior damage")
+    keep_state_heads: bool = Field(description="car-state heads (cleanliness, interior state...) are reported")
+    reason: str = Field(description="what the photo was taken for and why, in words")
+    probabilities: dict[str, float] = Field(description="every type's probability")
+
+
+class QualityConfig(BaseModel):
+    """Thresholds of the capture-quality checks (defaults from bench/quality.py; see its JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    measure_side: int = Field(512, ge=64, description="longer side (px) the measures are taken at")
+    blur_max: float = Field(0.50, gt=0, lt=1, description="blur effect (0 sharp .. 1 blurred) above which "
+                                                             "the photo is blurred")
+    dark_mean_max: float = Field(0.12, gt=0, lt=1, description="mean luma at or below which the photo is "
+                                                                 "under-exposed (with dark_share_min)")
+    dark_share_min: float = Field(0.50, gt=0, le=1, description="share of near-black pixels (luma < 0.06) "
+                                                                 "from which an under-exposed photo is flagged")
+    bright_mean_min: float = Field(0.80, gt=0, lt=1, description="mean luma at or above which the photo is "
+                                                                   "over-exposed")
+    glare_share_max: float = Field(0.05, gt=0, lt=1, description="share of clipped highlights above which a "
+                                                                   "photo that is not over-exposed has glare")
+    vehicle_min_fraction: float = Field(0.12, gt=0, lt=1, description="share of the frame a full exterior view's "
+                                                                        "vehicle must cover")
+    cut_off_border_max: float = Field(0.30, gt=0, le=1, description="share of one image border the vehicle of a "
+                                                                      "full exterior view may touch")
+    min_short_side: int = Field(240, ge=1, description="shorter side (px) of the photo as taken, below which "
+                                                         "its resolution is too low")
+
+
+class QualityMeasures(BaseModel):
+    """What :func:`measure_quality` measured (all at ``QualityConfig.measure_side`` px)."""
+
+    blur: float = Field(description="blur effect, 0 sharp .. 1 blurred (Crete-Roffet et al. 2007)")
+    mean_luma: float = Field(description="mean Rec. 601 luma, 0..1")
+    dark_share: float = Field(description="share of pixels with luma < 0.06")
+    clipped_share: float = Field(description="share of clipped highlights (luma >= 0.97, every channel >= 245)")
+
+
+class QualityIssue(BaseModel):
+    """One capture problem: what, how much against which limit, and what the user should do."""
+
+    kind: str = Field(description=f"one of {ISSUE_KINDS}")
+    value: float = Field(description="the measured value")
+    threshold: float = Field(description="the configured limit it crossed")
+    reason: str = Field(description="what is wrong and how to retake the photo")
+
+
+class QualityResult(BaseModel):
+    """Quality of one photo: ``ok`` when no issue was found."""
+
+    ok: bool
+    issues: list[QualityIssue] = Field(default_factory=list)
+    measures: QualityMeasures
