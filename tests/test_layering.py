@@ -18,6 +18,7 @@ FORBIDDEN = {
     "report": {"models", "train", "evaluate", "pipeline", "batch", "cli"},
     "pipeline": {"train", "evaluate", "batch", "cli"},
     "batch": {"cli"},
+    "serve": {"batch", "cli"},
 }
 
 
