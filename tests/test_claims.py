@@ -242,9 +242,9 @@ def test_compare_command_usage_errors(tmp_path):
     bad = tmp_path / "x.json"
     bad.write_text('{"case_id": 3}', encoding="utf-8")
     res = CliRunner().invoke(app, ["compare", str(bad), str(tmp_path), "--out", str(tmp_path / "o")])
-    assert res.exit_code == 2 and "not a carcheck report.json" in res.output
+    assert res.exit_code == 2 and "notacarcheckreport.json" in "".join(res.output.split()), res.output
     res = CliRunner().invoke(app, ["compare", str(tmp_path / "nope"), str(tmp_path), "--out", str(tmp_path / "o")])
-    assert res.exit_code == 2 and "must be a folder of photos or a report.json" in res.output
+    assert res.exit_code == 2 and "mustbeafolderofphotosorareport.json" in "".join(res.output.split()), res.output
 
 
 # ---------------------------------------------------------------------------------------------- reuse
@@ -333,3 +333,49 @@ def test_read_photo_meta_from_a_written_file(tmp_path):
     assert m == PhotoMeta("p.jpg", dt.datetime(2026, 5, 1, 10, 0), "Canon EOS 80D", "GIMP 2.10")
     (tmp_path / "junk.jpg").write_bytes(b"not an image")
     assert read_photo_meta(tmp_path / "junk.jpg", "junk.jpg") == PhotoMeta("junk.jpg")
+
+
+# --------------------------------------------------------------------------------- in the assessment
+def test_assess_cli_rejects_a_bad_cost_table_and_index_before_models_load(tmp_path):
+    from typer.testing import CliRunner
+
+    from carcheck.cli import app
+
+    d = _table_dict()
+    d["labour_rate"] = [90, 50]
+    bad = _write(tmp_path, d, "bad_table.yaml")
+    img = tmp_path / "p.jpg"
+    Image.new("RGB", (80, 80)).save(img)
+    res = CliRunner().invoke(app, ["assess", str(img), "--out", str(tmp_path / "o"), "--cost-table", str(bad)])
+    flat = "".join(res.output.split())  # rich wraps long lines
+    assert res.exit_code == 2 and "bad_table.yaml:labour_rate:low90.0>high50.0" in flat, res.output
+    res = CliRunner().invoke(app, ["assess", str(img), "--out", str(tmp_path / "o"), "--index",
+                                   str(tmp_path / "no" / "i.sqlite")])
+    assert res.exit_code == 2 and "itsfolderdoesnotexist" in "".join(res.output.split()), res.output
+
+
+@needs_real
+def test_assessment_report_has_estimate_and_reuse_across_cases(tmp_path):
+    from carcheck.pipeline.assess import AssessConfig as PipelineConfig
+    from carcheck.pipeline.assess import Assessor
+    from carcheck.report.html import write_report
+
+    d = _table_dict()
+    d["currency"] = "GBP"
+    index = ReuseIndex(SQLiteHashStore(tmp_path / "claims.sqlite"))
+    assessor = Assessor(PipelineConfig(gradcam=False), cost_table=_write(tmp_path, d), reuse_index=index)
+    first, _ = assessor.assess([REAL[0], REAL[1]], "claim-1")
+    assert first.estimate is not None and first.estimate.currency == "GBP" and first.reuse == []
+    assert len(first.estimate.lines) == len(first.findings)
+    # the second claim reuses a mirrored copy of claim-1's first photo
+    copy = tmp_path / "copy.jpg"
+    Image.open(REAL[0]).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(copy, quality=80)
+    second, visuals = assessor.assess([copy, REAL[2]], "claim-2")
+    assert [(m.case_id, Path(m.matched_photo).name, m.how) for m in second.reuse] == \
+        [("claim-1", REAL[0].name, "mirrored copy")]
+    reasons = {Path(p.path).name: p.review_reasons for p in second.photos}
+    assert any(f"matches {REAL[0].name} of case claim-1" in r for r in reasons["copy.jpg"])
+    assert not any("used before" in r for r in reasons[REAL[2].name])
+    html = write_report(second, visuals, tmp_path / "out")["html"].read_text()
+    assert "Repair estimate" in html and "Reused photos" in html and "claim-1" in html
+    assert CaseReport.model_validate_json((tmp_path / "out" / "report.json").read_bytes()).reuse == second.reuse

@@ -31,6 +31,12 @@ def assess_command(
     threads: Optional[int] = typer.Option(None, help="Torch threads (default: every core)."),
     engine: str = typer.Option("auto", help="auto (ONNX Runtime where the networks run in fp32, eager torch where "
                                             "bf16 runs natively), torch or onnx."),
+    cost_table: Optional[Path] = typer.Option(None, "--cost-table", help="Repair cost table (YAML) replacing the "
+                                              "shipped one (format: carcheck/pipeline/cost_table.yaml)."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Reused-photo index (SQLite file, created if missing): "
+                                         "photos matching a photo of another indexed case are flagged with that "
+                                         "case's id, then this case is added. Without it only duplicates inside the "
+                                         "case and EXIF inconsistencies are checked."),
 ) -> None:
     """Assess one case: skip photos without a vehicle, find damaged parts, size them, reconcile the
     views, double-check with the image-level heads (damage filter, severity, car state, make/model,
@@ -58,8 +64,12 @@ def assess_command(
     except ValidationError as e:
         console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(2)
-    try:
-        assessor = Assessor(cfg, weights or DEFAULT_SEGMENTERS, heads={} if no_heads else None, extra_heads=head or ())
+    from ..pipeline.reuse import ReuseIndex, SQLiteHashStore
+
+    try:  # a bad --index or --cost-table (CostTableError, a ValueError) is a usage error, found before any model loads
+        reuse_index = ReuseIndex(SQLiteHashStore(index) if index is not None else None)
+        assessor = Assessor(cfg, weights or DEFAULT_SEGMENTERS, heads={} if no_heads else None, extra_heads=head or (),
+                            cost_table=cost_table, reuse_index=reuse_index)
     except (FileNotFoundError, ValueError, KeyError) as e:
         console.print(f"[red]error:[/] {escape(display_name(str(e)))}", highlight=False)
         raise typer.Exit(2)

@@ -111,6 +111,11 @@ class Assessor:
         heads: image-level head files by task (default: the shipped ones that are installed;
             ``{}`` for none).
         extra_heads: more head files, e.g. a SOCAR dirt classifier (shown under car state).
+        cost_table: the repair estimate's cost table (:mod:`.estimate`): a YAML file, a loaded
+            ``CostTable``, or None for the shipped one. Every report gets an ``estimate``.
+        reuse_index: a :class:`~.reuse.ReuseIndex` (SQLite file for the CLI, the service's database):
+            each case's assessed photos are matched against it and each other, the EXIF rules applied,
+            the matches written to ``report.reuse`` with review reasons, and the case indexed. None: no check.
 
     Raises:
         FileNotFoundError / ValueError: from :func:`~carcheck.models.inference.load_segmenter`.
@@ -119,8 +124,15 @@ class Assessor:
 
     def __init__(self, config: AssessConfig | None = None,
                  weights: str | Path | Sequence[str | Path] = DEFAULT_SEGMENTERS,
-                 heads: dict[str, str | Path] | None = None, extra_heads: Sequence[str | Path] = ()) -> None:
+                 heads: dict[str, str | Path] | None = None, extra_heads: Sequence[str | Path] = (),
+                 cost_table=None, reuse_index=None) -> None:
+        from .estimate import CostTable, load_cost_table
+
         self.config = config or AssessConfig()
+        #: (table, label) of the repair estimate; CostTableError (a ValueError) for a bad file, before any model loads
+        self.cost_table = ((cost_table, f"{cost_table.name} v{cost_table.version}") if isinstance(cost_table, CostTable)
+                           else load_cost_table(cost_table))
+        self.reuse_index = reuse_index
         # ValueError for an unknown precision or engine, or onnx with bf16
         self.precision, self.engine = resolve_runtime(self.config.precision, self.config.engine)
         self.bf16 = self.precision == "bf16"
@@ -378,7 +390,22 @@ class Assessor:
             config=self.stated_config(), models=self._models(), model_files=self.model_files,
             model_thresholds=self.model_thresholds(), taxonomies=dict(self.model.taxonomies), vehicle=vehicle,
             consistency=consistency, ignored_files=[display_name(p) for p in inputs.ignored])
+        self._claims(report, inputs.files, visuals)
         return report, visuals
+
+    def _claims(self, report: CaseReport, files: Sequence[Path], visuals: dict[str, PhotoVisual]) -> None:
+        """Repair estimate and, with a reuse index, the reused-photo / EXIF check (issue 19), in place."""
+        from .estimate import estimate_case
+
+        report.estimate = estimate_case(report.findings, report.vehicle, *self.cost_table)
+        if self.reuse_index is not None:
+            from .reuse import reuse_check
+
+            # report.photos has one entry per file, in order; photos are hashed at network resolution
+            report.reuse, reasons = reuse_check(self.reuse_index, report.case_id, [
+                (p.path, f, visuals[p.path].image) for p, f in zip(report.photos, files) if p.path in visuals])
+            for p in report.photos:
+                p.review_reasons += [r for r in reasons.get(p.path, []) if r not in p.review_reasons]
 
     def _run_photos(self, files: list[Path], track: Callable[..., Iterable]
                     ) -> tuple[list[PhotoReport], list[PhotoFindings], dict[str, PhotoVisual]]:

@@ -22,6 +22,12 @@ A **photo** (:func:`photo_review_reasons`) needs review when
 - one of its regions is an implausible (part, damage) pair (:mod:`.plausibility`), or
 - a finding it shows needs review.
 
+With the reused-photo check (:mod:`.reuse`, :func:`claims_reasons`) a photo also needs review when
+
+- it matches a photo of another indexed case (resized, re-encoded, cropped, mirrored), naming that case,
+- it duplicates another photo of its own case (also cropped or mirrored), or
+- the case's EXIF data is inconsistent around it (capture dates days apart, several cameras, editing software).
+
 The first two are *image-level* flags (:func:`image_level_reasons`): the assessment draws the
 damage filter's Grad-CAM for those photos.
 """
@@ -29,12 +35,14 @@ damage filter's Grad-CAM for those photos.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping, Sequence
 
+from ..report.claims_schema import ReuseMatch
 from ..report.schema import PhotoReport
 from .checks import FLAGGED_VERDICTS
 
 __all__ = ["UNASSIGNED", "finding_review", "damage_filter_reason", "different_vehicle_reason", "implausible_reason",
-           "reassigned_note", "image_level_reasons", "photo_review_reasons"]
+           "reassigned_note", "image_level_reasons", "photo_review_reasons", "reused_photo_reason", "claims_reasons"]
 
 UNASSIGNED = "unassigned"
 
@@ -112,4 +120,24 @@ def photo_review_reasons(photo: PhotoReport, vehicle_threshold: float | None, fi
     out += list(dict.fromkeys(r for d in photo.detections for r in d.review_reasons))
     if findings_for_review:
         out.append(f"{findings_for_review} finding(s) seen in this photo need review")
+    return out
+
+
+def reused_photo_reason(match: ReuseMatch) -> str:
+    """The review reason of a photo matching an indexed photo (:meth:`~.reuse.ReuseIndex.check_case`)."""
+    other = Path(match.matched_photo).name
+    if match.same_case:
+        return f"duplicate of {other} in this case ({match.how}, hash distance {match.distance})"
+    return f"photo used before: matches {other} of case {match.case_id} ({match.how}, hash distance {match.distance})"
+
+
+def claims_reasons(matches: Sequence[ReuseMatch], exif: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Reused-photo review reasons per photo, in order: matches with other cases, duplicates inside the case,
+    then the EXIF inconsistencies (:func:`~.reuse.exif_reasons`, photo -> reasons). Every match and every
+    EXIF inconsistency flags its photo."""
+    out: dict[str, list[str]] = {}
+    for m in sorted(matches, key=lambda m: m.same_case):
+        out.setdefault(m.photo, []).append(reused_photo_reason(m))
+    for photo, reasons in exif.items():
+        out.setdefault(photo, []).extend(reasons)
     return out

@@ -11,7 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = "1.4"  # 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
+from .claims_schema import CaseEstimate, ReuseMatch
+
+SCHEMA_VERSION = "1.5"  # 1.5: optional estimate (repair estimate) and reuse (photos matching indexed photos), issue 19; 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
 
 __all__ = ["SCHEMA_VERSION", "PhotoDetection", "PhotoReport", "Finding", "CaseSummary", "CaseReport", "AssessConfig", "AssessConfigModel", "FusionConfig", "ModelFile",
            "ClassScore", "HeadResult", "DamageFilter", "VehicleMatch", "VehicleIdentity", "Consistency"]
@@ -270,6 +272,11 @@ class CaseReport(BaseModel):
     privacy: str
     ignored_files: list[str] = Field([], description="Entries of the given folders left out on purpose: hidden "
                                                      "files and OS clutter (.DS_Store, Thumbs.db, desktop.ini).")
+    estimate: CaseEstimate | None = Field(None, description="Repair estimate of the findings (cost table rules, "
+                                          "low-high ranges); None when it was not made.")
+    reuse: list[ReuseMatch] | None = Field(None, description="Photos of this case matching a photo of another "
+                                           "indexed case or another photo of this case (perceptual hashes); None "
+                                           "when the reused-photo check did not run.")
 
     @model_validator(mode="before")
     @classmethod
