@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import and_, case as sql_case, exists, func, select
 from sqlalchemy.orm import Session
 
 from ..db.models import Case, Finding, Photo
@@ -154,7 +154,7 @@ def queue(request: Request, status: str = "to_review", damage: str = "", session
     counts = {}
     if ids:
         for cid, n, nr in session.execute(select(Finding.case_id, func.count(Finding.id),
-                                                 func.sum(func.cast(Finding.needs_review, type_=Finding.index.type)))
+                                                 func.sum(sql_case((Finding.needs_review.is_(True), 1), else_=0)))
                                           .where(Finding.case_id.in_(ids)).group_by(Finding.case_id)):
             counts[cid] = [n, int(nr or 0), 0]
         for cid, n in session.execute(select(FindingReview.case_id, func.count(FindingReview.id))
