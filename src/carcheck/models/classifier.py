@@ -32,6 +32,8 @@ SHIPPED_CLASSIFIERS = {
     # linear 32-model head used only for its max logit: "is this one of the known models?"
     "make_model_ood": WEIGHTS_DIR / "classifier_make_model_ood_lite0.safetensors",
     "verification": WEIGHTS_DIR / "embedding_verification_lite0.safetensors",
+    # what the photo shows (exterior full / close-up, interior, document, VIN / dashboard, no vehicle): issue 16
+    "photo_type": WEIGHTS_DIR / "classifier_photo_type_lite0.safetensors",
 }
 
 

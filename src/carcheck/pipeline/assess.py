@@ -10,6 +10,9 @@ pure module, found by name:
   implausible (part, damage) pair moved to the plausible neighbouring part or flagged;
   :mod:`.size`: size classes and the rescaling to the photo's own pixels.
 - :mod:`.agreement`: view relations, K_agree, C_refined.
+- :mod:`.photo_type`: what each photo shows; only exterior photos are searched for exterior damage,
+  interior photos keep the car-state heads, documents and VIN / dashboard photos are listed with their type.
+- :mod:`.quality`: capture quality (blur, exposure, glare, vehicle too far or cut off, resolution).
 - :mod:`.identity`: make/model voting and the same-vehicle check (:mod:`.consistency`).
 - :mod:`.review`: the one place that decides what needs a person and why.
 - :mod:`carcheck.report.build`: the summary, the verdict text and the report;
@@ -50,6 +53,8 @@ from .gate import part_coverage, vehicle_score
 from .identity import make_model_vote, same_vehicle_check
 from .image_heads import ImageHeads, PhotoHeadOutputs, head_result
 from .inputs import DuplicateFinder, blank_reason, collect_photos, exact_name_bytes, expand_inputs, too_small_reason
+from .photo_type import EXTERIOR_TYPES, decide_photo_type, probabilities_from_logits
+from .quality import check_quality
 from .plausibility import apply_plausibility
 from .size import scale_area, scale_bbox, size_class, to_photo_pixels
 
@@ -292,10 +297,26 @@ class Assessor:
         h, w = image.shape[:2]
         pred = self.predict(image)
         score, p_vehicle, parts, damage = pred.vehicle_score, pred.presence, pred.parts, pred.damage
+        ptype = self._photo_type(pred.heads)
+        if ptype is not None and not ptype.search_exterior_damage and ptype.type != "no_vehicle":
+            # not an exterior photo: interior keeps the car-state heads, the others are listed with their type
+            interior = ptype.type == "interior"
+            report = PhotoReport(path=name, status="assessed" if interior else "skipped", width=w, height=h,
+                                 vehicle_score=round(score, 4),
+                                 presence_probability=None if p_vehicle is None else round(p_vehicle, 4),
+                                 reason=None if interior else ptype.reason, photo_type=ptype)
+            if interior:
+                report.quality = check_quality(image, self.config.quality, photo_type=ptype.type)
+                for task in self.heads.state_tasks():
+                    if task not in ("damaged", "severity"):  # exterior-damage heads say nothing about an interior
+                        report.car_state[task] = head_result(task, pred.heads.logits[task], self.heads.info(task))
+            report.seconds = round(time.perf_counter() - t0, 3)
+            return report, None, None
         if pred.skip_reason is not None:
             return (PhotoReport(path=name, status="skipped", width=w, height=h, vehicle_score=round(score, 4),
                                 presence_probability=None if p_vehicle is None else round(p_vehicle, 4),
-                                reason=pred.skip_reason, seconds=round(time.perf_counter() - t0, 3)), None, None)
+                                reason=pred.skip_reason, photo_type=ptype,
+                                seconds=round(time.perf_counter() - t0, 3)), None, None)
         fc = self.config.fusion
         part_label = parts.argmax(0).astype(np.uint8)
         damage_label = damage.argmax(0).astype(np.uint8)
@@ -326,12 +347,25 @@ class Assessor:
         findings = {k: (c, f, size_class(f, fc, closeup)) for k, (c, f) in per_key.items()}
         report = PhotoReport(path=name, status="assessed", width=w, height=h, vehicle_score=round(score, 4),
                              presence_probability=None if p_vehicle is None else round(p_vehicle, 4),
-                             visible_parts=vis, view_type="close-up" if closeup else "full view", detections=dets)
+                             visible_parts=vis, view_type="close-up" if closeup else "full view", detections=dets,
+                             photo_type=ptype)
+        kind = (ptype.type if ptype is not None and ptype.type in EXTERIOR_TYPES
+                else "exterior_closeup" if closeup else "exterior_full")
+        report.quality = check_quality(image, self.config.quality, photo_type=kind, vehicle_mask=part_label > 0)
         self._image_level(report, pred.heads)
         report.seconds = round(time.perf_counter() - t0, 3)
         img_small = (pred.x[0].permute(1, 2, 0).float().clamp(0, 1).mul(255).round().to(torch.uint8).numpy())
         visual = PhotoVisual(img_small, part_label, damage_label, pred.heads)
         return report, PhotoFindings(name, set(vis), findings, region_reasons), visual
+
+    def _photo_type(self, heads: PhotoHeadOutputs):
+        """The photo's :class:`~carcheck.report.photo_schema.PhotoTypeDecision` from the photo-type head
+        (:mod:`.photo_type`), or None when the head is not installed."""
+        if "photo_type" not in heads.logits:
+            return None
+        info = self.heads.info("photo_type")
+        return decide_photo_type(probabilities_from_logits(heads.logits["photo_type"].tolist(), info.classes),
+                                 self.config.photo_type)
 
     def _image_level(self, report: PhotoReport, heads: PhotoHeadOutputs) -> None:
         """Damage filter, car state, severity and make/model of one assessed photo (in place), by

@@ -16,10 +16,12 @@ they do not depend on the camera's resolution):
   copy along each axis and keeps the worse axis, so a motion blur along one direction counts.
   Computed on the grey image stretched to its own 1st..99th percentile range, so a dark photo is
   not read as a blurred one.
-- **exposure**: mean luma (Rec. 601, 0..1) and the share of near-black pixels (luma < 0.06) for
-  under-exposure; mean luma and the share of clipped pixels for over-exposure.
-- **glare**: share of clipped highlights (luma >= 0.97 and every channel >= 245) in a photo that is
-  not over-exposed as a whole: reflections of the sun or a flash on the paint hide damage.
+- **exposure**: the 99th percentile of the luma (Rec. 601, 0..1) for under-exposure (a dark photo
+  has nothing bright in it, whatever it shows); the mean luma for over-exposure.
+- **glare**: share of the frame in clipped highlights (luma >= 0.97 and every channel >= 245) that do
+  not touch the image border, in a photo that is not over-exposed as a whole: reflections of the sun
+  or a flash on the paint hide damage, while a white sky or studio background (touching the border)
+  does not count.
 - **vehicle too far / cut off** (full exterior views only): share of the frame covered by the
   vehicle, and the share of each image border the vehicle touches.
 - **resolution**: shorter side of the photo as taken (before any decode-time reduction), in px.
@@ -89,8 +91,19 @@ def measure_quality(image: np.ndarray, config: QualityConfig | None = None) -> Q
     blur = float(blur_effect(grey, h_size=11)) if min(grey.shape) >= 16 else 1.0
     clipped = (luma >= 0.97) & (rgb.min(axis=2) >= 245)
     return QualityMeasures(blur=round(blur, 4), mean_luma=round(float(luma.mean()), 4),
-                           dark_share=round(float((luma < 0.06).mean()), 4),
-                           clipped_share=round(float(clipped.mean()), 4))
+                           highlight_luma=round(float(hi), 4), clipped_share=round(float(clipped.mean()), 4),
+                           glare_share=round(_inner_share(clipped), 4))
+
+
+def _inner_share(mask: np.ndarray) -> float:
+    """Share of the frame in the connected components of ``mask`` that do not touch the image border."""
+    import cv2
+
+    if not mask.any():
+        return 0.0
+    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    return float((mask & ~np.isin(lab, border)).mean())
 
 
 def vehicle_extent(mask: np.ndarray) -> VehicleExtent:
@@ -130,18 +143,18 @@ def judge_quality(measures: QualityMeasures, config: QualityConfig | None = None
         issues.append(QualityIssue(kind="blur", value=m.blur, threshold=cfg.blur_max,
                                    reason=f"blurred (blur {m.blur:.2f} > {cfg.blur_max:.2f}): hold the camera still, "
                                           "tap to focus on the car and retake"))
-    if m.mean_luma <= cfg.dark_mean_max and m.dark_share >= cfg.dark_share_min:
-        issues.append(QualityIssue(kind="underexposed", value=m.mean_luma, threshold=cfg.dark_mean_max,
-                                   reason=f"too dark (mean brightness {m.mean_luma:.2f} <= {cfg.dark_mean_max:.2f}, "
-                                          f"{m.dark_share:.0%} near black): retake in daylight or with more light"))
+    if m.highlight_luma <= cfg.dark_highlight_max:
+        issues.append(QualityIssue(kind="underexposed", value=m.highlight_luma, threshold=cfg.dark_highlight_max,
+                                   reason=f"too dark (its brightest parts reach {m.highlight_luma:.2f} <= "
+                                          f"{cfg.dark_highlight_max:.2f}): retake in daylight or with more light"))
     over = m.mean_luma >= cfg.bright_mean_min
     if over:
         issues.append(QualityIssue(kind="overexposed", value=m.mean_luma, threshold=cfg.bright_mean_min,
                                    reason=f"over-exposed (mean brightness {m.mean_luma:.2f} >= {cfg.bright_mean_min:.2f}): "
                                           "avoid shooting into the light; lower the exposure and retake"))
-    if not over and m.clipped_share > cfg.glare_share_max:
-        issues.append(QualityIssue(kind="glare", value=m.clipped_share, threshold=cfg.glare_share_max,
-                                   reason=f"glare ({m.clipped_share:.0%} of the photo is clipped white > "
+    if not over and m.glare_share > cfg.glare_share_max:
+        issues.append(QualityIssue(kind="glare", value=m.glare_share, threshold=cfg.glare_share_max,
+                                   reason=f"glare ({m.glare_share:.0%} of the photo is clipped white > "
                                           f"{cfg.glare_share_max:.0%}): change the angle so reflections of the sun "
                                           "or a flash are off the paint, and retake"))
     if vehicle is not None and photo_type in (None, "exterior_full"):

@@ -20,7 +20,10 @@ A **photo** (:func:`photo_review_reasons`) needs review when
   :func:`~.checks.damage_filter_verdict`),
 - the same-vehicle check calls it a different vehicle (:mod:`.identity`),
 - one of its regions is an implausible (part, damage) pair (:mod:`.plausibility`), or
-- a finding it shows needs review.
+- a finding it shows needs review,
+- its capture quality is poor (blurred, under- / over-exposed, glare, vehicle too far or cut off, low
+  resolution: :mod:`.quality`, :func:`quality_reasons`), or
+- its photo type is uncertain (:mod:`.photo_type`, :func:`photo_type_reason`).
 
 With the reused-photo check (:mod:`.reuse`, :func:`claims_reasons`) a photo also needs review when
 
@@ -42,7 +45,7 @@ from ..report.schema import PhotoReport
 from .checks import FLAGGED_VERDICTS
 
 __all__ = ["UNASSIGNED", "finding_review", "damage_filter_reason", "different_vehicle_reason", "implausible_reason",
-           "reassigned_note", "image_level_reasons", "photo_review_reasons", "reused_photo_reason", "claims_reasons"]
+           "reassigned_note", "image_level_reasons", "photo_review_reasons", "quality_reasons", "photo_type_reason", "reused_photo_reason", "claims_reasons"]
 
 UNASSIGNED = "unassigned"
 
@@ -120,7 +123,27 @@ def photo_review_reasons(photo: PhotoReport, vehicle_threshold: float | None, fi
     out += list(dict.fromkeys(r for d in photo.detections for r in d.review_reasons))
     if findings_for_review:
         out.append(f"{findings_for_review} finding(s) seen in this photo need review")
+    out += quality_reasons(photo)
+    r = photo_type_reason(photo)
+    if r:
+        out.append(r)
     return out
+
+
+def quality_reasons(photo: PhotoReport) -> list[str]:
+    """One review reason per capture-quality issue of the photo (its ``quality``, :mod:`.quality`), in the
+    quality module's order, each saying what to retake."""
+    if photo.quality is None:
+        return []
+    return [f"capture: {i.reason}" for i in photo.quality.issues]
+
+
+def photo_type_reason(photo: PhotoReport) -> str | None:
+    """Why a photo whose type the photo-type rule is unsure of needs a look (None when sure or unknown)."""
+    t = photo.photo_type
+    if t is None or not t.uncertain:
+        return None
+    return f"photo type uncertain: {t.reason}"
 
 
 def reused_photo_reason(match: ReuseMatch) -> str:

@@ -54,19 +54,18 @@ class QualityConfig(BaseModel):
     measure_side: int = Field(512, ge=64, description="longer side (px) the measures are taken at")
     blur_max: float = Field(0.50, gt=0, lt=1, description="blur effect (0 sharp .. 1 blurred) above which "
                                                              "the photo is blurred")
-    dark_mean_max: float = Field(0.12, gt=0, lt=1, description="mean luma at or below which the photo is "
-                                                                 "under-exposed (with dark_share_min)")
-    dark_share_min: float = Field(0.50, gt=0, le=1, description="share of near-black pixels (luma < 0.06) "
-                                                                 "from which an under-exposed photo is flagged")
+    dark_highlight_max: float = Field(0.40, gt=0, lt=1, description="99th-percentile luma at or below which the "
+                                                                      "photo is under-exposed (nothing in it is bright)")
     bright_mean_min: float = Field(0.80, gt=0, lt=1, description="mean luma at or above which the photo is "
                                                                    "over-exposed")
-    glare_share_max: float = Field(0.05, gt=0, lt=1, description="share of clipped highlights above which a "
-                                                                   "photo that is not over-exposed has glare")
+    glare_share_max: float = Field(0.05, gt=0, lt=1, description="share of the frame in clipped highlights away from "
+                                                                   "the image border above which a photo that is not "
+                                                                   "over-exposed has glare")
     vehicle_min_fraction: float = Field(0.12, gt=0, lt=1, description="share of the frame a full exterior view's "
                                                                         "vehicle must cover")
     cut_off_border_max: float = Field(0.30, gt=0, le=1, description="share of one image border the vehicle of a "
                                                                       "full exterior view may touch")
-    min_short_side: int = Field(240, ge=1, description="shorter side (px) of the photo as taken, below which "
+    min_short_side: int = Field(160, ge=1, description="shorter side (px) of the photo as taken, below which "
                                                          "its resolution is too low")
 
 
@@ -75,8 +74,10 @@ class QualityMeasures(BaseModel):
 
     blur: float = Field(description="blur effect, 0 sharp .. 1 blurred (Crete-Roffet et al. 2007)")
     mean_luma: float = Field(description="mean Rec. 601 luma, 0..1")
-    dark_share: float = Field(description="share of pixels with luma < 0.06")
+    highlight_luma: float = Field(description="99th percentile of the luma, 0..1")
     clipped_share: float = Field(description="share of clipped highlights (luma >= 0.97, every channel >= 245)")
+    glare_share: float = Field(description="share of the frame in clipped highlights that do not touch the image "
+                                           "border (a white sky or studio background does)")
 
 
 class QualityIssue(BaseModel):

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .photo_schema import PhotoTypeConfig, PhotoTypeDecision, QualityConfig, QualityResult
+
 from .claims_schema import CaseEstimate, ReuseMatch
 
 SCHEMA_VERSION = "1.5"  # 1.5: optional estimate (repair estimate) and reuse (photos matching indexed photos), issue 19; 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
@@ -117,6 +119,11 @@ class PhotoReport(BaseModel):
                                              "SOCAR state / defect / dirt...); 'severity' (minor / moderate / "
                                              "severe) only on photos with damage.")
     make_model: HeadResult | None = None
+    photo_type: PhotoTypeDecision | None = Field(None, description="What the photo shows (exterior full view / "
+                                                 "close-up, interior, document, VIN / dashboard, no vehicle) and what "
+                                                 "the assessment did with it; None without the photo-type head.")
+    quality: QualityResult | None = Field(None, description="Capture quality (blur, exposure, glare, vehicle too far "
+                                          "or cut off, resolution) with what to retake; None when not checked.")
     vehicle_match: VehicleMatch | None = None
     review_reasons: list[str] = Field([], description="Why a person should look at this photo.")
     gradcam: str | None = Field(None, description="Head whose Grad-CAM map the HTML report shows for this photo.")
@@ -191,6 +198,8 @@ class AssessConfig(BaseModel):
                                            "labelled as car parts (ImageNet classes miss close-ups of a panel; the "
                                            "part head sees them). Same bench.")
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    photo_type: PhotoTypeConfig = Field(default_factory=PhotoTypeConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     review_threshold: float = Field(0.5, ge=0, le=1, description="Findings with C_refined below this go to review.")
     longest_side: int = Field(512, gt=0, description="Network input size of the longer side, px (the paper's 512).")
     min_side: int = Field(64, ge=1, description="Photos with a shorter side below this many px are skipped as too "

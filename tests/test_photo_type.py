@@ -1,0 +1,141 @@
+"""Photo-type rule (carcheck.pipeline.photo_type) on hand-made probabilities, and the shipped head on
+real photos of each type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from carcheck.pipeline.photo_type import (PHOTO_TYPES, PhotoTypeConfig, decide_photo_type,
+                                          probabilities_from_logits)
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+HEAD = Path(__file__).resolve().parents[1] / "src" / "carcheck" / "models" / "weights" / "classifier_photo_type_lite0.safetensors"
+
+
+def _p(**kw) -> dict[str, float]:
+    return {t: kw.get(t, 0.0) for t in PHOTO_TYPES}
+
+
+def test_exterior_types_are_summed_before_comparing():
+    d = decide_photo_type(_p(exterior_full=0.3, exterior_closeup=0.25, interior=0.45))
+    assert d.type == "exterior_full"
+    assert d.probability == pytest.approx(0.55) and d.exterior_probability == pytest.approx(0.55)
+    assert d.search_exterior_damage and d.keep_state_heads and not d.uncertain
+    d = decide_photo_type(_p(exterior_full=0.2, exterior_closeup=0.7, document=0.1))
+    assert d.type == "exterior_closeup" and d.search_exterior_damage
+
+
+def test_interior_keeps_state_heads_but_is_not_searched():
+    d = decide_photo_type(_p(interior=0.9, exterior_full=0.1))
+    assert d.type == "interior" and not d.search_exterior_damage and d.keep_state_heads
+    assert "not searched for exterior damage" in d.reason
+
+
+@pytest.mark.parametrize("kind", ["document", "vin_dashboard", "no_vehicle"])
+def test_other_types_are_listed_only(kind):
+    d = decide_photo_type(_p(**{kind: 0.95, "exterior_full": 0.05}))
+    assert d.type == kind and not d.search_exterior_damage and not d.keep_state_heads
+    assert d.reason.startswith({"document": "document", "vin_dashboard": "VIN plate", "no_vehicle": "no vehicle"}[kind])
+
+
+def test_uncertain_photo_with_some_exterior_is_still_searched():
+    d = decide_photo_type(_p(interior=0.45, exterior_full=0.3, document=0.25))
+    assert d.type == "interior" and d.uncertain and d.search_exterior_damage
+    assert "uncertain" in d.reason and "searched for exterior damage anyway" in d.reason
+    d = decide_photo_type(_p(interior=0.45, exterior_full=0.3, document=0.25),
+                          PhotoTypeConfig(search_if_exterior_at_least=0.5))
+    assert not d.search_exterior_damage
+    d = decide_photo_type(_p(document=0.55, vin_dashboard=0.45), PhotoTypeConfig(min_confidence=0.5))
+    assert not d.uncertain
+
+
+def test_bad_probabilities_are_refused():
+    with pytest.raises(ValueError, match="unknown photo types"):
+        decide_photo_type({"car": 1.0})
+    with pytest.raises(ValueError, match=">= 0"):
+        decide_photo_type(_p(document=1.2, interior=-0.2))
+    with pytest.raises(ValueError, match="sum to 1"):
+        decide_photo_type(_p(document=0.5))
+    with pytest.raises(ValueError, match="logits"):
+        probabilities_from_logits([0.0, 1.0])
+
+
+def test_probabilities_from_logits_is_a_softmax():
+    p = probabilities_from_logits([0, 0, 2, 0, 0, 0])
+    assert max(p, key=p.get) == "exterior_full" and sum(p.values()) == pytest.approx(1)
+
+
+#: Real photos (path under ../shared/data, expected type). None of them trained the head: car_parts
+#: testset and coco128 test-split photos are in its test split; the case photos are in no split.
+REAL = [
+    ("car_parts/testset/JPEGImages/test1.jpg", "exterior_full"),
+    ("car_parts/testset/JPEGImages/test10.jpg", "exterior_full"),
+    ("cases/salvage_panamera_167111/167111-02.png", "exterior_full"),
+    ("cases/salvage_panamera_167111/167111-01.png", "document"),
+    ("cases/salvage_panamera_167111/167111-11.png", "interior"),
+    ("cases/salvage_panamera_167111/167111-09.png", "vin_dashboard"),
+]
+
+
+def test_shipped_head_on_real_photos():
+    if not HEAD.is_file():
+        pytest.skip(f"{HEAD.name} is not installed")
+    missing = [p for p, _ in REAL if not (DATA / p).is_file()]
+    if missing:
+        pytest.skip(f"shared photos absent: {missing}")
+    import torch
+
+    from carcheck.data.images import load_image
+    from carcheck.models.backbone import build_backbone
+    from carcheck.models.classifier import load_head
+    from carcheck.models.features import pooled_features
+
+    head, info = load_head(HEAD)
+    assert tuple(info.classes) == PHOTO_TYPES
+    bb = build_backbone("lite0")
+    got = {}
+    for p, _ in REAL:
+        f = pooled_features(bb, load_image(DATA / p), 512, None, ("full",))
+        with torch.no_grad():
+            logits = head.head(f)[0]
+        got[p] = decide_photo_type(probabilities_from_logits(logits.tolist(), info.classes)).type
+    assert got == {p: t for p, t in REAL}
+
+
+def test_uncertain_type_is_a_review_reason():
+    from carcheck.pipeline.review import photo_review_reasons, photo_type_reason
+    from carcheck.report.schema import PhotoReport
+
+    sure = decide_photo_type(_p(exterior_full=0.9, interior=0.1))
+    unsure = decide_photo_type(_p(interior=0.45, exterior_full=0.3, document=0.25))
+    assert photo_type_reason(PhotoReport(path="a.jpg", status="assessed", photo_type=sure)) is None
+    r = photo_type_reason(PhotoReport(path="b.jpg", status="assessed", photo_type=unsure))
+    assert r.startswith("photo type uncertain: interior")
+    assert r in photo_review_reasons(PhotoReport(path="b.jpg", status="assessed", photo_type=unsure), None, 0)
+
+
+def test_assessment_searches_only_exterior_photos():
+    """The real case: its document, VIN and interior photos get their type and no exterior damage finding."""
+    case = DATA / "cases" / "salvage_panamera_167111"
+    if not HEAD.is_file():
+        pytest.skip(f"{HEAD.name} is not installed")
+    if not case.is_dir():
+        pytest.skip("cases/salvage_panamera_167111 is absent from ../shared/data")
+    from carcheck.pipeline.assess import AssessConfig, Assessor
+
+    photos = [case / f"167111-{n}.png" for n in ("01", "02", "09", "11")]
+    report, _ = Assessor(AssessConfig(gradcam=False)).assess(photos, case_id="t")
+    by = {Path(p.path).name: p for p in report.photos}
+    assert {k: v.photo_type.type for k, v in by.items()} == {
+        "167111-01.png": "document", "167111-02.png": "exterior_full", "167111-09.png": "vin_dashboard",
+        "167111-11.png": "interior"}
+    for k in ("167111-01.png", "167111-09.png"):
+        assert by[k].status == "skipped" and not by[k].detections and by[k].reason == by[k].photo_type.reason
+    inside = by["167111-11.png"]
+    assert inside.status == "assessed" and not inside.detections and not inside.visible_parts
+    assert inside.damage_filter is None and "damaged" not in inside.car_state
+    assert by["167111-02.png"].photo_type.search_exterior_damage and by["167111-02.png"].quality is not None
+    assert all(set(f.photos) <= {by["167111-02.png"].path} for f in report.findings)  # only the exterior photo
+    assert report.config.photo_type.min_confidence == 0.6 and report.config.quality.blur_max > 0
