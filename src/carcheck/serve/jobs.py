@@ -365,12 +365,25 @@ class Supervisor:
         self._thread.start()
 
     def _watch(self) -> None:
+        started = {id(p): time.monotonic() for p in self.procs}
+        quick_deaths = 0  # workers that died within 30 s of their start, in a row (e.g. models fail to load)
+        next_start = 0.0
         while not self._stop.wait(1.0):
             for i, p in enumerate(self.procs):
-                if p.poll() is not None and not self._stop.is_set():
-                    log.warning("worker %d exited with %s; restarting it", p.pid, p.returncode)
-                    self.restarts += 1
-                    self.procs[i] = self._spawn()
+                if p.poll() is None or self._stop.is_set() or time.monotonic() < next_start:
+                    continue
+                quick = time.monotonic() - started.get(id(p), 0.0) < 30
+                quick_deaths = quick_deaths + 1 if quick else 0
+                delay = min(60.0, 2.0 ** quick_deaths) if quick_deaths > 1 else 0.0
+                log.warning("worker %d exited with %s; restarting it%s", p.pid, p.returncode,
+                            f" in {delay:.0f} s" if delay else "")
+                if delay:  # a crash loop backs off instead of spinning
+                    next_start = time.monotonic() + delay
+                    if self._stop.wait(delay):
+                        return
+                self.restarts += 1
+                self.procs[i] = self._spawn()
+                started[id(self.procs[i])] = time.monotonic()
 
     def status(self) -> dict:
         """What /healthz shows: worker pids, how many are alive, restarts so far."""
