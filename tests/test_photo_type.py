@@ -19,9 +19,9 @@ def _p(**kw) -> dict[str, float]:
 
 
 def test_exterior_types_are_summed_before_comparing():
-    d = decide_photo_type(_p(exterior_full=0.3, exterior_closeup=0.25, interior=0.45))
-    assert d.type == "exterior_full"
-    assert d.probability == pytest.approx(0.55) and d.exterior_probability == pytest.approx(0.55)
+    d = decide_photo_type(_p(exterior_full=0.35, exterior_closeup=0.3, interior=0.35))
+    assert d.type == "exterior_full"  # alone, neither exterior type beats the interior's 0.35
+    assert d.probability == pytest.approx(0.65) and d.exterior_probability == pytest.approx(0.65)
     assert d.search_exterior_damage and d.keep_state_heads and not d.uncertain
     d = decide_photo_type(_p(exterior_full=0.2, exterior_closeup=0.7, document=0.1))
     assert d.type == "exterior_closeup" and d.search_exterior_damage

@@ -138,10 +138,19 @@ def test_quality_issues_become_review_reasons():
     from carcheck.pipeline.review import photo_review_reasons, quality_reasons
     from carcheck.report.schema import PhotoReport
 
-    blurred = check_quality(cv2.GaussianBlur(_texture(), (0, 0), 6), full_size=(200, 150))
+    bright = np.clip(_texture().astype(np.int32) + 50, 0, 255).astype(np.uint8)  # still bright once blurred
+    blurred = check_quality(cv2.GaussianBlur(bright, (0, 0), 6), full_size=(120, 90))
     photo = PhotoReport(path="a.jpg", status="assessed", quality=blurred)
     reasons = quality_reasons(photo)
     assert [r.split(" (")[0] for r in reasons] == ["capture: blurred", "capture: resolution too low"]
     assert photo_review_reasons(photo, None, 0) == reasons
     assert quality_reasons(PhotoReport(path="b.jpg", status="assessed", quality=check_quality(_texture()))) == []
     assert quality_reasons(PhotoReport(path="c.jpg", status="assessed")) == []
+
+
+def test_white_sky_touching_the_border_is_not_glare():
+    img = _texture()
+    img[:120] = 255  # a clipped white sky: 25% of the frame, along the top edge
+    m = measure_quality(img)
+    assert m.clipped_share == pytest.approx(0.25, abs=0.01) and m.glare_share == 0.0
+    assert "glare" not in _kinds(check_quality(img))
