@@ -8,7 +8,9 @@ The page is then requested in-process (ASGI, no network): that is the server's t
 measured over --runs requests after a warm-up, with the image requests (blurred derivatives,
 overlays, crops: separate requests the browser makes) timed apart.
 
-    /work/cpujob python bench/review.py [--runs 50] [--no-screenshots]
+    /work/cpujob python bench/review.py [--runs 50] [--no-screenshots] [--report ASSESS_OUT]
+(--report: record the report.json/report.html of an earlier `carcheck assess` of the 12 photos instead
+of running the worker; the committed result was made so, see its "assessment" field.)
 Writes bench/results/review.json (with carcheck.models.runtime.cpu_info) and docs/review_queue.png,
 docs/review_case.png.
 """

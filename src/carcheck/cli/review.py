@@ -30,12 +30,13 @@ def stats(
     from sqlalchemy import select
 
     from ..serve.db.models import Tenant
-    from ..serve.db.session import make_engine, session_factory, sqlite_url
+    from ..serve.db.session import make_engine, session_factory, sqlite_url, upgrade
     from ..serve.review.stats import review_stats
 
     if database_url is None and not (data_dir / "carcheck.db").is_file():
         raise typer.BadParameter(f"{data_dir}: no carcheck.db (not a service data dir)", param_hint="--data-dir")
     engine = make_engine(database_url or sqlite_url(data_dir))
+    upgrade(engine)  # a data dir of a service from before the review tables
     with session_factory(engine)() as s:
         tid = None
         if tenant is not None:
