@@ -19,10 +19,12 @@ def _p(**kw) -> dict[str, float]:
 
 
 def test_exterior_types_are_summed_before_comparing():
+    d = decide_photo_type(_p(exterior_full=0.46, exterior_closeup=0.44, interior=0.1), PhotoTypeConfig(min_confidence=0.6))
+    assert d.type == "exterior_full"
+    assert d.probability == pytest.approx(0.9) and d.exterior_probability == pytest.approx(0.9)
     d = decide_photo_type(_p(exterior_full=0.35, exterior_closeup=0.3, interior=0.35))
     assert d.type == "exterior_full"  # alone, neither exterior type beats the interior's 0.35
-    assert d.probability == pytest.approx(0.65) and d.exterior_probability == pytest.approx(0.65)
-    assert d.search_exterior_damage and d.keep_state_heads and not d.uncertain
+    assert d.search_exterior_damage and d.keep_state_heads and d.uncertain
     d = decide_photo_type(_p(exterior_full=0.2, exterior_closeup=0.7, document=0.1))
     assert d.type == "exterior_closeup" and d.search_exterior_damage
 
@@ -47,7 +49,9 @@ def test_uncertain_photo_with_some_exterior_is_still_searched():
     d = decide_photo_type(_p(interior=0.45, exterior_full=0.42, document=0.13),
                           PhotoTypeConfig(search_if_exterior_at_least=0.5))
     assert not d.search_exterior_damage
-    assert not decide_photo_type(_p(interior=0.45, exterior_full=0.3, document=0.25)).search_exterior_damage
+    assert not decide_photo_type(_p(interior=0.45, exterior_full=0.3, document=0.25),
+                                 PhotoTypeConfig(search_if_exterior_at_least=0.4)).search_exterior_damage
+    assert decide_photo_type(_p(interior=0.8, exterior_full=0.1, document=0.1)).search_exterior_damage  # P < 0.85
     d = decide_photo_type(_p(document=0.55, vin_dashboard=0.45), PhotoTypeConfig(min_confidence=0.5))
     assert not d.uncertain
 
@@ -121,8 +125,7 @@ def test_uncertain_type_is_a_review_reason():
 
 
 def test_assessment_searches_only_exterior_photos():
-    """The real case: the VIN and interior photos get their type and no exterior damage finding; the registration
-    card (01) is typed VIN / dashboard (no registration cards in the training data), so it is not searched either."""
+    """The real case's VIN plate and registration card and a held-out interior photo get no exterior damage finding."""
     case = DATA / "cases" / "salvage_panamera_167111"
     if not HEAD.is_file():
         pytest.skip(f"{HEAD.name} is not installed")
@@ -130,17 +133,19 @@ def test_assessment_searches_only_exterior_photos():
         pytest.skip("cases/salvage_panamera_167111 is absent from ../shared/data")
     from carcheck.pipeline.assess import AssessConfig, Assessor
 
-    photos = [case / f"167111-{n}.png" for n in ("01", "02", "09", "11")]
+    inside_photo = DATA / "car_part_crops" / "compcars_style_interior_voc" / "images" / "test_41.jpg"  # held out
+    photos = [case / f"167111-{n}.png" for n in ("01", "02", "09")] + [inside_photo]
     report, _ = Assessor(AssessConfig(gradcam=False)).assess(photos, case_id="t")
     by = {Path(p.path).name: p for p in report.photos}
     assert {k: v.photo_type.type for k, v in by.items()} == {
         "167111-01.png": "vin_dashboard", "167111-02.png": "exterior_full", "167111-09.png": "vin_dashboard",
-        "167111-11.png": "interior"}
-    for k in ("167111-01.png", "167111-09.png"):
-        assert by[k].status == "skipped" and not by[k].detections and by[k].reason == by[k].photo_type.reason
-    inside = by["167111-11.png"]
+        "test_41.jpg": "interior"}
+    # 01 (P 0.74 < 0.85) is searched in principle, but the presence gate skips it: no vehicle
+    assert by["167111-01.png"].status == "skipped" and not by["167111-01.png"].detections
+    assert by["167111-09.png"].status == "skipped" and by["167111-09.png"].reason == by["167111-09.png"].photo_type.reason
+    inside = by["test_41.jpg"]
     assert inside.status == "assessed" and not inside.detections and not inside.visible_parts
     assert inside.damage_filter is None and "damaged" not in inside.car_state
     assert by["167111-02.png"].photo_type.search_exterior_damage and by["167111-02.png"].quality is not None
     assert all(set(f.photos) <= {by["167111-02.png"].path} for f in report.findings)  # only the exterior photo
-    assert report.config.photo_type.search_if_exterior_at_least == 0.4 and report.config.quality.blur_max > 0
+    assert report.config.photo_type.min_confidence == 0.85 and report.config.quality.blur_max > 0

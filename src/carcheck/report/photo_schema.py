@@ -26,9 +26,9 @@ class PhotoTypeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_confidence: float = Field(0.6, gt=0, le=1, description="winning probability below which the type is "
+    min_confidence: float = Field(0.85, gt=0, le=1, description="winning probability below which the type is "
                                                                  "uncertain (flagged for review)")
-    search_if_exterior_at_least: float = Field(0.40, ge=0, le=1, description="an uncertain photo whose exterior "
+    search_if_exterior_at_least: float = Field(0.0, ge=0, le=1, description="an uncertain photo whose exterior "
                                                                               "probability reaches this is still "
                                                                               "searched for exterior damage")
 
