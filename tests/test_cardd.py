@@ -148,3 +148,30 @@ def test_built_train_valid_splits(tmp_path):
                     "build_train_valid.sh GIT_DIR data/cardd (see README, 'CarDD')")
     n = {s: len(list((root / d / "images").iterdir())) for s, d in (("train", "train"), ("val", "valid"))}
     assert n == {"train": 2788, "val": 793}
+
+
+def test_shipped_cardd_model_applies_its_logit_adjustment(tmp_path):
+    """The shipped file's ``logit_bias`` (chosen on CarDD valid, bench/cardd_calibrate.py) is added to
+    the damage logits at every pass, and a bias that does not fit the head is refused."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from carcheck.models.inference import CARDD_SEGMENTER, load_segmenter
+
+    with safe_open(str(CARDD_SEGMENTER), framework="pt") as f:
+        meta = f.metadata()
+    bias = json.loads(meta["logit_bias"])["damage"]
+    m = load_segmenter(CARDD_SEGMENTER)
+    assert m.taxonomies == {"damage": "cardd_damage"} and len(bias) == 7
+    assert torch.allclose(m.logit_bias["damage"], torch.tensor(bias))
+    feats = [torch.rand(1, c, 64 // s, 64 // s) for c, s in zip(m.backbone.channels, (4, 8, 16, 32))]
+    with torch.no_grad():
+        adjusted = m.decode(feats, (16, 16), ["damage"])["damage"]
+        m.logit_bias = {}
+        raw = m.decode(feats, (16, 16), ["damage"])["damage"]
+    assert torch.allclose(adjusted - raw, torch.tensor(bias).view(1, -1, 1, 1).expand_as(raw), atol=1e-5)
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(str(CARDD_SEGMENTER)), str(bad), metadata={**meta, "logit_bias": json.dumps({"damage": [0.0] * 3})})
+    with pytest.raises(ValueError, match="logit_bias of 'damage' does not fit"):
+        load_segmenter(bad)

@@ -120,10 +120,10 @@ def test_stale_export_is_refused_naming_the_file(export_dir, tmp_path):
     stale = tmp_path / "stale"
     shutil.copytree(export_dir, stale)
     manifest = json.loads((stale / "manifest.json").read_text())
-    rec = manifest["sources"]["segmenter:segmenter_joint_lite0.safetensors"]
+    rec = manifest["sources"]["segmenter:segmenter_damage_cardd_lite0.safetensors"]
     rec["sha256"] = "0" * 64  # as if the weights had changed since the export
     (stale / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match=r"stale ONNX export .*segmenter_joint_lite0\.safetensors changed"):
+    with pytest.raises(ValueError, match=r"stale ONNX export .*segmenter_damage_cardd_lite0\.safetensors changed"):
         load_onnx_models(stale)
     # the untouched export loads, and ensure_onnx_models uses it without exporting again
     logged = []

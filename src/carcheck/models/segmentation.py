@@ -127,6 +127,12 @@ class CarSegmenter(nn.Module):
         self.decoder_name = decoder
         self.decoder = DECODERS[decoder](self.backbone.channels, channels)
         self.heads = nn.ModuleDict({k: SegmentationHead(channels, n) for k, n in heads.items()})
+        #: task -> ``float32`` ``(num_classes,)`` added to that head's logits at every pass: the
+        #: post-hoc logit adjustment of a model trained with class weights w (Menon et al., "Long-tail
+        #: learning via logit adjustment", ICLR 2021: ``-tau * log w`` restores the data's class prior;
+        #: tau chosen on validation). Not trained and not in the state dict: the weights file states it
+        #: in its metadata (``logit_bias``), read by :func:`~carcheck.models.inference.load_segmenter`.
+        self.logit_bias: dict[str, torch.Tensor] = {}
 
     def train(self, mode: bool = True) -> "CarSegmenter":
         super().train(mode)
@@ -151,8 +157,11 @@ class CarSegmenter(nn.Module):
             y = self.decoder(feats)
             out = {}
             for name in tasks or list(self.heads):
-                logits = self.heads[name](y)
-                out[name] = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+                logits = self.heads[name](y).float()
+                bias = self.logit_bias.get(name)
+                if bias is not None:  # post-hoc logit adjustment (see :attr:`logit_bias`)
+                    logits = logits + bias.to(logits.device).view(1, -1, 1, 1)
+                out[name] = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return out
 
     def forward(self, x: torch.Tensor, tasks: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
