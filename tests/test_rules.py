@@ -260,8 +260,9 @@ def _bare_assessor(monkeypatch, parts_label, damage_label):
 
 
 def test_bbox_and_area_rescaled_to_the_photo_pixels(monkeypatch):
-    """Maps of 50 x 100 px for a photo decoded at 200 x 400 px whose file is 400 x 800 px: area and
-    box are given in the file's own pixels (x 8 per side, x 64 in area)."""
+    """Maps of 50 x 100 px (h x w) for a photo decoded at 200 x 300 px whose file is 600 x 600 px:
+    area and box are given in the file's own pixels (x 6 wide, x 12 high, x 72 in area; unequal
+    factors, so that a swapped or shared x/y factor shows)."""
     from carcheck.data.images import DecodedImage
 
     parts = np.zeros((50, 100), np.int64)
@@ -269,14 +270,14 @@ def test_bbox_and_area_rescaled_to_the_photo_pixels(monkeypatch):
     dmg = np.zeros((50, 100), np.int64)
     dmg[10:20, 20:40] = 1  # a 10 x 20 px dent at x=20, y=10 on the door
     a = _bare_assessor(monkeypatch, parts, dmg)
-    decoded = DecodedImage(_noise(200, 400, seed=3), width=800, height=400, format="JPEG")
+    decoded = DecodedImage(_noise(200, 300, seed=3), width=600, height=600, format="JPEG")
     rep, fnd, vis = a.screen_photo(Path("photo.jpg"), decoded)
     assert rep.status == "assessed", rep.reason
-    assert (rep.width, rep.height) == (800, 400)
+    assert (rep.width, rep.height) == (600, 600)
     (d,) = rep.detections
     assert (d.part, d.damage) == ("door", "dent")
-    assert d.bbox_xywh == [160.0, 80.0, 160.0, 80.0]  # (20, 10, 20, 10) x 8
-    assert d.area_px == pytest.approx(200 * 64)
+    assert d.bbox_xywh == [120.0, 120.0, 120.0, 120.0]  # (20, 10, 20, 10) x (6, 12, 6, 12)
+    assert d.area_px == pytest.approx(200 * 72)
     assert d.area_fraction_of_part == round(200 / 3000, 4) and d.area_fraction_of_image == round(200 / 5000, 5)
     assert fnd.findings[("door", "dent")][1] == pytest.approx(200 / 3000)
     assert vis.part_label.shape == (50, 100)  # the HTML draws at network size
