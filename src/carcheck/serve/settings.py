@@ -35,6 +35,8 @@ class Settings(BaseModel):
         callback_max_attempts / callback_backoff_seconds / callback_timeout_seconds: completion callbacks are
             retried with exponential backoff (backoff * 2**attempt, at most 300 s) up to this many attempts.
         gradcam: Grad-CAM maps of flagged photos in report.html (as ``carcheck assess``).
+        worker_nice: the workers' niceness (Unix ``nice``): when assessments fill the cores, the server's
+            requests are scheduled first.
     """
 
     data_dir: Path = Path("carcheck-data")
@@ -56,6 +58,7 @@ class Settings(BaseModel):
     callback_backoff_seconds: float = Field(1.0, ge=0)
     callback_timeout_seconds: float = Field(10.0, gt=0)
     gradcam: bool = True
+    worker_nice: int = Field(10, ge=0, le=19)
 
     @property
     def url(self) -> str:
