@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["free_port", "ServerProcess", "create_key_cli", "CLI", "pid_alive", "postgres_database", "small_photos"]
+__all__ = ["free_port", "ServerProcess", "create_key_cli", "CLI", "pid_alive", "postgres_database", "small_photos", "run_load"]
 
 #: the ``carcheck`` console script of this interpreter
 CLI = [sys.executable, "-c", "from carcheck.cli import main; main()"]
@@ -190,3 +190,95 @@ def small_photos(sources, out_dir: str | Path, longest_side: int = 640) -> list[
             im.save(dst, "JPEG", quality=90)
         paths.append(dst)
     return paths
+
+
+def run_load(url: str, key: str, photos: list[Path], clients: int = 50, photos_per_case: int = 3,
+             poll_seconds: float = 0.5, timeout: float = 300.0) -> dict:
+    """The load of issue 17: ``clients`` concurrent clients each create a case, upload
+    ``photos_per_case`` photos (one request each), queue the assessment and poll the case until it
+    is assessed or failed. Runs on one asyncio loop (httpx.AsyncClient, one connection per client).
+
+    Returns:
+        a JSON-able dict: requests, requests_per_s, wall_s, latency percentiles (ms) of the
+        non-assessment requests (all but POST .../assessments) overall and while at least one
+        assessment was queued or running (``busy``), status counts, 5xx count, cases assessed,
+        failed and lost (no final status before ``timeout``), cases without a report.
+    """
+    import asyncio
+
+    import httpx
+    import numpy as np
+
+    blobs = [(p.name, p.read_bytes()) for p in photos]
+    log: list[tuple[str, float, float, int]] = []  # (kind, start, seconds, status)
+    outcome: dict[str, str] = {}
+    queued_at: list[float] = []
+    done_at: list[float] = []
+
+    async def call(client, kind, method, path, **kw):
+        t = time.perf_counter()
+        try:
+            r = await client.request(method, path, **kw)
+            status = r.status_code
+        except httpx.HTTPError:
+            r, status = None, 599
+        log.append((kind, t, time.perf_counter() - t, status))
+        return r
+
+    async def one(i: int, client) -> None:
+        r = await call(client, "create", "POST", "/v1/cases", json={"external_id": f"load-{i}"})
+        if r is None or r.status_code != 201:
+            outcome[f"client-{i}"] = "create failed"
+            return
+        cid = r.json()["id"]
+        outcome[cid] = "lost"
+        for k in range(photos_per_case):
+            name, data = blobs[(i * photos_per_case + k) % len(blobs)]
+            await call(client, "upload", "POST", f"/v1/cases/{cid}/photos", files=[("files", (name, data, "image/jpeg"))])
+        r = await call(client, "assess", "POST", f"/v1/cases/{cid}/assessments")
+        if r is None or r.status_code != 202:
+            outcome[cid] = "not queued"
+            return
+        queued_at.append(time.perf_counter())
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(poll_seconds)
+            r = await call(client, "poll", "GET", f"/v1/cases/{cid}")
+            if r is not None and r.status_code == 200 and r.json()["status"] in ("assessed", "failed"):
+                body = r.json()
+                outcome[cid] = body["status"] if body["status"] == "failed" or body.get("report") else "no report"
+                done_at.append(time.perf_counter())
+                return
+
+    async def main() -> float:
+        limits = httpx.Limits(max_connections=clients + 5, max_keepalive_connections=clients + 5)
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60,
+                                     limits=limits) as client:
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(i, client) for i in range(clients)))
+            return time.perf_counter() - t0
+
+    wall = asyncio.run(main())
+    busy_from, busy_to = (min(queued_at), max(done_at)) if queued_at and done_at else (0.0, 0.0)
+
+    def pct(rows):
+        ms = np.array([d * 1000 for d in rows]) if rows else np.zeros(1)
+        return {"n": len(rows), "p50_ms": round(float(np.percentile(ms, 50)), 1),
+                "p95_ms": round(float(np.percentile(ms, 95)), 1), "max_ms": round(float(ms.max()), 1)}
+
+    non_assess = [(k, t, d, s) for k, t, d, s in log if k != "assess"]
+    statuses: dict[str, int] = {}
+    for _, _, _, s in log:
+        statuses[str(s)] = statuses.get(str(s), 0) + 1
+    return {
+        "clients": clients, "photos": clients * photos_per_case, "requests": len(log),
+        "wall_s": round(wall, 2), "requests_per_s": round(len(log) / wall, 1),
+        "latency_non_assessment": pct([d for _, _, d, _ in non_assess]),
+        "latency_non_assessment_while_busy": pct([d for _, t, d, _ in non_assess if busy_from <= t <= busy_to]),
+        "latency_by_kind": {k: pct([d for kk, _, d, _ in log if kk == k]) for k in ("create", "upload", "assess", "poll")},
+        "status_counts": statuses, "http_5xx": sum(v for k, v in statuses.items() if k.startswith("5")),
+        "cases_assessed": sum(v == "assessed" for v in outcome.values()),
+        "cases_failed": sum(v == "failed" for v in outcome.values()),
+        "cases_lost": sum(v not in ("assessed", "failed") for v in outcome.values()),
+        "cases_without_report": sum(v == "no report" for v in outcome.values()),
+    }
