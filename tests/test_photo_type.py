@@ -124,7 +124,7 @@ def test_uncertain_type_is_a_review_reason():
     assert r in photo_review_reasons(PhotoReport(path="b.jpg", status="assessed", photo_type=unsure), None, 0)
 
 
-def test_assessment_searches_only_exterior_photos():
+def test_assessment_searches_only_exterior_photos(tmp_path):
     """The real case's VIN plate and registration card and a held-out interior photo get no exterior damage finding."""
     case = DATA / "cases" / "salvage_panamera_167111"
     if not HEAD.is_file():
@@ -135,7 +135,8 @@ def test_assessment_searches_only_exterior_photos():
 
     inside_photo = DATA / "car_part_crops" / "compcars_style_interior_voc" / "images" / "test_41.jpg"  # held out
     photos = [case / f"167111-{n}.png" for n in ("01", "02", "09")] + [inside_photo]
-    report, _ = Assessor(AssessConfig(gradcam=False)).assess(photos, case_id="t")
+    assessor = Assessor(AssessConfig(gradcam=False))
+    report, visuals = assessor.assess(photos, case_id="t")
     by = {Path(p.path).name: p for p in report.photos}
     assert {k: v.photo_type.type for k, v in by.items()} == {
         "167111-01.png": "vin_dashboard", "167111-02.png": "exterior_full", "167111-09.png": "vin_dashboard",
@@ -149,3 +150,9 @@ def test_assessment_searches_only_exterior_photos():
     assert by["167111-02.png"].photo_type.search_exterior_damage and by["167111-02.png"].quality is not None
     assert all(set(f.photos) <= {by["167111-02.png"].path} for f in report.findings)  # only the exterior photo
     assert report.config.photo_type.min_confidence == 0.85 and report.config.quality.blur_max > 0
+    # the HTML report says each photo's type and capture quality (and that the VIN photo was not searched)
+    from carcheck.report.html import write_report
+
+    html = write_report(report, visuals, tmp_path)["html"].read_text()
+    assert html.count("photo type: ") == 4 and "photo type: interior" in html and "photo type: exterior full" in html
+    assert "not searched for exterior damage" in html and html.count("capture quality: ") >= 2
