@@ -156,3 +156,4 @@ def test_assessment_searches_only_exterior_photos(tmp_path):
     html = write_report(report, visuals, tmp_path)["html"].read_text()
     assert html.count("photo type: ") == 4 and "photo type: interior" in html and "photo type: exterior full" in html
     assert "not searched for exterior damage" in html and html.count("capture quality: ") >= 2
+    assert html.count('class="car-diagram"') == 1  # the handler's overview: parts damaged / clean / not seen

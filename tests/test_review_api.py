@@ -125,6 +125,7 @@ def test_tenant_isolation_api_and_pages(env):
     assert client.get(f"/review/cases/{case_id}").status_code == 200
     assert client.get(f"/review/cases/{case_b}").status_code == 404
     page = client.get(f"/review/cases/{case_id}").text
+    assert page.count('class="car-diagram"') == 1 and 'data-part="back_bumper"' in page  # the case's car diagram
     r = client.post(f"/review/cases/{case_b}/findings/{fid}", data={"csrf_token": _csrf(page), "action": "reject"},
                     follow_redirects=False)
     assert r.status_code == 404

@@ -162,8 +162,10 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
                 entry["gradcam"] = _data_uri(overlay_cam(base, cam))
         photos.append(entry)
     env = Environment(loader=PackageLoader("carcheck.report", "templates"), autoescape=select_autoescape(["html"]))
+    from .diagram import car_diagram_svg, part_states
+
     html = env.get_template("report.html").render(
-        report=report, photos=photos,
+        report=report, photos=photos, diagram=car_diagram_svg(part_states(report)),
         part_legend=[(n, _hex(c)) for n, c in part_legend], damage_legend=[(n, _hex(c)) for n, c in damage_legend])
     paths = {"json": out / "report.json", "html": out / "report.html"}
     paths["json"].write_text(report.model_dump_json(indent=2), encoding="utf-8")

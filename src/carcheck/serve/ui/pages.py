@@ -212,9 +212,18 @@ def case_page(case_id: str, request: Request, sel: int | None = None, session: S
         sel = _next_pending(state, None) or (state.findings[0].id if state.findings else None)
     damages, parts = logic.case_taxonomy(report) if report else ([], [])
     names = {p.public_id: p.filename for p, _ in photos}
+    diagram = None
+    if report:
+        from ...report.diagram import car_diagram_svg, part_states
+        from ...report.schema import CaseReport
+
+        try:
+            diagram = car_diagram_svg(part_states(CaseReport.model_validate(report)))
+        except ValueError:  # a stored report this version cannot read: the page works without the diagram
+            diagram = None
     return _html("case.html", user=user, case=case, report=report, state=state, photos=photos, boxes=boxes,
                  crops=crops, sel=sel, damages=damages, parts=parts, severities=SEVERITIES, names=names,
-                 closed=state.state == "reviewed")
+                 closed=state.state == "reviewed", diagram=diagram)
 
 
 def _back(case_id: str, sel: int | None = None, anchor: str | None = None) -> RedirectResponse:
