@@ -43,3 +43,31 @@ def track(iterable, description: str = "working", **_: Any):
 def emit_json(obj: Any) -> None:
     """Print ``obj`` as JSON on stdout."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def open_service_db(data_dir, database_url: str | None, tenant: str | None):
+    """``(session_factory, tenant id or None)`` of a carcheck service's database, migrated to head
+    (a data dir of a service from before the review tables), for the CLI commands that read it.
+
+    Raises:
+        typer.BadParameter: ``data_dir`` holds no ``carcheck.db`` (and no ``--database-url``), or no
+            tenant is called ``tenant``.
+    """
+    import typer
+    from sqlalchemy import select
+
+    from ..serve.db.models import Tenant
+    from ..serve.db.session import make_engine, session_factory, sqlite_url, upgrade
+
+    if database_url is None and not (data_dir / "carcheck.db").is_file():
+        raise typer.BadParameter(f"{data_dir}: no carcheck.db (not a service data dir)", param_hint="--data-dir")
+    engine = make_engine(database_url or sqlite_url(data_dir))
+    upgrade(engine)
+    factory = session_factory(engine)
+    tid = None
+    if tenant is not None:
+        with factory() as s:
+            tid = s.scalar(select(Tenant.id).where(Tenant.name == tenant))
+        if tid is None:
+            raise typer.BadParameter(f"no tenant {tenant!r}", param_hint="--tenant")
+    return factory, tid

@@ -71,23 +71,12 @@ def reviewed(
     """Reviewed cases of the service as a COCO dataset for retraining (confirmed, corrected and added
     damage as annotations, rejected predictions under "negatives"); train on it with
     ``carcheck train segmentation --task damage:damage_type:OUT/annotations.json``."""
-    from sqlalchemy import select
-
-    from ..serve.db.models import Tenant
-    from ..serve.db.session import make_engine, session_factory, sqlite_url, upgrade
     from ..serve.review.export import export_coco
     from ..serve.storage import PhotoStore
+    from ._common import open_service_db
 
-    if database_url is None and not (data_dir / "carcheck.db").is_file():
-        raise typer.BadParameter(f"{data_dir}: no carcheck.db (not a service data dir)", param_hint="--data-dir")
-    engine = make_engine(database_url or sqlite_url(data_dir))
-    upgrade(engine)  # a data dir of a service from before the review tables
-    with session_factory(engine)() as s:
-        tid = None
-        if tenant is not None:
-            tid = s.scalar(select(Tenant.id).where(Tenant.name == tenant))
-            if tid is None:
-                raise typer.BadParameter(f"no tenant {tenant!r}", param_hint="--tenant")
+    factory, tid = open_service_db(data_dir, database_url, tenant)
+    with factory() as s:
         try:
             summary = export_coco(s, PhotoStore(data_dir), out, tid, originals=originals)
         except (ValueError, OSError) as e:

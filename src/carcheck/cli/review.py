@@ -27,22 +27,11 @@ def stats(
 ) -> None:
     """Confirmed / corrected / rejected shares and precision as reviewers saw it, per damage type and
     per model version, and per model version the lowest C_refined threshold reaching the target."""
-    from sqlalchemy import select
-
-    from ..serve.db.models import Tenant
-    from ..serve.db.session import make_engine, session_factory, sqlite_url, upgrade
     from ..serve.review.stats import review_stats
+    from ._common import open_service_db
 
-    if database_url is None and not (data_dir / "carcheck.db").is_file():
-        raise typer.BadParameter(f"{data_dir}: no carcheck.db (not a service data dir)", param_hint="--data-dir")
-    engine = make_engine(database_url or sqlite_url(data_dir))
-    upgrade(engine)  # a data dir of a service from before the review tables
-    with session_factory(engine)() as s:
-        tid = None
-        if tenant is not None:
-            tid = s.scalar(select(Tenant.id).where(Tenant.name == tenant))
-            if tid is None:
-                raise typer.BadParameter(f"no tenant {tenant!r}", param_hint="--tenant")
+    factory, tid = open_service_db(data_dir, database_url, tenant)
+    with factory() as s:
         st = review_stats(s, tid, target, min_support)
     if json_out:
         emit_json(st.model_dump(mode="json"))
