@@ -56,7 +56,9 @@ def main() -> None:
     paper = b["paper"]
     cmd = cfg.get("command") or (
         "carcheck train segmentation --task damage:cardd_damage:data/cardd:data/cardd --out runs/cardd_fpn96 "
-        f"--epochs {cfg['epochs']} --batch-size {cfg['batch_size']} --size {cfg['size']} --load-size {cfg['load_size']} "
+        f"--epochs {cfg['epochs']}"
+        f"{' --max-steps-per-epoch ' + str(cfg['max_steps_per_epoch']) if cfg.get('max_steps_per_epoch') else ''}"
+        f" --batch-size {cfg['batch_size']} --size {cfg['size']} --load-size {cfg['load_size']} "
         f"--val-size {cfg['val_size']} --scale {cfg['scale'][0]},{cfg['scale'][1]} --loss {cfg['loss']}"
         f"{' --class-weights' if cfg['class_weights'] else ''} --lr {cfg['lr']} --channels {cfg['channels']} --threads 2")
     lines = [
@@ -74,7 +76,9 @@ def main() -> None:
         "trained on. All photos 640x640 (Roboflow stretched CarDD's originals).",
         f"- **Training**: loss {cfg['loss']} (focal term for the hard classes, CarDD section V), median-frequency class "
         f"weights {'on' if cfg['class_weights'] else 'off'}, AdamW lr {cfg['lr']}, weight decay {cfg['weight_decay']}, "
-        f"warm-up {cfg['warmup_epochs']} epoch then cosine, {cfg['epochs']} epochs, batch {cfg['batch_size']}; multi-scale "
+        f"warm-up {cfg['warmup_epochs']} epoch then cosine, {cfg['epochs']} epochs"
+        f"{' of ' + str(cfg['max_steps_per_epoch']) + ' steps (random batches; ~2.9 passes over train in all)' if cfg.get('max_steps_per_epoch') else ''}"
+        f", batch {cfg['batch_size']}; multi-scale "
         f"training: photos at {cfg['load_size']} px (CarDD's native size), random zoom {cfg['scale'][0]}-{cfg['scale'][1]}, "
         f"{cfg['size']} px crops, the end-to-end paper's augmentations; validation at {cfg['val_size']} px. Precision "
         f"{cfg.get('precision_resolved', cfg['precision'])}, 2 CPU threads (no GPU was lent). Best validation epoch "
