@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, engine=None,
     from .errors import install_error_handlers
     from .limits import BodyLimitMiddleware
     from .storage import PhotoStore
-    from .api import assessments, cases, ops, review
+    from .api import assessments, cases, compare, ops, review
 
     settings = settings or Settings()
     store = PhotoStore(settings.data_dir)
@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None, engine=None,
     app.include_router(assessments.router)
     app.include_router(ops.router)
     app.include_router(review.router)  # issue 18: /v1 review API + the /review UI
+    app.include_router(compare.router)  # issue 19: /v1/cases/{id}/compare/{before_id} (+ compare.html)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
