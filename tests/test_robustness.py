@@ -311,3 +311,52 @@ def test_an_unexpected_exception_exits_3_not_1(monkeypatch, capsys):
         main()
     assert e.value.code == INTERNAL_ERROR == 3
     assert "internal error" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- peak memory: large decodes never overlap the networks
+def test_decode_buffer_bytes_from_the_header(tmp_path):
+    from carcheck.data.images import decode_buffer_bytes
+
+    Image.new("RGB", (1000, 500)).save(tmp_path / "a.png")
+    Image.new("L", (1000, 500)).save(tmp_path / "g.png")
+    Image.new("RGB", (4000, 3000)).save(tmp_path / "big.jpg", quality=80)
+    assert decode_buffer_bytes(tmp_path / "a.png") == 1000 * 500 * 4  # Pillow holds RGB as 4 bytes/px
+    assert decode_buffer_bytes(tmp_path / "g.png") == 1000 * 500
+    # a JPEG is decoded at DCT scale 1/4 for a 1 MP target: 1000 x 750 px
+    assert decode_buffer_bytes(tmp_path / "big.jpg", max_decoded_pixels=1_000_000) == 1000 * 750 * 4
+    assert decode_buffer_bytes(tmp_path / "big.jpg", max_decoded_pixels=None) == 4000 * 3000 * 4
+    (tmp_path / "text.jpg").write_text("not an image")
+    os.mkfifo(tmp_path / "pipe.png")
+    for bad in ("text.jpg", "pipe.png", "missing.png"):  # decode_image says why; the estimate never raises
+        assert decode_buffer_bytes(tmp_path / bad) == 0
+
+
+@needs_models
+def test_large_decodes_wait_for_the_previous_photo(tmp_path, assessor, monkeypatch):
+    """A photo whose decode buffer exceeds PREFETCH_MAX_BYTES is read on the main thread, after the
+    previous photo has been through the networks; small ones are decoded ahead in the thread."""
+    import threading
+
+    import carcheck.pipeline.assess as assess_mod
+
+    real = _photos(1)[0]
+    Image.open(real).convert("RGB").resize((900, 600)).save(tmp_path / "small.jpg")
+    Image.open(real).convert("RGB").resize((1600, 1200)).save(tmp_path / "large.png")
+    events, orig_read, orig_screen = [], assessor.read_photo, assessor.screen_photo
+    monkeypatch.setattr(assess_mod, "PREFETCH_MAX_BYTES", 4 * 2 ** 20)  # between the two files' buffers
+
+    def read(path):
+        events.append(("read", Path(path).name, threading.current_thread().name.startswith("carcheck-decode")))
+        return orig_read(path)
+
+    def screen(path, loaded=None):
+        events.append(("screen", Path(path).name, None))
+        return orig_screen(path, loaded)
+
+    monkeypatch.setattr(assessor, "read_photo", read)
+    monkeypatch.setattr(assessor, "screen_photo", screen)
+    report, _ = assessor.assess([tmp_path / "small.jpg", tmp_path / "large.png"], case_id="prefetch")
+    assert [p.status for p in report.photos] == ["assessed", "assessed"]
+    reads = {name: in_thread for kind, name, in_thread in events if kind == "read"}
+    assert reads == {"small.jpg": True, "large.png": False}
+    assert events.index(("screen", "small.jpg", None)) < events.index(("read", "large.png", False))

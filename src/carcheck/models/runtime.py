@@ -142,6 +142,34 @@ def set_threads(threads: int | None = None) -> int:
     return n
 
 
+def trim_heap() -> bool:
+    """Hand freed heap memory back to the operating system (glibc ``malloc_trim(0)``).
+
+    glibc keeps memory freed by large temporary arrays (a decoded photo, a network's activations)
+    in its arenas, so a long case's resident set creeps upwards photo by photo (issue 20: +240 MB
+    over one 1,000-file case); trimming after each photo keeps it at its working size. Takes about
+    a millisecond.
+
+    Returns:
+        True when trimmed; False where the C library has no ``malloc_trim`` (musl, macOS, Windows).
+    """
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM is False:
+        return False
+    _MALLOC_TRIM(0)
+    return True
+
+
+_MALLOC_TRIM = None
+
+
 def cpu_info() -> dict:
     """What a benchmark JSON records about the machine: CPU model, cores, bf16 support, torch version."""
     import torch

@@ -38,11 +38,11 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..data.images import DecodedImage, ImageLoadError, decode_image, display_name
+from ..data.images import DecodedImage, ImageLoadError, decode_buffer_bytes, decode_image, display_name
 from ..data.taxonomy import get_plausibility, get_taxonomy
 from ..models.backbone import inference_context
 from ..models.inference import DEFAULT_SEGMENTERS, load_segmenters, to_input_tensor
-from ..models.runtime import resolve_runtime, set_threads
+from ..models.runtime import resolve_runtime, set_threads, trim_heap
 from ..report.build import build_report
 from ..report.schema import (AssessConfig, CaseReport, DamageFilter, Finding, FusionConfig, ModelFile,
                              PhotoDetection, PhotoReport)
@@ -104,6 +104,12 @@ class PhotoVisual:
     damage_label: np.ndarray  # (h, w) uint8
     heads: PhotoHeadOutputs | None = None
     gradcam: np.ndarray | None = None  # (h, w) float32 Grad-CAM map in [0, 1], for flagged photos
+
+
+#: Photos whose decode buffer is larger than this (bytes) are not decoded ahead, in parallel with
+#: the networks, but after the previous photo is done (:meth:`Assessor._run_photos`): 32 MiB is an
+#: 8 MP RGB buffer, the largest a JPEG of any size needs at the default ``max_decoded_pixels``.
+PREFETCH_MAX_BYTES = 32 * 2 ** 20
 
 
 class Assessor:
@@ -415,6 +421,7 @@ class Assessor:
         vthr = consistency.threshold if consistency is not None else None
         if self.config.gradcam and self.heads.has("damaged"):
             self._gradcam([p for p in photos if p.path in visuals and review.image_level_reasons(p, vthr)], visuals)
+            trim_heap()  # the backward passes' activations
         for ph in photos:
             if ph.status == "assessed":
                 k = sum(c.needs_review and ph.path in c.photos for c in case)
@@ -444,16 +451,27 @@ class Assessor:
     def _run_photos(self, files: list[Path], track: Callable[..., Iterable]
                     ) -> tuple[list[PhotoReport], list[PhotoFindings], dict[str, PhotoVisual]]:
         """Every entry through :meth:`screen_photo`; photo i+1 is decoded in a thread while photo i
-        runs through the networks (Pillow and torch release the GIL while they work)."""
+        runs through the networks (Pillow and torch release the GIL while they work), unless its
+        decode buffer exceeds :data:`PREFETCH_MAX_BYTES` (a large PNG/TIFF): that one is decoded
+        after photo i, so that its buffer and the networks' activations are never in memory at once
+        (issue 20: peak RSS within 1.5 GB). Freed heap is handed back after every photo."""
         self._duplicates = self._duplicate_finder()
         photos, pf, visuals = [], [], {}
+
+        def ahead_of(f: Path):
+            if decode_buffer_bytes(f, max_decoded_pixels=self.config.max_decoded_pixels) > PREFETCH_MAX_BYTES:
+                return None  # read when its turn comes
+            return pool.submit(self.read_photo, f)
+
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="carcheck-decode") as pool:
-            ahead = pool.submit(self.read_photo, files[0]) if files else None
+            ahead = ahead_of(files[0]) if files else None
             for i, f in enumerate(track(files, description="assessing photos")):
-                loaded = ahead.result()
+                loaded = ahead.result() if ahead is not None else self.read_photo(f)
                 if i + 1 < len(files):
-                    ahead = pool.submit(self.read_photo, files[i + 1])
+                    ahead = ahead_of(files[i + 1])
                 rep, fnd, vis = self.screen_photo(f, loaded)
+                del loaded
+                trim_heap()
                 photos.append(rep)
                 if fnd is not None:
                     pf.append(fnd)
