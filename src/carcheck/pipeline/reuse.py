@@ -12,7 +12,8 @@ pair are within ``max_phash`` / ``max_dhash`` bits (requiring both keeps false m
 
 :class:`ReuseIndex` keeps the hashes in a :class:`HashStore`: :class:`SQLiteHashStore` (one file, the CLI's
 ``--index FILE``) or :class:`MemoryHashStore`; the service can implement the same three-method protocol over
-its own database table. Matching is a vectorised Hamming scan over all stored hashes (numpy), fine to some
+its own database table (``carcheck.serve.reuse_index``, per tenant; both stores write the rows of
+:meth:`HashEntry.row`). Matching is a vectorised Hamming scan over all stored hashes (numpy), fine to some
 100,000 photos; a larger store would add a BK-tree or multi-index hashing behind the same protocol.
 
 EXIF rules (:func:`exif_reasons`, pure) flag, inside one case: capture dates more than ``max_days`` apart,
@@ -35,7 +36,7 @@ from PIL import Image
 
 from ..report.claims_schema import ReuseMatch
 
-__all__ = ["PhotoHashes", "photo_hashes", "HashEntry", "HashStore", "MemoryHashStore", "SQLiteHashStore",
+__all__ = ["PhotoHashes", "photo_hashes", "HashEntry", "ROW_COLUMNS", "HashStore", "MemoryHashStore", "SQLiteHashStore",
            "ReuseIndex", "PhotoMeta", "read_photo_meta", "exif_reasons", "reuse_check", "file_sha256", "EDITING_SOFTWARE",
            "MAX_PHASH", "MAX_DHASH", "WINDOWS"]
 
@@ -122,11 +123,31 @@ def photo_hashes(image: np.ndarray | Image.Image, sha256: str = "") -> PhotoHash
 
 @dataclass(frozen=True)
 class HashEntry:
-    """One indexed photo: its case, its name (display path) and its hashes."""
+    """One indexed photo: its case, its name (display path) and its hashes.
+
+    :meth:`row` / :meth:`from_row` are the stored form every database store uses (the CLI's
+    :class:`SQLiteHashStore`, the service's table in ``carcheck.serve.reuse_index``): the columns of
+    :data:`ROW_COLUMNS`, the hashes as one BLOB of :meth:`PhotoHashes.to_bytes`.
+    """
 
     case_id: str
     photo: str
     hashes: PhotoHashes
+
+    def row(self) -> dict:
+        """The entry as the stored columns (:data:`ROW_COLUMNS`: ``hashes`` bytes, ``hash_size`` int)."""
+        return {"case_id": self.case_id, "photo": self.photo, "hash_size": HASH_SIZE, "aspect": self.hashes.aspect,
+                "sha256": self.hashes.sha256, "hashes": self.hashes.to_bytes()}
+
+    @classmethod
+    def from_row(cls, case_id: str, photo: str, aspect: float, sha256: str, hashes: bytes) -> "HashEntry":
+        """Inverse of :meth:`row` (stores select rows of ``hash_size == HASH_SIZE`` only; ValueError for a
+        blob of another size)."""
+        return cls(case_id, photo, PhotoHashes.from_bytes(bytes(hashes), aspect, sha256 or ""))
+
+
+#: columns of a stored entry (:meth:`HashEntry.row`), besides the store's own (``added``, a tenant, ...)
+ROW_COLUMNS = ("case_id", "photo", "hash_size", "aspect", "sha256", "hashes")
 
 
 class HashStore(Protocol):
@@ -193,10 +214,11 @@ class SQLiteHashStore:
 
     def add(self, entries: Sequence[HashEntry]) -> None:
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        rows = [(e.case_id, e.photo, HASH_SIZE, e.hashes.aspect, e.hashes.sha256, e.hashes.to_bytes(), now)
-                for e in entries]
+        rows = [{**e.row(), "added": now} for e in entries]
+        cols = ", ".join((*ROW_COLUMNS, "added"))
         with self._connect() as c:
-            c.executemany("INSERT OR REPLACE INTO photo_hashes VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            c.executemany(f"INSERT OR REPLACE INTO photo_hashes ({cols}) VALUES "
+                          f"({', '.join(':' + k for k in (*ROW_COLUMNS, 'added'))})", rows)
 
     def remove_case(self, case_id: str) -> None:
         with self._connect() as c:
@@ -206,7 +228,7 @@ class SQLiteHashStore:
         with self._connect() as c:
             rows = c.execute("SELECT case_id, photo, aspect, sha256, hashes FROM photo_hashes WHERE hash_size = ? "
                              "ORDER BY rowid", (HASH_SIZE,)).fetchall()
-        return [HashEntry(cid, photo, PhotoHashes.from_bytes(blob, aspect, sha)) for cid, photo, aspect, sha, blob in rows]
+        return [HashEntry.from_row(*r) for r in rows]
 
 
 def _hamming(x: np.ndarray) -> np.ndarray:

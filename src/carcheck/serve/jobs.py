@@ -298,7 +298,8 @@ class Worker:
     def assess(self, job: Job, token: str) -> tuple[dict, str]:
         """Run the assessment of the job's case on its stored photos; returns (report JSON, report.html
         relative to the data dir). The photos are linked into a work folder as ``<photo id><suffix>``
-        (the names the report uses), so no client-chosen name reaches the file system."""
+        (the names the report uses), so no client-chosen name reaches the file system. The photos are
+        matched against the tenant's reused-photo index and then indexed (:mod:`.reuse_index`)."""
         import shutil
 
         from ..report.html import write_report
@@ -308,7 +309,7 @@ class Worker:
             case = s.get(Case, job.case_id)
             photos = list(s.scalars(select(Photo).where(Photo.case_id == case.id, Photo.status == "stored")
                                     .order_by(Photo.id)))
-            case_pid = case.public_id
+            case_pid, tenant_id = case.public_id, case.tenant_id
         work = self.store.root / "work" / f"{job.public_id}-{token[:8]}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -325,6 +326,10 @@ class Worker:
         cwd = os.getcwd()
         os.chdir(work)  # the report names photos by these relative names (one job at a time per process)
         try:
+            from .reuse_index import tenant_reuse_index
+
+            # reused-photo check against the tenant's other cases (issue 19); the case's photos are indexed
+            self.assessor.reuse_index = tenant_reuse_index(self.sessions, tenant_id)
             report, visuals = self.assessor.assess(names, case_pid)
             write_report(report, visuals, out, self.assessor.part_names, self.assessor.damage_names)
         finally:

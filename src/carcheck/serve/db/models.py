@@ -15,6 +15,8 @@ Tables:
     findings: the findings of the case's current report, one row each, with ``review_state``
         (pending|confirmed|rejected|edited; issue 18 adds reviewer decisions beside it).
     audit_events: append-only log (never updated or deleted by the service).
+    photo_hashes: the reused-photo index (issue 19): perceptual hashes of every assessed photo, by
+        tenant (see :mod:`carcheck.serve.reuse_index`).
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String,
-                        Text, text)
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, MetaData,
+                        String, Text, UniqueConstraint, text)
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["Base", "Tenant", "ApiKey", "Case", "Photo", "Job", "Finding", "AuditEvent", "utcnow", "new_public_id",
+__all__ = ["Base", "Tenant", "ApiKey", "Case", "Photo", "Job", "Finding", "AuditEvent", "PhotoHash", "utcnow", "new_public_id",
            "CASE_STATUSES", "JOB_STATUSES", "REVIEW_STATES"]
 
 CASE_STATUSES = ("open", "queued", "running", "assessed", "failed")
@@ -193,3 +195,23 @@ class AuditEvent(Base):
     actor: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(64), index=True)
     detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class PhotoHash(Base):
+    """One photo of the reused-photo index (issue 19): the columns of
+    :meth:`carcheck.pipeline.reuse.HashEntry.row` plus the tenant, keyed by (case, photo name as the case's
+    report names it). Only matched within the same tenant (:mod:`carcheck.serve.reuse_index`)."""
+
+    __tablename__ = "photo_hashes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    photo: Mapped[str] = mapped_column(String(300))
+    hash_size: Mapped[int] = mapped_column(Integer)
+    aspect: Mapped[float] = mapped_column(Float)
+    sha256: Mapped[str] = mapped_column(String(64), default="")
+    #: PhotoHashes.to_bytes() (3.2 kB at hash size 16)
+    hashes: Mapped[bytes] = mapped_column(LargeBinary)
+    added: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    __table_args__ = (UniqueConstraint("case_id", "photo", name="uq_photo_hashes_case_id_photo"),
+                      Index("ix_photo_hashes_tenant_id_hash_size", "tenant_id", "hash_size"))
