@@ -56,7 +56,7 @@ from .inputs import DuplicateFinder, blank_reason, collect_photos, exact_name_by
 from .photo_type import EXTERIOR_TYPES, decide_photo_type, probabilities_from_logits
 from .quality import check_quality
 from .plausibility import apply_plausibility
-from .size import scale_area, scale_bbox, size_class, to_photo_pixels
+from .size import finding_sizes, region_size_cm, scale_area, scale_bbox, size_class, to_photo_pixels
 
 __all__ = ["AssessConfig", "FusionConfig", "Assessor", "PhotoVisual", "Prediction", "assess", "collect_photos",
            "file_sha256"]
@@ -343,7 +343,8 @@ class Assessor:
                 area_fraction_of_part=round(frac_part, 4), area_fraction_of_image=round(r.area / (nh * nw), 5),
                 size_class=size_class(frac_part, fc, closeup), c_base=round(r.c_base, 4),
                 bbox_xywh=scale_bbox(r.bbox, sx, sy), reassigned_from=r.reassigned_from,
-                review_reasons=list(r.review_reasons)))
+                review_reasons=list(r.review_reasons),
+                size_cm=region_size_cm(r.mask, part_label, self.part_names, r.part, self.config.size)))
             agg = per_key.setdefault((r.part, r.damage), [0.0, 0.0])
             agg[0] = max(agg[0], r.c_base)
             agg[1] += frac_part
@@ -431,6 +432,7 @@ class Assessor:
             config=self.stated_config(), models=self._models(), model_files=self.model_files,
             model_thresholds=self.model_thresholds(), taxonomies=dict(self.model.taxonomies), vehicle=vehicle,
             consistency=consistency, ignored_files=[display_name(p) for p in inputs.ignored])
+        finding_sizes(report)  # each finding's size in cm from the photo showing its part best
         self._claims(report, inputs.files, visuals)
         return report, visuals
 

@@ -1,6 +1,11 @@
-"""Write a case report: ``report.json`` (the schema) and a self-contained ``report.html`` (Jinja2)
-with every assessed photo, its part and damage overlays, a legend and the findings table.
-Every image written is passed through :func:`~carcheck.report.privacy.blur_private_regions` first."""
+"""Write a case report: ``report.json`` (the schema) and a self-contained ``report.html`` (Jinja2).
+
+The HTML opens with what a claims handler needs first (issue 16 item 4): the vehicle (make/model, or
+"not one of the known models"), the car diagram (:mod:`.diagram`), the confident findings by part, each
+with a crop of its best photo around the region, then what needs review and why, then the repair
+estimate and the per-photo detail (every assessed photo with its part and damage overlays, a legend and
+the numbers). :mod:`.pdf` prints the same page to ``report.pdf``. Every image written is passed through
+:func:`~carcheck.report.privacy.blur_private_regions` first (crops are cut from the blurred photo)."""
 
 from __future__ import annotations
 
@@ -16,9 +21,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
 from .privacy import blur_private_regions
-from .schema import CaseReport
+from .schema import CaseReport, Finding, PhotoDetection, SizeCm
 
-__all__ = ["palette", "overlay", "overlay_cam", "legend", "write_report", "prepare_out_dir", "DAMAGE_COLOURS"]
+__all__ = ["palette", "overlay", "overlay_cam", "legend", "write_report", "prepare_out_dir", "DAMAGE_COLOURS",
+           "size_text", "vehicle_line", "best_detection", "crop_around"]
 
 #: Colours of the damage classes, in class order of whichever damage taxonomy the model has (more
 #: classes than listed continue with :func:`palette` hues); saturated, distinct from the part palette.
@@ -95,7 +101,7 @@ def prepare_out_dir(out_dir: str | Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"{where}: cannot create the report folder ({e.strerror or e})") from None
-    for name in ("report.json", "report.html"):
+    for name in ("report.json", "report.html", "report.pdf"):
         f = out / name
         if f.exists() and not f.is_file():
             raise ValueError(f"{display_name(f)}: exists and is not a file")
@@ -131,6 +137,77 @@ def legend(report: CaseReport, task: str, names: Sequence[str] | None = None) ->
     return list(zip(names, colours))
 
 
+def _n(v: float) -> str:
+    """A length / area for a person: one decimal under 10, whole numbers above."""
+    return f"{v:.1f}" if abs(v) < 10 else f"{v:.0f}"
+
+
+def size_text(s: SizeCm | None) -> str:
+    """A :class:`~carcheck.report.schema.SizeCm` in words: ``"about 12 x 4.5 cm (10-14 x 4.0-5.0 cm),
+    40 cm² (30-56 cm²)"``, ``"size in cm not estimated: <reason>"``, or ``""`` for None (old reports)."""
+    if s is None:
+        return ""
+    if s.area_cm2 is None or s.width_cm is None or s.height_cm is None:
+        return f"size in cm not estimated: {s.reason or 'no scale'}"
+    (wl, wh), (hl, hh), (al, ah) = s.width_range_cm, s.height_range_cm, s.area_range_cm2
+    return (f"about {_n(s.width_cm)} x {_n(s.height_cm)} cm ({_n(wl)}-{_n(wh)} x {_n(hl)}-{_n(hh)} cm), "
+            f"{_n(s.area_cm2)} cm² ({_n(al)}-{_n(ah)} cm²)")
+
+
+def vehicle_line(report: CaseReport) -> str:
+    """The report's first line about the car: the most likely make/model with its probability, or
+    ``"not one of the known models"`` when the case's photos fall outside the models the classifier
+    knows (:attr:`~carcheck.report.schema.VehicleIdentity.in_scope`), or why there is no identification."""
+    v = report.vehicle
+    if v is None:
+        return "not identified (no make/model classifier ran on an assessed photo)"
+    if not v.in_scope or not v.make_model_top3:
+        return f"not one of the known models (the classifier knows {v.known_models})"
+    top = v.make_model_top3[0]
+    return f"{top.label.replace('_', ' ')} ({100 * top.probability:.0f}%)"
+
+
+def best_detection(report: CaseReport, finding: Finding, have: Mapping[str, object] | None = None
+                   ) -> tuple[str, PhotoDetection] | None:
+    """The region that shows a finding best: among its photos (those in ``have``, when given) the
+    detections of its (part, damage) within ``0.9 x`` the highest C_base, and of those the largest in its
+    photo (share of the image; then C_base). None: no such region."""
+    by = {p.path: p for p in report.photos}
+    cands = [(name, d) for name in finding.photos if name in by and (have is None or name in have)
+             for d in by[name].detections if (d.part, d.damage) == (finding.part, finding.damage)]
+    if not cands:
+        return None
+    top = max(d.c_base for _, d in cands)
+    sure = [nd for nd in cands if nd[1].c_base >= 0.9 * top]
+    return max(sure, key=lambda nd: (nd[1].area_fraction_of_image, nd[1].c_base))
+
+
+def crop_around(image: np.ndarray, bbox_xywh: Sequence[float], scale: tuple[float, float] = (1.0, 1.0),
+                margin: float = 0.6, min_side: int = 96) -> np.ndarray:
+    """A crop of ``image`` around a region, the region outlined.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB (already privacy-blurred).
+        bbox_xywh: the region's box in the report's (original-photo) pixels.
+        scale: (x, y) factors from those pixels to ``image``'s.
+        margin: context added on every side, as a share of the box's size.
+        min_side: the crop is at least this many px wide and tall (where the image allows).
+    Returns:
+        ``(h, w, 3)`` uint8 RGB, a copy.
+    """
+    import cv2
+
+    H, W = image.shape[:2]
+    x, y, w, h = (bbox_xywh[0] * scale[0], bbox_xywh[1] * scale[1], bbox_xywh[2] * scale[0], bbox_xywh[3] * scale[1])
+    cw, ch = max(w * (1 + 2 * margin), min_side), max(h * (1 + 2 * margin), min_side)
+    cx, cy = x + w / 2, y + h / 2
+    x0, y0 = int(max(0, min(W - cw, cx - cw / 2))), int(max(0, min(H - ch, cy - ch / 2)))
+    x1, y1 = int(min(W, x0 + cw)), int(min(H, y0 + ch))
+    out = np.ascontiguousarray(image.copy())
+    cv2.rectangle(out, (int(x), int(y)), (int(x + w), int(y + h)), (255, 225, 25), 2)
+    return out[y0:y1, x0:x1].copy()
+
+
 def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: str | Path,
                  part_names: Sequence[str] | None = None, damage_names: Sequence[str] | None = None) -> dict[str, Path]:
     """Write ``report.json`` and ``report.html`` into ``out_dir`` (created).
@@ -149,23 +226,45 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
     out.mkdir(parents=True, exist_ok=True)
     part_legend, damage_legend = legend(report, "parts", part_names), legend(report, "damage", damage_names)
     part_colours, damage_colours = [c for _, c in part_legend], [c for _, c in damage_legend]
-    photos = []
+    photos, blurred = [], {}
     for p in report.photos:
         entry = {"report": p, "name": Path(p.path).name}
         v = visuals.get(p.path)
         if v is not None:
             base, n_blurred = blur_private_regions(v.image)
+            blurred[p.path] = base
             entry.update(original=_data_uri(base), parts=_data_uri(overlay(base, v.part_label, part_colours)),
                          damage=_data_uri(overlay(base, v.damage_label, damage_colours, 0.6)), blurred=n_blurred)
             cam = getattr(v, "gradcam", None)
             if cam is not None:  # drawn over the already blurred photo: one face/plate search per photo
                 entry["gradcam"] = _data_uri(overlay_cam(base, cam))
         photos.append(entry)
+    by_path = {p.path: p for p in report.photos}
+    findings = []  # every finding with its best region and, where the photo is drawn, a crop around it
+    for f in report.findings:
+        entry = {"finding": f, "size": size_text(f.size_cm), "crop": None, "crop_photo": None}
+        best = best_detection(report, f, blurred) or best_detection(report, f)
+        if best is not None:
+            name, det = best
+            entry["crop_photo"] = Path(name).name
+            ph = by_path[name]
+            if name in blurred and ph.width and ph.height:
+                img = blurred[name]
+                entry["crop"] = _data_uri(crop_around(img, det.bbox_xywh, (img.shape[1] / ph.width,
+                                                                        img.shape[0] / ph.height)))
+        findings.append(entry)
+    parts: dict[str, list] = {}  # confident findings by part, in report order
+    for e in findings:
+        if not e["finding"].needs_review:
+            parts.setdefault(e["finding"].part, []).append(e)
     env = Environment(loader=PackageLoader("carcheck.report", "templates"), autoescape=select_autoescape(["html"]))
+    env.filters["size_text"] = size_text
     from .diagram import car_diagram_svg, part_states
 
     html = env.get_template("report.html").render(
-        report=report, photos=photos, diagram=car_diagram_svg(part_states(report)),
+        report=report, photos=photos, diagram=car_diagram_svg(part_states(report)), vehicle=vehicle_line(report),
+        confident_by_part=parts, review_findings=[e for e in findings if e["finding"].needs_review],
+        review_photos=[p for p in report.photos if p.review_reasons],
         part_legend=[(n, _hex(c)) for n, c in part_legend], damage_legend=[(n, _hex(c)) for n, c in damage_legend])
     paths = {"json": out / "report.json", "html": out / "report.html"}
     paths["json"].write_text(report.model_dump_json(indent=2), encoding="utf-8")

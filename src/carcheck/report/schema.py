@@ -15,10 +15,11 @@ from .photo_schema import PhotoTypeConfig, PhotoTypeDecision, QualityConfig, Qua
 
 from .claims_schema import CaseEstimate, ReuseMatch
 
-SCHEMA_VERSION = "1.6"  # 1.6: optional photo_type and quality per photo (issue 16), config photo_type / quality; 1.5: optional estimate (repair estimate) and reuse (photos matching indexed photos), issue 19; 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
+SCHEMA_VERSION = "1.7"  # 1.7: optional size_cm per detection and finding (damage size in cm from the typical part sizes, issue 16), config size; 1.6: optional photo_type and quality per photo (issue 16), config photo_type / quality; 1.5: optional estimate (repair estimate) and reuse (photos matching indexed photos), issue 19; 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
 
 __all__ = ["SCHEMA_VERSION", "PhotoDetection", "PhotoReport", "Finding", "CaseSummary", "CaseReport", "AssessConfig", "AssessConfigModel", "FusionConfig", "ModelFile",
-           "ClassScore", "HeadResult", "DamageFilter", "VehicleMatch", "VehicleIdentity", "Consistency"]
+           "ClassScore", "HeadResult", "DamageFilter", "VehicleMatch", "VehicleIdentity", "Consistency", "SizeCm",
+           "SizeConfig"]
 
 
 class ClassScore(BaseModel):
@@ -75,6 +76,40 @@ class Consistency(BaseModel):
     note: str = ""
 
 
+class SizeCm(BaseModel):
+    """A damage size in centimetres, scaled from the typical real size of the part it lies on
+    (``carcheck/pipeline/part_sizes.yaml``) by the ratio of the region's pixels to the part's pixels in
+    the photo, along each image axis (:mod:`carcheck.pipeline.size`). Either an estimate with its
+    low-high range, or ``reason`` saying why there is none (all numbers None)."""
+
+    width_cm: float | None = Field(None, description="Horizontal extent of the region's box, cm (typical part size).")
+    height_cm: float | None = Field(None, description="Vertical extent of the region's box, cm.")
+    area_cm2: float | None = Field(None, description="Area of the region's pixels, cm².")
+    width_range_cm: tuple[float, float] | None = Field(None, description="Low-high of width_cm over the part-size "
+                                                       "range (and the part's cut-off extent).")
+    height_range_cm: tuple[float, float] | None = None
+    area_range_cm2: tuple[float, float] | None = None
+    part_visible_fraction: float | None = Field(None, description="Estimated share of the part's extent inside the "
+                                                "photo (1: the part is not cut off by the photo's edges).")
+    basis: str = Field("", description="What the scale came from: part, its typical size, its extent in px.")
+    reason: str | None = Field(None, description="Why there is no estimate (damage on no part, part cut off or "
+                               "too small in the photo, no typical size declared).")
+
+
+class SizeConfig(BaseModel):
+    """When a damage size in cm is estimated (:mod:`carcheck.pipeline.size`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_part_px: int = Field(20, ge=1, description="No estimate when the part spans fewer px than this along either "
+                             "axis at network resolution (too small to scale from).")
+    min_visible_fraction: float = Field(0.6, gt=0, le=1, description="No estimate when less than this share of the "
+                                        "part's extent is inside the photo (cut off; the scale would come from a "
+                                        "guess of the missing part).")
+    min_instance_share: float = Field(0.02, ge=0, lt=1, description="Part fragments smaller than this share of the "
+                                      "part's pixels are left out of its extent (segmentation specks).")
+
+
 class PhotoDetection(BaseModel):
     """One damaged region D_k in one photo."""
 
@@ -92,6 +127,7 @@ class PhotoDetection(BaseModel):
                                         "part touching it.")
     review_reasons: list[str] = Field([], description="Why a person should look at this region (e.g. an "
                                       "implausible damage type for its part).")
+    size_cm: SizeCm | None = Field(None, description="Size in cm (or why none); None in reports before 1.7.")
 
 
 class PhotoReport(BaseModel):
@@ -143,6 +179,9 @@ class Finding(BaseModel):
     needs_review: bool
     review_reasons: list[str] = []
     photos: list[str]
+    size_cm: SizeCm | None = Field(None, description="Size in cm from the photo that shows the part best (largest "
+                                   "share of the part in frame, then the narrowest range); None before 1.7.")
+    size_cm_photo: str | None = Field(None, description="The photo size_cm was measured on.")
 
 
 class CaseSummary(BaseModel):
@@ -200,6 +239,7 @@ class AssessConfig(BaseModel):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     photo_type: PhotoTypeConfig = Field(default_factory=PhotoTypeConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    size: SizeConfig = Field(default_factory=SizeConfig)
     review_threshold: float = Field(0.5, ge=0, le=1, description="Findings with C_refined below this go to review.")
     longest_side: int = Field(512, gt=0, description="Network input size of the longer side, px (the paper's 512).")
     min_side: int = Field(64, ge=1, description="Photos with a shorter side below this many px are skipped as too "
