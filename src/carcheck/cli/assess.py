@@ -37,12 +37,15 @@ def assess_command(
                                          "photos matching a photo of another indexed case are flagged with that "
                                          "case's id, then this case is added. Without it only duplicates inside the "
                                          "case and EXIF inconsistencies are checked."),
+    pdf: bool = typer.Option(False, "--pdf", help="Also write report.pdf: the HTML report printed by headless "
+                             "Chromium (needs Playwright, pip install 'carcheck[pdf]', and a Chromium)."),
 ) -> None:
     """Assess one case: skip photos without a vehicle, find damaged parts, size them, reconcile the
     views, double-check with the image-level heads (damage filter, severity, car state, make/model,
     same vehicle) and flag doubtful findings. Exit codes: 0 every file was read, 1 some file could
     not be read (each is in the report with its reason), 2 usage error (e.g. --out is a file or
-    cannot be written; checked before any model loads), 3 an internal error (a bug)."""
+    cannot be written, or --pdf without Playwright / Chromium; checked before any model loads; or the PDF could
+    not be printed), 3 an internal error (a bug)."""
     from ..data.images import display_name
     from ..report.html import prepare_out_dir
 
@@ -51,6 +54,14 @@ def assess_command(
     except ValueError as e:
         console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(2)
+    if pdf:
+        from ..report.pdf import PdfError, check_pdf_support
+
+        try:
+            check_pdf_support()
+        except PdfError as e:
+            console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+            raise typer.Exit(2)
     from pydantic import ValidationError
 
     from ..models.inference import DEFAULT_SEGMENTERS
@@ -84,5 +95,13 @@ def assess_command(
             console.print(f"  [{'red' if p.status == 'failed' else 'yellow'}]{p.status}[/]: {escape(p.path)}: "
                           f"{escape(p.reason or '')}", highlight=False)
     console.print(f"report: {escape(display_name(Path(out) / 'report.html'))} (and report.json)", highlight=False)
+    if pdf:
+        from ..report.pdf import PdfError, write_pdf
+
+        try:
+            console.print(f"pdf: {escape(display_name(write_pdf(Path(out) / 'report.html')))}", highlight=False)
+        except PdfError as e:
+            console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+            raise typer.Exit(2)
     if s.failed:
         raise typer.Exit(1)
