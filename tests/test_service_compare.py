@@ -152,4 +152,9 @@ def test_other_tenant_404_and_not_assessed_409(env):
         _assert_error(r, 409, "not_assessed")
         assert r.json()["error"]["detail"] == {"case_id": fresh, "status": "open"}
         _assert_error(client.get(path + "/compare.html", headers=_h(key)), 409, "not_assessed")
+    # queued again for a re-assessment: its old report is not the case's current one
+    assert client.post(f"/v1/cases/{before}/assessments", headers=_h(key)).status_code == 202
+    r = client.get(f"/v1/cases/{after}/compare/{before}", headers=_h(key))
+    _assert_error(r, 409, "not_assessed")
+    assert r.json()["error"]["detail"]["status"] == "queued"
     assert client.get(f"/v1/cases/{after}/compare/{before}", headers={}).status_code == 401
