@@ -124,8 +124,8 @@ def test_a_bad_table_names_the_file_and_the_field(tmp_path):
         load_part_sizes(tmp_path / "missing.yaml")
 
 
-def _det(part, area_px, size: SizeCm | None):
-    return PhotoDetection(part=part, damage="dent", area_px=area_px, area_fraction_of_part=0.1,
+def _det(part, area_px, size: SizeCm | None, frac: float = 0.1):
+    return PhotoDetection(part=part, damage="dent", area_px=area_px, area_fraction_of_part=frac,
                           area_fraction_of_image=0.01, size_class="small", c_base=0.8, bbox_xywh=[0, 0, 1, 1],
                           size_cm=size)
 
@@ -138,25 +138,32 @@ def _report(photos, findings):
                         models={}, taxonomies={"parts": "dsmlr_parts", "damage": "damage_type"})
 
 
-def test_a_finding_takes_its_size_from_the_photo_showing_the_part_best():
+def test_a_finding_takes_its_size_from_the_photo_where_it_covers_most_of_the_part_then_the_best_view():
     from carcheck.report.schema import PhotoReport
 
     cut = SizeCm(width_cm=30, height_cm=10, area_cm2=250, width_range_cm=(20, 40), height_range_cm=(8, 12),
                  area_range_cm2=(150, 400), part_visible_fraction=0.7, basis="cut")
     whole = SizeCm(width_cm=20, height_cm=8, area_cm2=120, width_range_cm=(18, 22), height_range_cm=(7, 9),
                    area_range_cm2=(100, 150), part_visible_fraction=1.0, basis="whole")
-    photos = [PhotoReport(path="a.jpg", status="assessed", detections=[_det("hood", 900, cut)]),
-              PhotoReport(path="b.jpg", status="assessed", detections=[_det("hood", 500, whole),
-                                                                         _det("hood", 100, whole)]),
-              PhotoReport(path="c.jpg", status="assessed",
+    none = SizeCm(reason="hood is cut off by the photo's edges horizontally and vertically: no scale")
+    photos = [PhotoReport(path="a.jpg", status="assessed", detections=[_det("hood", 900, cut, 0.15)]),
+              PhotoReport(path="b.jpg", status="assessed", detections=[_det("hood", 500, whole, 0.1),
+                                                                         _det("hood", 100, whole, 0.05)]),
+              PhotoReport(path="c.jpg", status="assessed", detections=[_det("hood", 9000, none, 0.9)]),
+              PhotoReport(path="d.jpg", status="assessed", detections=[_det("hood", 900, cut, 0.4)]),
+              PhotoReport(path="e.jpg", status="assessed",
                           detections=[_det("unassigned", 50, SizeCm(reason="the damage lies on no segmented part"))])]
     f = lambda part, ps: Finding(part=part, damage="dent", size_class="small", area_fraction_of_part=0.1,  # noqa: E731
                                  c_base=0.8, k_agree=1, c_refined=0.8, needs_review=False, photos=ps)
-    rep = _report(photos, [f("hood", ["a.jpg", "b.jpg"]), f("unassigned", ["c.jpg"])])
+    rep = _report(photos, [f("hood", ["a.jpg", "b.jpg", "c.jpg"]), f("hood", ["a.jpg", "b.jpg", "d.jpg"]),
+                           f("unassigned", ["e.jpg"])])
     finding_sizes(rep)
-    hood, un = rep.findings
-    assert hood.size_cm_photo == "b.jpg" and hood.size_cm.width_cm == 20
-    assert hood.size_cm.area_cm2 == 240 and hood.size_cm.area_range_cm2 == (200, 300)  # two regions summed
+    tie, most, un = rep.findings
+    # a and b: the dent covers 15% of the hood in each (b: two regions); b shows the hood whole
+    assert tie.size_cm_photo == "b.jpg" and tie.size_cm.width_cm == 20  # c (90%) gives no scale
+    assert tie.size_cm.area_cm2 == 240 and tie.size_cm.area_range_cm2 == (200, 300)  # two regions summed
+    assert "sum of 2 regions" in tie.size_cm.basis
+    assert most.size_cm_photo == "d.jpg" and most.size_cm.area_cm2 == 250  # 40% of the hood: d, cut or not
     assert un.size_cm.area_cm2 is None and "no segmented part" in un.size_cm.reason and un.size_cm_photo is None
 
 

@@ -261,10 +261,12 @@ def _rel_spread(s: SizeCm) -> float:
 def finding_sizes(report: CaseReport) -> None:
     """Each finding's ``size_cm`` and ``size_cm_photo`` from its photos' detections, in place.
 
-    The photo chosen shows the part best: the largest ``part_visible_fraction``, then the narrowest
-    relative area range. Several regions of the finding in that photo: area (and its range) summed,
-    width and height those of the largest region. Without an estimate in any photo: ``reason`` of the
-    finding's largest region.
+    Of the photos with an estimate, the one where the finding covers the largest share of the part (the
+    rule of the finding's ``area_fraction_of_part``, so its size class and its cm agree where that photo
+    gives a scale: each photo may see only some of the damage), then the largest ``part_visible_fraction``,
+    then the narrowest relative area range. Several regions of the finding in that photo: area (and its
+    range) summed, width and height those of the largest region. Without an estimate in any photo:
+    ``reason`` of the finding's largest region.
     """
     by_path = {p.path: p for p in report.photos}
     for f in report.findings:
@@ -274,6 +276,7 @@ def finding_sizes(report: CaseReport) -> None:
             dets = [d for d in (ph.detections if ph else []) if (d.part, d.damage) == (f.part, f.damage)]
             if dets:
                 per_photo.append((name, dets))
+        share = {n: sum(d.area_fraction_of_part for d in ds) for n, ds in per_photo}
         sized = [(n, [d for d in ds if d.size_cm is not None and d.size_cm.area_cm2 is not None])
                  for n, ds in per_photo]
         sized = [(n, ds) for n, ds in sized if ds]
@@ -285,7 +288,7 @@ def finding_sizes(report: CaseReport) -> None:
             big = max((d for d in dets if d.size_cm is not None), key=lambda d: d.area_px)
             f.size_cm, f.size_cm_photo = SizeCm(reason=f"no photo gives a scale: {big.size_cm.reason}"), None
             continue
-        name, ds = max(sized, key=lambda nd: (max(d.size_cm.part_visible_fraction for d in nd[1]),
+        name, ds = max(sized, key=lambda nd: (share[nd[0]], max(d.size_cm.part_visible_fraction for d in nd[1]),
                                               -min(_rel_spread(d.size_cm) for d in nd[1])))
         big = max(ds, key=lambda d: d.size_cm.area_cm2).size_cm
         if len(ds) == 1:
