@@ -198,3 +198,43 @@ def test_the_html_report_states_the_size_in_cm_and_why_not(tmp_path):
     html = write_report(rep, {}, tmp_path)["html"].read_text()
     assert "about 12 x 4.5 cm (10-14 x 4.0-5.0 cm), 40 cm² (30-56 cm²)" in html
     assert "size in cm not estimated: no photo gives a scale: the damage lies on no segmented part: no scale" in html
+
+
+#: (part a, part b, axis): parts photographed side by side in one plane, so the ratio of their extents in px
+#: is about the ratio of their real sizes
+SIDE_BY_SIDE = [("wheel", "front_left_door", "h"), ("back_left_door", "front_left_door", "h"),
+                ("left_mirror", "front_left_door", "h"), ("front_left_light", "front_bumper", "w"),
+                ("back_left_light", "back_bumper", "w"), ("back_glass", "back_bumper", "w"),
+                ("hood", "front_bumper", "w")]
+
+
+@pytest.fixture(scope="module")
+def dsmlr_extents():
+    """Image id -> part -> [(w, h)] of DSMLR ground-truth boxes (train split) not cut by the image's edges."""
+    import collections
+    import json
+
+    from conftest import data_path
+
+    d = json.loads((data_path("car_parts") / "trainingset" / "annotations.json").read_text())
+    cats = {c["id"]: c["name"] for c in d["categories"]}
+    imgs = {i["id"]: i for i in d["images"]}
+    out = collections.defaultdict(lambda: collections.defaultdict(list))
+    for a in d["annotations"]:
+        im, (x, y, w, h) = imgs[a["image_id"]], a["bbox"]
+        if x > 1 and y > 1 and x + w < im["width"] - 1 and y + h < im["height"] - 1 and min(w, h) >= 20:
+            out[a["image_id"]][cats[a["category_id"]]].append((w, h))
+    return out
+
+
+@pytest.mark.parametrize("a, b, axis", SIDE_BY_SIDE)
+def test_the_table_agrees_with_dsmlr_ground_truth_on_parts_seen_side_by_side(dsmlr_extents, a, b, axis):
+    t = default_part_sizes().parts
+    k = 1 if axis == "h" else 0
+    ratios = [pa[a][0][k] / pa[b][0][k] for pa in dsmlr_extents.values()
+              if len(pa.get(a, ())) == 1 and len(pa.get(b, ())) == 1]
+    assert len(ratios) >= 40, (a, b, len(ratios))
+    ra, rb = (t[a].height_cm, t[b].height_cm) if axis == "h" else (t[a].width_cm, t[b].width_cm)
+    measured, mid = float(np.median(ratios)), (sum(ra) / 2) / (sum(rb) / 2)
+    assert ra[0] / rb[1] <= measured <= ra[1] / rb[0], (measured, ra, rb)  # inside the table's range
+    assert abs(mid / measured - 1) < 0.2, (a, b, round(measured, 3), round(mid, 3))
