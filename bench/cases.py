@@ -13,7 +13,8 @@
    rear_bumper, door, hood, front_bumper) is damaged when a damage polygon covers at least
    :data:`MIN_OVERLAP_PX` of its pixels; carcheck's DSMLR parts are mapped onto those five classes
    (both lights of a side onto headlamp, the four doors onto door); findings on other parts are
-   outside what the set labels and are not counted. Rows for confident findings and for all findings.
+   outside what the set labels and are not counted. Rows for the report's confident per-part findings
+   and for all per-part findings.
    Caveat: these 68 photos are also in lensor_severity, whose train split trained the damage filter
    head (not the CarDD damage segmenter or the DSMLR part model).
 
@@ -52,10 +53,14 @@ MIN_OVERLAP_PX = 100  # at 1024 x 1024: a damage polygon touching a part by a fe
 def real_case(assessor) -> dict:
     photos = sorted(CASE.glob("167111-*.png"))
     report, _ = assessor.assess(photos, case_id="panamera")
-    confident = [f for f in report.findings if not f.needs_review]
-    groups = {g: sorted({f"{f.part}:{f.damage}" for f in confident if f.part in parts})
+    # the report's confident statements: its per-part findings (schema >= 1.8); the per-(part, type)
+    # findings' own flags are kept beside them for comparison
+    confident = [f for f in report.parts if not f.needs_review]
+    confident_pairs = [f for f in report.findings if not f.needs_review]
+    groups = {g: sorted({f"{f.part}:{'/'.join(f.damages)}" for f in confident if f.part in parts})
               for g, parts in REAR_GROUPS.items()}
-    on_clean = sorted(f"{f.part}:{f.damage} (C_refined {f.c_refined:.2f})" for f in confident if f.part in CLEAN_FRONT)
+    on_clean = sorted(f"{f.part}:{'/'.join(f.damages)} (C_refined {f.c_refined:.2f}, K_agree {f.views_damaged}/"
+                      f"{f.views_visible} views)" for f in confident if f.part in CLEAN_FRONT)
     non_ext = {}
     for p in report.photos:
         n = Path(p.path).stem.split("-")[-1]
@@ -67,8 +72,10 @@ def real_case(assessor) -> dict:
                           "handled": typed == NON_EXTERIOR[n] and not findings}
     flagged = list(report.consistency.different_vehicle) if report.consistency is not None else []
     return {
-        "photos": len(photos), "findings": len(report.findings), "confident_findings": len(confident),
-        "needs_review": sum(f.needs_review for f in report.findings),
+        "photos": len(photos), "findings": len(report.findings), "damaged_parts": len(report.parts),
+        "confident_parts": len(confident), "parts_for_review": sum(f.needs_review for f in report.parts),
+        "confident_part_type_findings": len(confident_pairs),
+        "parts": [f.model_dump(mode="json") for f in report.parts],
         "rear_groups_found_with_confidence": groups,
         "rear_groups_found": sum(bool(v) for v in groups.values()), "rear_groups": len(groups),
         "confident_findings_on_clean_front_parts": on_clean,
@@ -106,7 +113,7 @@ def lplenka(assessor) -> dict:
         if report.photos[0].status != "assessed":
             failed += 1
         for key in counts:
-            found = {TO_LPLENKA[f.part] for f in report.findings
+            found = {TO_LPLENKA[f.part] for f in report.parts
                      if f.part in TO_LPLENKA and (key == "all" or not f.needs_review)}
             counts[key]["tp"] += len(found & truth)
             counts[key]["fp"] += len(found - truth)
@@ -150,8 +157,9 @@ def main() -> None:
            "date": dt.date.today().isoformat(), "wall_s": round(time.time() - t0, 1)}
     args.out.write_text(json.dumps(res, indent=2) + "\n")
 
-    print(f"Real case salvage_panamera_167111 ({case['photos']} photos): {case['findings']} findings, "
-          f"{case['confident_findings']} confident, {case['needs_review']} for review")
+    print(f"Real case salvage_panamera_167111 ({case['photos']} photos): {case['findings']} (part, type) findings; "
+          f"{case['damaged_parts']} parts with damage, {case['confident_parts']} confident, "
+          f"{case['parts_for_review']} for review")
     print(f"{'check':<44}{'measured':<34}{'target':<10}met")
     print(f"{'rear part groups found with confidence':<44}{case['rear_groups_found']} of {case['rear_groups']:<29}"
           f"{'all':<10}{met['rear_groups']}")

@@ -4,15 +4,23 @@ Views relate by their sets of visible parts: the same set means the same perspec
 strict subset means a close-up of the other view. For every (part, damage) finding,
 K_agree = (photos that show the finding) / (photos in which the part is visible), and
 C_refined = C_base · K_agree. Whether a finding goes to a person is decided in :mod:`.review`.
+
+Per physical part (:func:`reconcile_parts`, issue 16): the question a handler asks first is "is
+this part damaged", whatever type each view calls it. K_agree of a part counts *views*, not
+photos: a close-up joins the full view it is a close-up of (the tightest one, by the view
+relations above) and photos of the same perspective join each other, so a scratch that only the
+close-up resolves is not outvoted by its own full view, and three shots from one spot are one
+view. K_agree = views showing plausible damage on the part / views showing the part.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .review import UNASSIGNED, finding_review
+from .review import UNASSIGNED, finding_review, part_review
 
-__all__ = ["PhotoFindings", "CaseFinding", "view_relations", "reconcile"]
+__all__ = ["PhotoFindings", "CaseFinding", "PartCaseFinding", "view_relations", "view_groups", "reconcile",
+           "reconcile_parts"]
 
 
 @dataclass
@@ -24,6 +32,7 @@ class PhotoFindings:
     visible_parts: set[str]
     findings: dict[tuple[str, str], tuple[float, float, str]] = field(default_factory=dict)
     region_reasons: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    closeup: bool = False  # a close-up (few visible parts), not a full view
 
 
 @dataclass
@@ -88,4 +97,91 @@ def reconcile(photos: list[PhotoFindings], review_threshold: float = 0.5) -> lis
         needs, reasons = finding_review(part, c_ref, k_agree, len(missing), len(visible), review_threshold, region)
         out.append(CaseFinding(part, damage, c_base, k_agree, c_ref, frac, size, [p.name for p in showing],
                                needs_review=needs, review_reasons=reasons))
+    return sorted(out, key=lambda f: -f.c_refined)
+
+
+@dataclass
+class PartCaseFinding:
+    """One physical part of the case with damage on it (fractions in [0, 1]; photos by name).
+
+    ``damages``: the plausible damage types seen on it, highest C_refined first (all types when
+    every region on it was implausible); ``views_damaged`` / ``views_visible``: views (see the
+    module doc) showing plausible damage on it / showing it; ``k_agree`` their ratio;
+    ``c_base``: the highest C_base of its plausible findings; ``c_refined`` = C_base · K_agree."""
+
+    part: str
+    damages: list[str]
+    c_base: float
+    k_agree: float
+    c_refined: float
+    views_damaged: int
+    views_visible: int
+    photos: list[str]
+    needs_review: bool
+    review_reasons: list[str]
+
+
+def view_groups(photos: list[PhotoFindings]) -> dict[str, int]:
+    """Photo name -> view id: photos of the same perspective share a view, and a close-up joins the
+    view of the full view it is a close-up of with the fewest visible parts (ties: the first
+    given). Full views are never joined to each other through a close-up, so views do not chain."""
+    rel = view_relations(photos)
+    by_name = {p.name: p for p in photos}
+    parent = {p.name: p.name for p in photos}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for p in photos:
+        for q in rel[p.name]["same_perspective_as"]:
+            a, b = find(p.name), find(q)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    for p in photos:
+        if not p.closeup:
+            continue
+        fulls = [by_name[q] for q in rel[p.name]["closeup_of"] if not by_name[q].closeup]
+        if fulls:
+            host = min(fulls, key=lambda q: len(q.visible_parts))
+            a, b = find(p.name), find(host.name)
+            if a != b:
+                parent[a] = b
+    ids: dict[str, int] = {}
+    return {p.name: ids.setdefault(find(p.name), len(ids)) for p in photos}
+
+
+def reconcile_parts(photos: list[PhotoFindings], findings: list[CaseFinding],
+                    review_threshold: float = 0.5) -> list[PartCaseFinding]:
+    """Per physical part (module doc): K_agree over views, C_refined, a review flag and its reasons
+    (:func:`~.review.part_review`), for every segmented part with a finding (``unassigned`` damage
+    stays a finding only). Sorted by C_refined, highest first.
+
+    Args:
+        photos: the case's assessed photos (as for :func:`reconcile`).
+        findings: :func:`reconcile`'s result for the same photos (orders each part's damage types).
+        review_threshold: C_refined below this needs review.
+    """
+    view = view_groups(photos)
+    order = {(f.part, f.damage): f.c_refined for f in findings}
+    out = []
+    for part in sorted({k[0] for p in photos for k in p.findings if k[0] != UNASSIGNED}):
+        keys = {k for p in photos for k in p.findings if k[0] == part}
+        flagged = {k for p in photos for k in keys if p.region_reasons.get(k)}
+        plausible = keys - flagged or keys  # every region implausible: keep them, the part goes to review
+        showing = [p for p in photos if any(k in p.findings for k in plausible)]
+        visible = [p for p in photos if part in p.visible_parts or p in showing]
+        views_damaged = {view[p.name] for p in showing}
+        views_visible = {view[p.name] for p in visible}
+        k_agree = len(views_damaged) / max(1, len(views_visible))
+        c_base = max(p.findings[k][0] for p in showing for k in plausible if k in p.findings)
+        clean_full = [p.name for p in visible if p not in showing and not p.closeup and view[p.name] not in views_damaged]
+        region = [r for p in photos for k in sorted(keys) for r in p.region_reasons.get(k, [])] if not keys - flagged else []
+        needs, reasons = part_review(c_base * k_agree, len(views_damaged), len(views_visible), review_threshold,
+                                     [p.name for p in showing], clean_full, region)
+        damages = sorted({k[1] for k in plausible}, key=lambda d: (-order.get((part, d), 0.0), d))
+        out.append(PartCaseFinding(part, damages, c_base, k_agree, c_base * k_agree, len(views_damaged),
+                                   len(views_visible), [p.name for p in showing], needs, reasons))
     return sorted(out, key=lambda f: -f.c_refined)

@@ -45,9 +45,9 @@ from ..models.inference import DEFAULT_SEGMENTERS, load_segmenters, to_input_ten
 from ..models.runtime import resolve_runtime, set_threads, trim_heap
 from ..report.build import build_report
 from ..report.schema import (AssessConfig, CaseReport, DamageFilter, Finding, FusionConfig, ModelFile,
-                             PhotoDetection, PhotoReport)
+                             PartFinding, PhotoDetection, PhotoReport)
 from . import checks, review
-from .agreement import CaseFinding, PhotoFindings, reconcile, view_relations
+from .agreement import CaseFinding, PartCaseFinding, PhotoFindings, reconcile, reconcile_parts, view_relations
 from .fusion import damaged_parts, visible_parts
 from .gate import part_coverage, vehicle_score
 from .identity import make_model_vote, same_vehicle_check
@@ -363,7 +363,7 @@ class Assessor:
         report.seconds = round(time.perf_counter() - t0, 3)
         img_small = (pred.x[0].permute(1, 2, 0).float().clamp(0, 1).mul(255).round().to(torch.uint8).numpy())
         visual = PhotoVisual(img_small, part_label, damage_label, pred.heads)
-        return report, PhotoFindings(name, set(vis), findings, region_reasons), visual
+        return report, PhotoFindings(name, set(vis), findings, region_reasons, closeup), visual
 
     def _photo_type(self, heads: PhotoHeadOutputs):
         """The photo's :class:`~carcheck.report.photo_schema.PhotoTypeDecision` from the photo-type head
@@ -417,6 +417,7 @@ class Assessor:
                 rep.same_perspective_as = rel[rep.path]["same_perspective_as"]
                 rep.closeup_of = rel[rep.path]["closeup_of"]
         case = reconcile(pf, self.config.review_threshold)
+        parts = reconcile_parts(pf, case, self.config.review_threshold)
         vehicle, consistency = self._identity(photos, visuals)
         # review: image-level flags first (Grad-CAM is drawn for those photos), then every reason
         vthr = consistency.threshold if consistency is not None else None
@@ -431,7 +432,8 @@ class Assessor:
             case_id=case_id, files=len(inputs.files), photos=photos, findings=[_finding(c) for c in case],
             config=self.stated_config(), models=self._models(), model_files=self.model_files,
             model_thresholds=self.model_thresholds(), taxonomies=dict(self.model.taxonomies), vehicle=vehicle,
-            consistency=consistency, ignored_files=[display_name(p) for p in inputs.ignored])
+            consistency=consistency, ignored_files=[display_name(p) for p in inputs.ignored],
+            parts=[_part_finding(p) for p in parts])
         finding_sizes(report)  # each finding's size in cm from the photo showing its part best
         self._claims(report, inputs.files, visuals)
         return report, visuals
@@ -525,6 +527,13 @@ def _finding(c: CaseFinding) -> Finding:
     return Finding(part=c.part, damage=c.damage, size_class=c.size_class, area_fraction_of_part=round(c.area_fraction, 4),
                    c_base=round(c.c_base, 4), k_agree=round(c.k_agree, 4), c_refined=round(c.c_refined, 4),
                    needs_review=c.needs_review, review_reasons=c.review_reasons, photos=c.photos)
+
+
+def _part_finding(p: PartCaseFinding) -> PartFinding:
+    """A physical part's reconciled damage as the report states it (fractions rounded to 4 decimals)."""
+    return PartFinding(part=p.part, damages=p.damages, c_base=round(p.c_base, 4), k_agree=round(p.k_agree, 4),
+                       c_refined=round(p.c_refined, 4), views_damaged=p.views_damaged, views_visible=p.views_visible,
+                       photos=p.photos, needs_review=p.needs_review, review_reasons=p.review_reasons)
 
 
 def assess(paths: Sequence[str | Path], case_id: str | None = None, config: AssessConfig | None = None,

@@ -77,6 +77,41 @@ def finding_review(part: str, c_refined: float, k_agree: float, n_missing: int, 
     return c_refined < review_threshold or part == UNASSIGNED or bool(region), reasons
 
 
+def part_review(c_refined: float, views_damaged: int, views_visible: int, review_threshold: float,
+                damaged_photos: list[str], clean_full_views: list[str], region_reasons: list[str] = ()
+                ) -> tuple[bool, list[str]]:
+    """Whether a physical part's damage needs review (:func:`~.agreement.reconcile_parts`), and why.
+
+    A part goes to review when its C_refined is below ``review_threshold``; when its damage shows in
+    one photo only while full views of other perspectives show it clean (a part seen clean in full
+    views and damaged only in one region is not a confident finding, issue 16); or when every
+    region on it was implausible for its part (``region_reasons``).
+
+    Args:
+        c_refined: C_base · K_agree of the part, in [0, 1].
+        views_damaged, views_visible: views showing plausible damage on the part / showing the part.
+        review_threshold: C_refined below this needs review.
+        damaged_photos: names of the photos showing the damage.
+        clean_full_views: names of full-view photos of other views showing the part without damage.
+        region_reasons: the implausible regions' reasons, when no region on the part is plausible.
+    Returns:
+        (needs_review, reasons in a fixed order: C_refined, views, single photo, implausible regions).
+    """
+    reasons = []
+    if c_refined < review_threshold:
+        reasons.append(f"C_refined {c_refined:.2f} < {review_threshold:.2f}")
+    if views_damaged < views_visible:
+        reasons.append(f"damage seen in {views_damaged} of {views_visible} views of the part")
+    single = len(damaged_photos) == 1 and bool(clean_full_views)
+    if single:
+        names = ", ".join(Path(n).name for n in clean_full_views[:3]) + (" ..." if len(clean_full_views) > 3 else "")
+        reasons.append(f"damaged in one photo only ({Path(damaged_photos[0]).name}); seen clean in "
+                       f"{len(clean_full_views)} full view(s): {names}")
+    region = list(dict.fromkeys(region_reasons))
+    reasons.extend(region)
+    return c_refined < review_threshold or single or bool(region), reasons
+
+
 def damage_filter_reason(verdict: str, p_damaged: float) -> str | None:
     """Why the damage filter's ``verdict`` sends a photo to review (None for ``clean`` / ``agrees``)."""
     if verdict not in FLAGGED_VERDICTS:

@@ -14,8 +14,8 @@ from typing import Mapping, Sequence
 from .. import __version__
 from ..data.images import display_name
 from .privacy import PRIVACY_NOTE
-from .schema import (AssessConfig, CaseReport, CaseSummary, Consistency, Finding, ModelFile, PhotoReport,
-                     VehicleIdentity)
+from .schema import (AssessConfig, CaseReport, CaseSummary, Consistency, Finding, ModelFile, PartFinding,
+                     PhotoReport, VehicleIdentity)
 
 __all__ = ["verdict_text", "summarize", "build_report"]
 
@@ -66,7 +66,7 @@ def build_report(*, case_id: str | None, files: int, photos: list[PhotoReport], 
                  config: AssessConfig, models: Mapping[str, str], model_files: Sequence[ModelFile] = (),
                  model_thresholds: Mapping[str, float] | None = None, taxonomies: Mapping[str, str] | None = None,
                  vehicle: VehicleIdentity | None = None, consistency: Consistency | None = None,
-                 ignored_files: Sequence[str] = ()) -> CaseReport:
+                 ignored_files: Sequence[str] = (), parts: Sequence[PartFinding] = ()) -> CaseReport:
     """The :class:`~carcheck.report.schema.CaseReport` of one case.
 
     Args:
@@ -80,6 +80,7 @@ def build_report(*, case_id: str | None, files: int, photos: list[PhotoReport], 
         taxonomies: task (``parts``, ``damage``) -> taxonomy name of the segmenter's heads.
         vehicle, consistency: the case's make/model and same-vehicle sections, if checked.
         ignored_files: printable names of the entries left out on purpose.
+        parts: findings per physical part (:func:`~carcheck.pipeline.agreement.reconcile_parts`).
     """
     return CaseReport(
         case_id=display_name(case_id) if case_id else uuid.uuid4().hex[:12],
@@ -87,5 +88,5 @@ def build_report(*, case_id: str | None, files: int, photos: list[PhotoReport], 
         carcheck_version=__version__, models=dict(models), config=config, model_files=list(model_files),
         model_thresholds=dict(model_thresholds or {}), taxonomies=dict(taxonomies or {}),
         summary=summarize(files, photos, findings, consistency),
-        findings=findings, photos=photos, vehicle=vehicle, consistency=consistency, privacy=PRIVACY_NOTE,
+        findings=findings, parts=list(parts), photos=photos, vehicle=vehicle, consistency=consistency, privacy=PRIVACY_NOTE,
         ignored_files=list(ignored_files))

@@ -50,8 +50,11 @@ def part_states(report: CaseReport) -> dict[str, str]:
     """
     seen = {p for ph in report.photos if ph.status == "assessed" for p in (ph.visible_parts or [])}
     states = {}
+    # schema >= 1.8: the per-part findings decide (a part is damaged when its part-level finding is
+    # confident); older reports: any confident (part, damage) finding
+    on = report.parts if report.parts else report.findings
     for part in PART_SHAPES:
-        on_part = [f for f in report.findings if f.part == part]
+        on_part = [f for f in on if f.part == part]
         if any(not f.needs_review for f in on_part):
             states[part] = "damaged"
         elif on_part:

@@ -15,9 +15,9 @@ from .photo_schema import PhotoTypeConfig, PhotoTypeDecision, QualityConfig, Qua
 
 from .claims_schema import CaseEstimate, ReuseMatch
 
-SCHEMA_VERSION = "1.7"  # 1.7: optional size_cm per detection and finding (damage size in cm from the typical part sizes, issue 16), config size; 1.6: optional photo_type and quality per photo (issue 16), config photo_type / quality; 1.5: optional estimate (repair estimate) and reuse (photos matching indexed photos), issue 19; 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
+SCHEMA_VERSION = "1.8"  # 1.8: optional parts (findings per physical part, K_agree over views, issue 16); 1.7: optional size_cm per detection and finding (damage size in cm from the typical part sizes, issue 16), config size; 1.6: optional photo_type and quality per photo (issue 16), config photo_type / quality; 1.5: optional estimate (repair estimate) and reuse (photos matching indexed photos), issue 19; 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
 
-__all__ = ["SCHEMA_VERSION", "PhotoDetection", "PhotoReport", "Finding", "CaseSummary", "CaseReport", "AssessConfig", "AssessConfigModel", "FusionConfig", "ModelFile",
+__all__ = ["SCHEMA_VERSION", "PhotoDetection", "PhotoReport", "Finding", "PartFinding", "CaseSummary", "CaseReport", "AssessConfig", "AssessConfigModel", "FusionConfig", "ModelFile",
            "ClassScore", "HeadResult", "DamageFilter", "VehicleMatch", "VehicleIdentity", "Consistency", "SizeCm",
            "SizeConfig"]
 
@@ -184,6 +184,23 @@ class Finding(BaseModel):
     size_cm_photo: str | None = Field(None, description="The photo size_cm was measured on.")
 
 
+class PartFinding(BaseModel):
+    """One physical part with damage, reconciled across views (Ma et al. II-D-3/4 per part; issue 16):
+    is this part damaged, whatever type each view calls it. A close-up and the full view it belongs to
+    are one view; photos of the same perspective are one view."""
+
+    part: str
+    damages: list[str] = Field(description="Plausible damage types seen on the part, most confident first.")
+    c_base: float = Field(description="Highest C_base of the part's plausible findings.")
+    k_agree: float = Field(description="Views showing damage on the part / views showing the part.")
+    c_refined: float = Field(description="C_base · K_agree.")
+    views_damaged: int
+    views_visible: int
+    photos: list[str] = Field(description="Photos showing the damage.")
+    needs_review: bool
+    review_reasons: list[str] = []
+
+
 class CaseSummary(BaseModel):
     photos: int
     assessed: int
@@ -315,6 +332,8 @@ class CaseReport(BaseModel):
                                        "the class names of the findings and of the HTML legend.")
     summary: CaseSummary
     findings: list[Finding]
+    parts: list[PartFinding] = Field([], description="Findings per physical part (K_agree over views); the "
+                                     "confident ones are what the report states as damaged. Empty before 1.8.")
     photos: list[PhotoReport]
     vehicle: VehicleIdentity | None = None
     consistency: Consistency | None = None
