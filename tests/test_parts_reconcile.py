@@ -90,3 +90,19 @@ def test_implausible_regions_do_not_make_a_part_damaged():
 def test_unassigned_damage_has_no_part_entry():
     a = PhotoFindings("a.jpg", FRONT, {("unassigned", "scratch"): (0.9, 0.01, "small")})
     assert reconcile_parts([a], reconcile([a], 0.5), 0.5) == []
+
+
+def test_the_verdict_states_the_parts():
+    from carcheck.report.build import summarize
+    from carcheck.report.schema import Finding, PartFinding, PhotoReport
+
+    f = [Finding(part="hood", damage="dent", size_class="small", area_fraction_of_part=0.1, c_base=0.9, k_agree=1,
+                 c_refined=0.9, needs_review=False, photos=["a.jpg"]),
+         Finding(part="hood", damage="scratch", size_class="small", area_fraction_of_part=0.1, c_base=0.4, k_agree=1,
+                 c_refined=0.4, needs_review=True, photos=["a.jpg"])]
+    p = [PartFinding(part="hood", damages=["dent", "scratch"], c_base=0.9, k_agree=1, c_refined=0.9, views_damaged=1,
+                     views_visible=1, photos=["a.jpg"], needs_review=False)]
+    photos = [PhotoReport(path="a.jpg", status="assessed")]
+    assert summarize(1, photos, f, None, p).verdict == ("Damage on 1 part(s) with confidence; 0 part(s) need human review "
+                                                   "(2 part/type finding(s)).")
+    assert summarize(1, photos, f).verdict == "2 finding(s) on 1 part(s); 1 need human review."

@@ -21,7 +21,8 @@ __all__ = ["verdict_text", "summarize", "build_report"]
 
 
 def verdict_text(files: int, assessed: int, failed: int, findings: int, damaged_parts: int, for_review: int,
-                 different_vehicle: int = 0, clean: int = 0) -> str:
+                 different_vehicle: int = 0, clean: int = 0, confident_parts: int | None = None,
+                 parts_for_review: int | None = None) -> str:
     """The report's one-line outcome.
 
     Args:
@@ -30,6 +31,8 @@ def verdict_text(files: int, assessed: int, failed: int, findings: int, damaged_
             ``unassigned``), findings that need review.
         different_vehicle: photos flagged "different vehicle?"; clean: photos the damage filter
             confirmed clean.
+        confident_parts, parts_for_review: per-part findings (schema >= 1.8) that are confident /
+            need review; given, the verdict states the parts first.
     """
     if not files:
         verdict = "No photos were given."
@@ -37,6 +40,9 @@ def verdict_text(files: int, assessed: int, failed: int, findings: int, damaged_
         verdict = "No photo could be assessed: see the per-photo reasons."
     elif not findings:
         verdict = f"No damage found on {assessed} assessed photo(s)."
+    elif confident_parts is not None and parts_for_review is not None:
+        verdict = (f"Damage on {confident_parts} part(s) with confidence; {parts_for_review} part(s) need human "
+                   f"review ({findings} part/type finding(s)).")
     else:
         verdict = f"{findings} finding(s) on {damaged_parts} part(s); {for_review} need human review."
     if failed:
@@ -49,8 +55,9 @@ def verdict_text(files: int, assessed: int, failed: int, findings: int, damaged_
 
 
 def summarize(files: int, photos: Sequence[PhotoReport], findings: Sequence[Finding],
-              consistency: Consistency | None = None) -> CaseSummary:
-    """The case summary (counts and :func:`verdict_text`) of ``files`` entries."""
+              consistency: Consistency | None = None, parts: Sequence[PartFinding] = ()) -> CaseSummary:
+    """The case summary (counts and :func:`verdict_text`) of ``files`` entries (``parts``: the
+    per-part findings, which the verdict states when there are any)."""
     n = {s: sum(p.status == s for p in photos) for s in ("assessed", "skipped", "failed")}
     damaged = sorted({f.part for f in findings if f.part != "unassigned"})
     review = sum(f.needs_review for f in findings)
@@ -59,7 +66,9 @@ def summarize(files: int, photos: Sequence[PhotoReport], findings: Sequence[Find
     return CaseSummary(photos=files, assessed=n["assessed"], skipped=n["skipped"], failed=n["failed"],
                        findings=len(findings), findings_for_review=review, damaged_parts=damaged,
                        verdict=verdict_text(files, n["assessed"], n["failed"], len(findings), len(damaged), review,
-                                            different, clean))
+                                            different, clean,
+                                            sum(not p.needs_review for p in parts) if parts else None,
+                                            sum(p.needs_review for p in parts) if parts else None))
 
 
 def build_report(*, case_id: str | None, files: int, photos: list[PhotoReport], findings: list[Finding],
@@ -87,6 +96,6 @@ def build_report(*, case_id: str | None, files: int, photos: list[PhotoReport], 
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         carcheck_version=__version__, models=dict(models), config=config, model_files=list(model_files),
         model_thresholds=dict(model_thresholds or {}), taxonomies=dict(taxonomies or {}),
-        summary=summarize(files, photos, findings, consistency),
+        summary=summarize(files, photos, findings, consistency, parts),
         findings=findings, parts=list(parts), photos=photos, vehicle=vehicle, consistency=consistency, privacy=PRIVACY_NOTE,
         ignored_files=list(ignored_files))
