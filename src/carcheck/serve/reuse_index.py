@@ -11,9 +11,10 @@ reported with the other case's id, so matching across tenants would tell one cus
 fact of a claim) of another; a photo reused between two insurers' claims is not flagged here.
 
 Each worker job builds a new :class:`ReuseIndex` over :func:`tenant_reuse_index` (the index caches the rows it
-read, and other workers write the table between jobs). A case's photos are checked against the rows
-committed when its check runs, then indexed: two cases of one tenant assessed at the same moment by two
-workers can miss each other (the later re-assessment of either finds the other).
+read, and other workers write the table between jobs). The pipeline checks a case's photos against the rows
+committed at that moment and then indexes them; two cases of one tenant assessed at the same moment by two
+workers would miss each other, so the worker checks once more after indexing (:func:`add_late_matches`):
+of two cases indexed one after the other, the later one's second check sees the earlier.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from typing import Iterable, Sequence
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..pipeline.reuse import HASH_SIZE, HashEntry, ReuseIndex
+from ..pipeline.reuse import HASH_SIZE, HashEntry, MemoryHashStore, ReuseIndex
+from ..report.claims_schema import ReuseMatch
 from .db.models import Case, PhotoHash, utcnow
 
-__all__ = ["TenantHashStore", "tenant_reuse_index"]
+__all__ = ["TenantHashStore", "tenant_reuse_index", "add_late_matches"]
 
 
 class TenantHashStore:
@@ -95,3 +97,35 @@ def tenant_reuse_index(sessions: sessionmaker[Session], tenant_id: int, **kw) ->
     """A new :class:`~carcheck.pipeline.reuse.ReuseIndex` over the tenant's rows (``kw``: its thresholds).
     Build one per job: it caches what it read."""
     return ReuseIndex(TenantHashStore(sessions, tenant_id), **kw)
+
+
+def add_late_matches(index: ReuseIndex, report) -> list[ReuseMatch]:
+    """After the case is indexed: match its photos, as stored, against every other case of the tenant
+    stored now, and add to ``report`` what the pipeline's check (before indexing) could not see yet, i.e.
+    cases indexed by another worker meanwhile: ``report.reuse`` entries and the photos' review reasons
+    (:func:`carcheck.pipeline.review.reused_photo_reason`, the pipeline's wording).
+
+    Args:
+        index: the job's index (its store a :class:`TenantHashStore`; its thresholds are used).
+        report: the case's :class:`~carcheck.report.schema.CaseReport`, changed in place.
+    Returns:
+        The matches added (usually none).
+    """
+    from ..pipeline.review import reused_photo_reason
+
+    if report.reuse is None:  # the check did not run
+        return []
+    entries = list(index.store.entries())  # one read of the tenant's rows, this case's included
+    own = [(e.photo, e.hashes) for e in entries if e.case_id == report.case_id]
+    others = MemoryHashStore()
+    others.add([e for e in entries if e.case_id != report.case_id])
+    known = {(m.photo, m.case_id, m.matched_photo) for m in report.reuse}
+    late = [m for m in ReuseIndex(others, index.max_phash, index.max_dhash).check_case(report.case_id, own)
+            if not m.same_case and (m.photo, m.case_id, m.matched_photo) not in known]
+    report.reuse.extend(late)
+    by_path = {p.path: p for p in report.photos}
+    for m in late:
+        reason = reused_photo_reason(m)
+        if m.photo in by_path and reason not in by_path[m.photo].review_reasons:
+            by_path[m.photo].review_reasons.append(reason)
+    return late
