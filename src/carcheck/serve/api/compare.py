@@ -115,7 +115,8 @@ def compare_html(case_id: str, before_id: str, request: Request, principal: Prin
 
     store = request.app.state.store
     b_case, before, a_case, after = _pair(session, principal, case_id, before_id)
-    folder = store.root / "compare" / f"{a_case.public_id}-{a_case.report_job_id}--{b_case.public_id}-{b_case.report_job_id}"
+    pair = f"{a_case.public_id}-{a_case.report_job_id}--{b_case.public_id}-{b_case.report_job_id}"
+    folder = store.root / "compare" / pair  # the job ids: a re-assessment of either side gets a new page
     page = folder / "compare.html"
     if not page.is_file():
         result = compare_stored(before, after)
