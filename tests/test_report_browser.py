@@ -55,17 +55,22 @@ def written(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(written):
+def browser():
     pw_api = pytest.importorskip("playwright.sync_api")
-    _, out = written
     with pw_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
-            pg = b.new_page(viewport={"width": 1280, "height": 900})
-            pg.goto((out / "report.html").as_uri(), wait_until="load")
-            yield pg
+            yield b
         finally:
             b.close()
+
+
+@pytest.fixture(scope="module")
+def page(written, browser):
+    _, out = written
+    pg = browser.new_page(viewport={"width": 1280, "height": 900})
+    pg.goto((out / "report.html").as_uri(), wait_until="load")
+    return pg
 
 
 def _top(page, selector: str) -> float:
@@ -103,6 +108,10 @@ def test_the_diagram_is_visible_and_coloured_by_the_findings(written, page):
     assert len(drawn) == 21  # 17 parts + 4 wheels
     hexes = {p: "#%02x%02x%02x" % tuple(int(v) for v in f[4:-1].split(",")) for p, f in drawn}
     assert all(hexes[p] == STATE_COLOURS[s] for p, s in states.items()), hexes
+    # the summary line under the verdict names the same parts as the diagram
+    damaged = ", ".join(sorted(p for p, s in states.items() if s == "damaged")).replace("_", " ")
+    review = ", ".join(sorted(p for p, s in states.items() if s == "review")).replace("_", " ")
+    assert f"Damaged: {damaged}. For review: {review}." in page.locator("p.summary").inner_text()
 
 
 def test_confident_findings_are_listed_by_part_each_with_a_loaded_crop(written, page):
@@ -199,3 +208,42 @@ def test_assess_pdf_without_a_browser_is_a_usage_error_before_any_model_loads(tm
     monkeypatch.setattr(pipeline_assess, "Assessor", no_model)
     r = CliRunner().invoke(app, ["assess", str(tmp_path), "--out", str(tmp_path / "out"), "--pdf"])
     assert r.exit_code == 2 and "needs Chromium" in r.output, r.output
+
+
+def test_with_per_part_findings_the_confident_parts_are_what_is_listed(written, browser, tmp_path):
+    """Schema >= 1.8: one card per confident physical part (its damage types, each with its size; a crop of
+    its best region), parts for review in the review table with why."""
+    from carcheck.report.html import write_report
+    from carcheck.report.schema import PartFinding
+
+    report, _ = written
+    case = data_path("cases/salvage_panamera_167111")
+    rep = report.model_copy(deep=True)
+    bumper = sorted({q for f in rep.findings if f.part == "back_bumper" for q in f.photos})
+    rep.parts = [PartFinding(part="back_bumper", damages=["broken", "dent"], c_base=0.96, k_agree=0.8, c_refined=0.77,
+                             views_damaged=4, views_visible=5, photos=bumper, needs_review=False),
+                 PartFinding(part="hood", damages=["broken"], c_base=0.9, k_agree=0.4, c_refined=0.36,
+                             views_damaged=2, views_visible=5, photos=["167111-04.png"], needs_review=True,
+                             review_reasons=["seen clean in full views 167111-02.png"])]
+    visuals = {}
+    for name in bumper + ["167111-04.png"]:
+        im = Image.open(case / name).convert("RGB")
+        im.thumbnail((512, 512))
+        a = np.asarray(im)
+        visuals[name] = _Visual(a, np.zeros(a.shape[:2], np.uint8), np.zeros(a.shape[:2], np.uint8))
+    write_report(rep, visuals, tmp_path)
+    pg = browser.new_page()
+    pg.goto((tmp_path / "report.html").as_uri(), wait_until="load")
+    assert [t.lower() for t in pg.locator("#damage .part > h3").all_inner_texts()] == ["back bumper"]
+    card = pg.locator("#damage .card").inner_text()
+    assert "broken, dent" in card and "damaged in 4 of 5 view(s)" in card
+    assert "broken: large" in card and "dent: " in card
+    sizes = pg.eval_on_selector_all("#damage img.crop", "is => is.map(i => [i.complete, i.naturalWidth])")
+    assert len(sizes) == 1 and sizes[0][0] and sizes[0][1] > 0
+    rows = pg.locator("#review tr.part-review")
+    assert rows.count() == 1 and "seen clean in full views 167111-02.png" in rows.inner_text()
+    assert "hood" not in pg.locator("#damage").inner_text()
+    # (part, damage) findings under review that belong to no part stay in the review table
+    n_unassigned = sum(f.part == "unassigned" and f.needs_review for f in rep.findings)
+    assert pg.locator("#review tr.review").count() == 1 + n_unassigned
+    pg.close()

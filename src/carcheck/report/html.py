@@ -21,7 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
 from .privacy import blur_private_regions
-from .schema import CaseReport, Finding, PhotoDetection, SizeCm
+from .schema import CaseReport, Finding, PartFinding, PhotoDetection, SizeCm
 
 __all__ = ["palette", "overlay", "overlay_cam", "legend", "write_report", "prepare_out_dir", "DAMAGE_COLOURS",
            "size_text", "vehicle_line", "best_detection", "crop_around"]
@@ -167,14 +167,19 @@ def vehicle_line(report: CaseReport) -> str:
     return f"{top.label.replace('_', ' ')} ({100 * top.probability:.0f}%)"
 
 
-def best_detection(report: CaseReport, finding: Finding, have: Mapping[str, object] | None = None
+def best_detection(report: CaseReport, finding: Finding | PartFinding, have: Mapping[str, object] | None = None
                    ) -> tuple[str, PhotoDetection] | None:
     """The region that shows a finding best: among its photos (those in ``have``, when given) the
-    detections of its (part, damage) within ``0.9 x`` the highest C_base, and of those the largest in its
-    photo (share of the image; then C_base). None: no such region."""
+    detections of its (part, damage) -- for a per-part finding, of its part with any of its damage types --
+    within ``0.9 x`` the highest C_base, and of those the largest in its photo (share of the image; then
+    C_base). None: no such region."""
     by = {p.path: p for p in report.photos}
+    if isinstance(finding, PartFinding):
+        match = lambda d: d.part == finding.part and d.damage in finding.damages  # noqa: E731
+    else:
+        match = lambda d: (d.part, d.damage) == (finding.part, finding.damage)  # noqa: E731
     cands = [(name, d) for name in finding.photos if name in by and (have is None or name in have)
-             for d in by[name].detections if (d.part, d.damage) == (finding.part, finding.damage)]
+             for d in by[name].detections if match(d)]
     if not cands:
         return None
     top = max(d.c_base for _, d in cands)
@@ -240,9 +245,11 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
                 entry["gradcam"] = _data_uri(overlay_cam(base, cam))
         photos.append(entry)
     by_path = {p.path: p for p in report.photos}
-    findings = []  # every finding with its best region and, where the photo is drawn, a crop around it
-    for f in report.findings:
-        entry = {"finding": f, "size": size_text(f.size_cm), "crop": None, "crop_photo": None}
+
+    def with_crop(f: Finding | PartFinding) -> dict:
+        """A finding with its best region and, where that photo is drawn, a crop around it."""
+        entry = {"finding": f, "crop": None, "crop_photo": None,
+                 "size": size_text(f.size_cm) if isinstance(f, Finding) else ""}
         best = best_detection(report, f, blurred) or best_detection(report, f)
         if best is not None:
             name, det = best
@@ -252,18 +259,31 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
                 img = blurred[name]
                 entry["crop"] = _data_uri(crop_around(img, det.bbox_xywh, (img.shape[1] / ph.width,
                                                                         img.shape[0] / ph.height)))
-        findings.append(entry)
+        return entry
+
+    review_parts = []
+    if report.parts:  # schema >= 1.8: the confident per-part findings are what the report states as damaged
+        confident = [with_crop(pf) for pf in report.parts if not pf.needs_review]
+        review_parts = [pf for pf in report.parts if pf.needs_review]
+        for e in confident:  # each damage type seen on the part, with its size
+            e["types"] = [{"finding": f, "size": size_text(f.size_cm)} for f in report.findings
+                          if f.part == e["finding"].part and f.damage in e["finding"].damages]
+        review_findings = [{"finding": f, "size": size_text(f.size_cm)} for f in report.findings
+                           if f.part == "unassigned" and f.needs_review]
+    else:  # older reports: the confident (part, damage) findings, grouped by part
+        confident = [with_crop(f) for f in report.findings if not f.needs_review]
+        review_findings = [{"finding": f, "size": size_text(f.size_cm)} for f in report.findings if f.needs_review]
     parts: dict[str, list] = {}  # confident findings by part, in report order
-    for e in findings:
-        if not e["finding"].needs_review:
-            parts.setdefault(e["finding"].part, []).append(e)
+    for e in confident:
+        parts.setdefault(e["finding"].part, []).append(e)
     env = Environment(loader=PackageLoader("carcheck.report", "templates"), autoescape=select_autoescape(["html"]))
     env.filters["size_text"] = size_text
     from .diagram import car_diagram_svg, part_states
 
+    states = part_states(report)
     html = env.get_template("report.html").render(
-        report=report, photos=photos, diagram=car_diagram_svg(part_states(report)), vehicle=vehicle_line(report),
-        confident_by_part=parts, review_findings=[e for e in findings if e["finding"].needs_review],
+        report=report, photos=photos, diagram=car_diagram_svg(states), states=states, vehicle=vehicle_line(report),
+        confident_by_part=parts, review_parts=review_parts, review_findings=review_findings,
         review_photos=[p for p in report.photos if p.review_reasons],
         part_legend=[(n, _hex(c)) for n, c in part_legend], damage_legend=[(n, _hex(c)) for n, c in damage_legend])
     paths = {"json": out / "report.json", "html": out / "report.html"}
