@@ -57,15 +57,26 @@ def read_ffi(ffi: Path) -> list[dict]:
 
 
 def ffi_assess(ffi: Path, out: Path = FFI_REPORTS) -> dict:
-    """Assess every labelled FFI photo as its own case; cache ``<image stem>.json`` reports in ``out``."""
+    """Assess every labelled FFI photo as its own case; cache ``<image stem>.json`` reports in ``out``.
+    A cached report is reused only when it was made by the same model files (its ``model_files``
+    SHA-256s equal the installed ones): a new shipped model re-assesses every photo."""
     from carcheck.pipeline.assess import AssessConfig, Assessor
 
     rows = read_ffi(ffi)
     out.mkdir(parents=True, exist_ok=True)
-    todo = [r for r in rows if not (out / (Path(r["image"]).stem + ".json")).exists()]
+    assessor = Assessor(AssessConfig(gradcam=False))
+    current = sorted((m.file, m.sha256) for m in assessor.model_files)
+
+    def fresh(path: Path) -> bool:
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8")).get("model_files") or []
+        except (OSError, ValueError):
+            return False
+        return sorted((m.get("file"), m.get("sha256")) for m in cached) == current
+
+    todo = [r for r in rows if not fresh(out / (Path(r["image"]).stem + ".json"))]
     t0 = time.perf_counter()
     if todo:
-        assessor = Assessor(AssessConfig(gradcam=False))
         for i, r in enumerate(todo):
             rep, _ = assessor.assess([ffi / "dataset" / "trainImages" / r["image"]], case_id=Path(r["image"]).stem)
             (out / (Path(r["image"]).stem + ".json")).write_text(rep.model_dump_json(), encoding="utf-8")
@@ -148,6 +159,34 @@ def estimate_stage(ffi: Path, reports: Path = FFI_REPORTS) -> dict:
     g = float(np.median(y[tr] / np.maximum(X[tr] @ sp_scales, 1e-9)))
     sp_pred = X[te] @ sp_scales * g
     has = sev[te] >= 0
+    # diagnostic only: does the image-level severity grade (minor / moderate / severe, the severity head on the
+    # photo) carry what the per-finding costs miss? Fitted on train with the same loss, as a factor on the total
+    # and as a fixed amount per grade added to it (photos without a grade count as minor)
+    grade = np.eye(3)[np.clip(sev, 0, 2)]
+
+    def fit_n(objective, n: int) -> np.ndarray:
+        best = None
+        for init in (0.0, np.log(3.0), np.log(0.3), np.log(10.0), np.log(1000.0)):
+            r = minimize(objective, np.full(n, init), method="Nelder-Mead",
+                         options={"maxiter": 8000, "xatol": 1e-4, "fatol": 1e-7})
+            if best is None or r.fun < best.fun:
+                best = r
+        return np.exp(best.x)
+
+    def mlae(p, t):
+        return float(np.mean(np.abs(np.log1p(p) - np.log(t))))
+
+    pm = fit_n(lambda ls: mlae((X[tr] @ np.exp(ls[:4])) * (grade[tr] @ np.exp(ls[4:])), y[tr]), 7)
+    pa = fit_n(lambda ls: mlae(X[tr] @ np.exp(ls[:4]) + grade[tr] @ np.exp(ls[4:]), y[tr]), 7)
+    severity_terms = {
+        "factor_per_grade": {"held_out_spearman": _spearman((X[te] @ pm[:4]) * (grade[te] @ pm[4:]), y[te]),
+                             "held_out_mdape": _mdape((X[te] @ pm[:4]) * (grade[te] @ pm[4:]), y[te]),
+                             "grade_factors": [round(float(v), 4) for v in pm[4:]]},
+        "amount_per_grade_added": {"held_out_spearman": _spearman(X[te] @ pa[:4] + grade[te] @ pa[4:], y[te]),
+                                   "held_out_mdape": _mdape(X[te] @ pa[:4] + grade[te] @ pa[4:], y[te]),
+                                   "operation_scales": [round(float(v), 4) for v in pa[:4]],
+                                   "grade_amounts": [round(float(v), 1) for v in pa[4:]]},
+    }
     out = {
         "source": FFI_SOURCE, "cost_table": f"default v{default_cost_table().version}",
         "cases": {"damaged_with_amount": len(y), "train": len(tr), "held_out": len(te), "seed": SEED,
@@ -166,6 +205,7 @@ def estimate_stage(ffi: Path, reports: Path = FFI_REPORTS) -> dict:
                                            "held_out_spearman": _spearman(sp_pred, y[te]),
                                            "held_out_mdape": _mdape(sp_pred, y[te])},
             "severity_head_grade_alone_spearman": _spearman(sev[te][has], y[te][has]),
+            "severity_terms": severity_terms,
             "per_operation_cost_spearman_train": {o: _spearman(X[tr][:, j], y[tr]) for j, o in enumerate(OPERATIONS)},
             "undamaged_photos_median_estimate_eur": float(np.median(clean_mid)) if clean_mid else None,
             "damaged_photos_median_estimate_eur": float(np.median(X.sum(1))),
