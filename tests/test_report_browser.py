@@ -214,7 +214,7 @@ def test_with_per_part_findings_the_confident_parts_are_what_is_listed(written, 
     """Schema >= 1.8: one card per confident physical part (its damage types, each with its size; a crop of
     its best region), parts for review in the review table with why."""
     from carcheck.report.html import write_report
-    from carcheck.report.schema import PartFinding
+    from carcheck.report.schema import PartFinding, PhotoTypeDecision
 
     report, _ = written
     case = data_path("cases/salvage_panamera_167111")
@@ -225,6 +225,10 @@ def test_with_per_part_findings_the_confident_parts_are_what_is_listed(written, 
                  PartFinding(part="hood", damages=["broken"], c_base=0.9, k_agree=0.4, c_refined=0.36,
                              views_damaged=2, views_visible=5, photos=["167111-04.png"], needs_review=True,
                              review_reasons=["seen clean in full views 167111-02.png"])]
+    vin = next(p for p in rep.photos if p.path == "167111-09.png")
+    vin.photo_type = PhotoTypeDecision(type="vin_dashboard", probability=0.97, exterior_probability=0.02,
+                                       uncertain=False, search_exterior_damage=False, keep_state_heads=False,
+                                       reason="VIN plate", probabilities={"vin_dashboard": 0.97})
     visuals = {}
     for name in bumper + ["167111-04.png"]:
         im = Image.open(case / name).convert("RGB")
@@ -243,6 +247,9 @@ def test_with_per_part_findings_the_confident_parts_are_what_is_listed(written, 
     rows = pg.locator("#review tr.part-review")
     assert rows.count() == 1 and "seen clean in full views 167111-02.png" in rows.inner_text()
     assert "hood" not in pg.locator("#damage").inner_text()
+    summary = pg.locator("p.summary").inner_text()
+    assert "Damaged: back bumper. For review: hood." in summary
+    assert "Not searched for exterior damage: 167111-09.png (VIN / odometer / dashboard close-up)." in summary
     # (part, damage) findings under review that belong to no part stay in the review table
     n_unassigned = sum(f.part == "unassigned" and f.needs_review for f in rep.findings)
     assert pg.locator("#review tr.review").count() == 1 + n_unassigned

@@ -137,6 +137,12 @@ def legend(report: CaseReport, task: str, names: Sequence[str] | None = None) ->
     return list(zip(names, colours))
 
 
+#: A photo type (:data:`~carcheck.report.photo_schema.PHOTO_TYPES`) in words.
+PHOTO_TYPE_WORDS = {"exterior_full": "exterior full view", "exterior_closeup": "exterior close-up",
+                    "interior": "interior", "document": "document", "vin_dashboard": "VIN / odometer / dashboard close-up",
+                    "no_vehicle": "no vehicle"}
+
+
 def _n(v: float) -> str:
     """A length / area for a person: one decimal under 10, whole numbers above."""
     return f"{v:.1f}" if abs(v) < 10 else f"{v:.0f}"
@@ -278,6 +284,7 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
         parts.setdefault(e["finding"].part, []).append(e)
     env = Environment(loader=PackageLoader("carcheck.report", "templates"), autoescape=select_autoescape(["html"]))
     env.filters["size_text"] = size_text
+    env.filters["photo_type_words"] = lambda t: PHOTO_TYPE_WORDS.get(t, t.replace("_", " "))
     from .diagram import car_diagram_svg, part_states
 
     states = part_states(report)

@@ -90,7 +90,9 @@ class SizeCm(BaseModel):
     height_range_cm: tuple[float, float] | None = None
     area_range_cm2: tuple[float, float] | None = None
     part_visible_fraction: float | None = Field(None, description="Estimated share of the part's extent inside the "
-                                                "photo (1: the part is not cut off by the photo's edges).")
+                                                "photo along the axis the photo's edge cuts (1: not cut off, or "
+                                                "its visible extent already spans its typical size; basis says "
+                                                "when it is cut off).")
     basis: str = Field("", description="What the scale came from: part, its typical size, its extent in px.")
     reason: str | None = Field(None, description="Why there is no estimate (damage on no part, part cut off or "
                                "too small in the photo, no typical size declared).")
