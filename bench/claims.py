@@ -341,7 +341,6 @@ def reuse_stage(data: Path) -> dict:
 
 def compare_stage(data: Path) -> dict:
     """Compare on cases built from real photos (see the module docstring)."""
-    import io
     import tempfile
 
     from PIL import Image

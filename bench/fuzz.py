@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import csv
 import io
 import json
 import os
 import random
 import shutil
 import socket
-import stat
 import struct
 import subprocess
 import sys

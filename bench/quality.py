@@ -41,7 +41,7 @@ import numpy as np
 from carcheck.data.images import decode_image
 from carcheck.data.recipes import build_recipe
 from carcheck.models.runtime import cpu_info
-from carcheck.pipeline.quality import (QualityConfig, QualityMeasures, VehicleExtent, judge_quality, measure_quality,
+from carcheck.pipeline.quality import (QualityConfig, QualityMeasures, judge_quality, measure_quality,
                                        vehicle_extent)
 
 ROOT = Path(__file__).resolve().parents[1]

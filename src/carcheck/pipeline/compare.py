@@ -28,7 +28,7 @@ Pure: plain :class:`~carcheck.report.schema.CaseReport` objects (and optional em
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 import datetime as _dt
 import sqlite3
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import imagehash
 import numpy as np

@@ -21,7 +21,6 @@ Queue protocol (the same SQL on SQLite and PostgreSQL):
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import secrets
@@ -31,7 +30,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
