@@ -204,7 +204,7 @@ def estimate_size_cm(region: np.ndarray, part_mask: np.ndarray, part: str, table
         raise ValueError(f"region {region.shape} and part mask {part_mask.shape} must be 2-D of one shape")
     row = table.parts.get(part)
     if row is None:
-        why = ("the damage lies on no segmented part: no scale" if part == "unassigned"
+        why = ("the damage lies on no segmented part" if part == "unassigned"
                else f"no typical size declared for {part!r} (part_sizes v{table.version})")
         return SizeCm(reason=why)
     if not region.any():
