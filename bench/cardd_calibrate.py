@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--probes", type=int, default=100)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cardd_calibration.json",
+                    help="Where the table goes (another model's calibration: not over the shipped one's).")
     args = ap.parse_args()
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)
@@ -104,7 +106,7 @@ def main() -> None:
     res = {"machine": cpu_info(), "precision": resolve_precision("auto"), "class_weights": w.tolist(),
            "valid_images": len(idx), "probe_images": len(probes), "rows": rows, "chosen_tau": best["tau"],
            "logit_bias": bias, "rule": "largest binary damage IoU on the CarDD valid subset (stride-4 maps)"}
-    out = REPO / "bench" / "results" / "cardd_calibration.json"
+    out = args.out
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(f"chosen tau {best['tau']}: bias {bias}; wrote {out}")
     if args.write:
