@@ -237,32 +237,42 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
     out.mkdir(parents=True, exist_ok=True)
     part_legend, damage_legend = legend(report, "parts", part_names), legend(report, "damage", damage_names)
     part_colours, damage_colours = [c for _, c in part_legend], [c for _, c in damage_legend]
-    photos, blurred = [], {}
-    for p in report.photos:
-        entry = {"report": p, "name": Path(p.path).name}
-        v = visuals.get(p.path)
-        if v is not None:
-            base, n_blurred = blur_private_regions(v.image)
-            blurred[p.path] = base
-            entry.update(original=_data_uri(base), parts=_data_uri(overlay(base, v.part_label, part_colours)),
-                         damage=_data_uri(overlay(base, v.damage_label, damage_colours, 0.6)), blurred=n_blurred)
-            cam = getattr(v, "gradcam", None)
-            if cam is not None:  # drawn over the already blurred photo: one face/plate search per photo
-                entry["gradcam"] = _data_uri(overlay_cam(base, cam))
-        photos.append(entry)
+    # memory (issue 20): the per-photo entries are made one at a time while the page streams to the file,
+    # so a case of many photos never holds every photo's encoded images (nor the whole page) at once;
+    # only the photos a crop is cut from are blurred ahead, and each photo is blurred once
+    blurred: dict[str, tuple[np.ndarray, int]] = {}
+
+    def blurred_of(path: str) -> tuple[np.ndarray, int]:
+        if path not in blurred:
+            blurred[path] = blur_private_regions(visuals[path].image)
+        return blurred[path]
+
+    def photo_entries():
+        for p in report.photos:
+            entry = {"report": p, "name": Path(p.path).name}
+            v = visuals.get(p.path)
+            if v is not None:
+                base, n_blurred = blurred.pop(p.path, None) or blur_private_regions(v.image)
+                entry.update(original=_data_uri(base), parts=_data_uri(overlay(base, v.part_label, part_colours)),
+                             damage=_data_uri(overlay(base, v.damage_label, damage_colours, 0.6)), blurred=n_blurred)
+                cam = getattr(v, "gradcam", None)
+                if cam is not None:  # drawn over the already blurred photo: one face/plate search per photo
+                    entry["gradcam"] = _data_uri(overlay_cam(base, cam))
+            yield entry
+
     by_path = {p.path: p for p in report.photos}
 
     def with_crop(f: Finding | PartFinding) -> dict:
         """A finding with its best region and, where that photo is drawn, a crop around it."""
         entry = {"finding": f, "crop": None, "crop_photo": None,
                  "size": size_text(f.size_cm) if isinstance(f, Finding) else ""}
-        best = best_detection(report, f, blurred) or best_detection(report, f)
+        best = best_detection(report, f, visuals) or best_detection(report, f)
         if best is not None:
             name, det = best
             entry["crop_photo"] = Path(name).name
             ph = by_path[name]
-            if name in blurred and ph.width and ph.height:
-                img = blurred[name]
+            if name in visuals and ph.width and ph.height:
+                img = blurred_of(name)[0]
                 entry["crop"] = _data_uri(crop_around(img, det.bbox_xywh, (img.shape[1] / ph.width,
                                                                         img.shape[0] / ph.height)))
         return entry
@@ -288,12 +298,13 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
     from .diagram import car_diagram_svg, part_states
 
     states = part_states(report)
-    html = env.get_template("report.html").render(
-        report=report, photos=photos, diagram=car_diagram_svg(states), states=states, vehicle=vehicle_line(report),
-        confident_by_part=parts, review_parts=review_parts, review_findings=review_findings,
-        review_photos=[p for p in report.photos if p.review_reasons],
+    stream = env.get_template("report.html").stream(
+        report=report, photos=photo_entries(), diagram=car_diagram_svg(states), states=states,
+        vehicle=vehicle_line(report), confident_by_part=parts, review_parts=review_parts,
+        review_findings=review_findings, review_photos=[p for p in report.photos if p.review_reasons],
         part_legend=[(n, _hex(c)) for n, c in part_legend], damage_legend=[(n, _hex(c)) for n, c in damage_legend])
     paths = {"json": out / "report.json", "html": out / "report.html"}
     paths["json"].write_text(report.model_dump_json(indent=2), encoding="utf-8")
-    paths["html"].write_text(html, encoding="utf-8")
+    with open(paths["html"], "w", encoding="utf-8") as fh:
+        stream.dump(fh)
     return paths
