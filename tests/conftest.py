@@ -28,3 +28,20 @@ def backbone():
 
     torch.set_num_threads(2)
     return build_backbone("lite0")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request):
+    """The service database of a test, once per backend: None (the embedded SQLite under the data
+    folder) and a throwaway PostgreSQL database (``CARCHECK_TEST_POSTGRES_URL``, which ``.ci/run``
+    sets after starting a PostgreSQL; skipped with that reason where it is unset)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    url = os.environ.get("CARCHECK_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("CARCHECK_TEST_POSTGRES_URL is unset (.ci/run starts a PostgreSQL and sets it)")
+    from carcheck.serve.harness import postgres_database
+
+    with postgres_database(url) as db_url:
+        yield db_url

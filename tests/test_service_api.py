@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -23,20 +22,6 @@ from carcheck.serve.auth import create_key  # noqa: E402
 from carcheck.serve.db.models import ApiKey, AuditEvent, Case, Finding, Job, Photo, utcnow  # noqa: E402
 from carcheck.serve.settings import Settings  # noqa: E402
 
-PG_URL = os.environ.get("CARCHECK_TEST_POSTGRES_URL")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield None
-        return
-    if not PG_URL:
-        pytest.skip("CARCHECK_TEST_POSTGRES_URL is unset (.ci/run starts a PostgreSQL and sets it)")
-    from carcheck.serve.harness import postgres_database
-
-    with postgres_database(PG_URL) as url:
-        yield url
 
 
 def make(tmp_path, database_url, **kw):

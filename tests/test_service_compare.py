@@ -8,7 +8,6 @@ and, when CARCHECK_TEST_POSTGRES_URL is set, PostgreSQL."""
 from __future__ import annotations
 
 import copy
-import os
 import re
 
 import pytest
@@ -18,20 +17,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from test_review_support import api_key, assessed_case  # noqa: E402
 
-PG_URL = os.environ.get("CARCHECK_TEST_POSTGRES_URL")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request):
-    if request.param == "sqlite":
-        yield None
-        return
-    if not PG_URL:
-        pytest.skip("CARCHECK_TEST_POSTGRES_URL is unset (.ci/run starts a PostgreSQL and sets it)")
-    from carcheck.serve.harness import postgres_database
-
-    with postgres_database(PG_URL) as url:
-        yield url
 
 
 def _h(key):

@@ -7,7 +7,6 @@ when CARCHECK_TEST_POSTGRES_URL is set, PostgreSQL."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,22 +16,10 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 
-from carcheck.serve.harness import ServerProcess, create_key_cli, postgres_database, small_photos  # noqa: E402
+from carcheck.serve.harness import ServerProcess, create_key_cli, small_photos  # noqa: E402
 from conftest import data_path  # noqa: E402
 
-PG_URL = os.environ.get("CARCHECK_TEST_POSTGRES_URL")
 VAL = "car_damage/coco_car_damage_lplenka/val"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request):
-    if request.param == "sqlite":
-        yield None
-        return
-    if not PG_URL:
-        pytest.skip("CARCHECK_TEST_POSTGRES_URL is unset (.ci/run starts a PostgreSQL and sets it)")
-    with postgres_database(PG_URL) as url:
-        yield url
 
 
 class Hooks:

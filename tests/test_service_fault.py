@@ -17,22 +17,10 @@ from sqlalchemy import func, select  # noqa: E402
 
 from carcheck.serve.db.models import AuditEvent, Case, Finding, Job  # noqa: E402
 from carcheck.serve.db.session import make_engine, session_factory, sqlite_url  # noqa: E402
-from carcheck.serve.harness import ServerProcess, create_key_cli, pid_alive, postgres_database, small_photos  # noqa: E402
+from carcheck.serve.harness import ServerProcess, create_key_cli, pid_alive, small_photos  # noqa: E402
 from conftest import data_path  # noqa: E402
 
-PG_URL = os.environ.get("CARCHECK_TEST_POSTGRES_URL")
 N_CASES = 6
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request):
-    if request.param == "sqlite":
-        yield None
-        return
-    if not PG_URL:
-        pytest.skip("CARCHECK_TEST_POSTGRES_URL is unset (.ci/run starts a PostgreSQL and sets it)")
-    with postgres_database(PG_URL) as url:
-        yield url
 
 
 def _state(pid):

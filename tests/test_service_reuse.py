@@ -8,7 +8,6 @@ PostgreSQL; then a real worker (the shipped models, a few 320-px photos) through
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 import pytest
@@ -19,21 +18,7 @@ from PIL import Image  # noqa: E402
 
 from conftest import data_path  # noqa: E402
 
-PG_URL = os.environ.get("CARCHECK_TEST_POSTGRES_URL")
 VAL = "car_damage/coco_car_damage_lplenka/val"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request):
-    if request.param == "sqlite":
-        yield None
-        return
-    if not PG_URL:
-        pytest.skip("CARCHECK_TEST_POSTGRES_URL is unset (.ci/run starts a PostgreSQL and sets it)")
-    from carcheck.serve.harness import postgres_database
-
-    with postgres_database(PG_URL) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
