@@ -53,6 +53,7 @@ from .gate import part_coverage, vehicle_score
 from .identity import make_model_vote, same_vehicle_check
 from .image_heads import ImageHeads, PhotoHeadOutputs, head_result
 from .inputs import DuplicateFinder, blank_reason, collect_photos, exact_name_bytes, expand_inputs, too_small_reason
+from .part_ends import consistent_ends
 from .photo_type import EXTERIOR_TYPES, decide_photo_type, probabilities_from_logits
 from .quality import check_quality
 from .plausibility import apply_plausibility
@@ -325,6 +326,8 @@ class Assessor:
                                 seconds=round(time.perf_counter() - t0, 3)), None, None)
         fc = self.config.fusion
         part_label = parts.argmax(0).astype(np.uint8)
+        if fc.end_dominance is not None:  # one end of the car per photo (a trunk read as a hood in a rear view)
+            part_label = consistent_ends(part_label, ["background", *self.part_names], fc.end_dominance)
         damage_label = damage.argmax(0).astype(np.uint8)
         vis = visible_parts(part_label, self.part_names, fc)
         closeup = len(vis) <= fc.closeup_max_parts

@@ -15,7 +15,7 @@ from .photo_schema import PhotoTypeConfig, PhotoTypeDecision, QualityConfig, Qua
 
 from .claims_schema import CaseEstimate, ReuseMatch
 
-SCHEMA_VERSION = "1.8"  # 1.8: optional parts (findings per physical part, K_agree over views, issue 16); 1.7: optional size_cm per detection and finding (damage size in cm from the typical part sizes, issue 16), config size; 1.6: optional photo_type and quality per photo (issue 16), config photo_type / quality; 1.5: optional estimate (repair estimate) and reuse (photos matching indexed photos), issue 19; 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
+SCHEMA_VERSION = "1.9"  # 1.9: config fusion.end_dominance (one end of the car per photo on the part map); 1.8: optional parts (findings per physical part, K_agree over views, issue 16); 1.7: optional size_cm per detection and finding (damage size in cm from the typical part sizes, issue 16), config size; 1.6: optional photo_type and quality per photo (issue 16), config photo_type / quality; 1.5: optional estimate (repair estimate) and reuse (photos matching indexed photos), issue 19; 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
 
 __all__ = ["SCHEMA_VERSION", "PhotoDetection", "PhotoReport", "Finding", "PartFinding", "CaseSummary", "CaseReport", "AssessConfig", "AssessConfigModel", "FusionConfig", "ModelFile",
            "ClassScore", "HeadResult", "DamageFilter", "VehicleMatch", "VehicleIdentity", "Consistency", "SizeCm",
@@ -233,6 +233,11 @@ class FusionConfig(BaseModel):
         "reassign", description="An implausible (part, damage) pair (taxonomy PLAUSIBLE_DAMAGE, e.g. a flat tyre on "
         "a door): 'reassign' moves it to the plausible part touching the region (else flags it for review), "
         "'flag' only flags it, 'off' keeps it as segmented.")
+    end_dominance: float | None = Field(5.0, gt=1.0, description="One end of the car per photo "
+                                        "(pipeline/part_ends.py): when rear parts cover more than this many times "
+                                        "the pixels of front parts (or the reverse), the minority end's labels become "
+                                        "their counterparts before the fusion; chosen on car_parts/trainingset "
+                                        "(bench/part_ends.py). None: off.")
     plausibility_dilation_px: int = Field(3, ge=0, description="Neighbouring parts are those within this many px "
                                           "(network resolution) of the region (dilation).")
 
