@@ -59,20 +59,23 @@ def read_ffi(ffi: Path) -> list[dict]:
 def ffi_assess(ffi: Path, out: Path = FFI_REPORTS) -> dict:
     """Assess every labelled FFI photo as its own case; cache ``<image stem>.json`` reports in ``out``.
     A cached report is reused only when it was made by the same model files (its ``model_files``
-    SHA-256s equal the installed ones): a new shipped model re-assesses every photo."""
+    SHA-256s equal the installed ones) and the same config (every threshold and rule setting, the
+    report's ``config``): a new shipped model or a changed default re-assesses every photo."""
     from carcheck.pipeline.assess import AssessConfig, Assessor
 
     rows = read_ffi(ffi)
     out.mkdir(parents=True, exist_ok=True)
     assessor = Assessor(AssessConfig(gradcam=False))
     current = sorted((m.file, m.sha256) for m in assessor.model_files)
+    config = assessor.stated_config().model_dump(mode="json")
 
     def fresh(path: Path) -> bool:
         try:
-            cached = json.loads(path.read_text(encoding="utf-8")).get("model_files") or []
+            cached = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        return sorted((m.get("file"), m.get("sha256")) for m in cached) == current
+        return (sorted((m.get("file"), m.get("sha256")) for m in cached.get("model_files") or []) == current
+                and cached.get("config") == config)
 
     todo = [r for r in rows if not fresh(out / (Path(r["image"]).stem + ".json"))]
     t0 = time.perf_counter()
