@@ -45,3 +45,22 @@ def database_url(request):
 
     with postgres_database(url) as db_url:
         yield db_url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium (Playwright) for the browser tests: the executable
+    :func:`carcheck.report.pdf.find_chromium` finds (Debian's ``chromium``, which ``.ci/run`` installs);
+    skipped where Playwright or Chromium is missing."""
+    pw_api = pytest.importorskip("playwright.sync_api")
+    from carcheck.report.pdf import find_chromium
+
+    exe = find_chromium()
+    if exe is None:
+        pytest.skip("no chromium (apt-get install chromium; .ci/run does)")
+    with pw_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()

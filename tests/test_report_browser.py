@@ -9,8 +9,6 @@ real ``write_report`` (privacy blur, crops, diagram); no model runs, so the file
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from carcheck.report.pdf import find_chromium
 from conftest import data_path
 
 FIXTURE = Path(__file__).parent / "fixtures" / "review_report_panamera.json"
-CHROMIUM = os.environ.get("CARCHECK_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium; .ci/run does)")
+pytestmark = pytest.mark.skipif(find_chromium() is None, reason="no chromium (apt-get install chromium; .ci/run does)")
 
 
 @dataclass
@@ -52,17 +50,6 @@ def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     write_report(report, visuals, out)
     return report, out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    pw_api = pytest.importorskip("playwright.sync_api")
-    with pw_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")

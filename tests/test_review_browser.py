@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import threading
 import time
@@ -19,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from carcheck.report.pdf import find_chromium
 from test_review_support import api_key, assessed_case, make_app, reviewer
 
-CHROMIUM = os.environ.get("CARCHECK_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium; .ci/run does)")
+pytestmark = pytest.mark.skipif(find_chromium() is None, reason="no chromium (apt-get install chromium; .ci/run does)")
 PASSWORD = "correct horse battery"
 
 
@@ -50,17 +49,6 @@ class LiveServer:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(10)
-
-
-@pytest.fixture()
-def browser():
-    pw_api = pytest.importorskip("playwright.sync_api")
-    with pw_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 class Counter:
