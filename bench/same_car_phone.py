@@ -121,7 +121,7 @@ def main() -> None:
         with inference_context(a.bf16):
             return a.heads.run_standalone(x, PhotoHeadOutputs()).embedding.float()
 
-    listings = {k: v for k, v in listing_photos().items()}
+    listings = listing_photos()
     paths = [p for v in listings.values() for p in v]
     case_paths = [CASE / f"167111-{n}.png" for n in CASE_EXTERIOR]
     emb = {p: embed(p) for p in paths + case_paths}
