@@ -148,7 +148,7 @@ def trim_heap() -> bool:
     glibc keeps memory freed by large temporary arrays (a decoded photo, a network's activations)
     in its arenas, so a long case's resident set creeps upwards photo by photo (issue 20: +240 MB
     over one 1,000-file case); trimming after each photo keeps it at its working size. Takes about
-    a millisecond.
+    0.2 ms (measured on the 2-core EPYC after freeing a 27 MB array).
 
     Returns:
         True when trimmed; False where the C library has no ``malloc_trim`` (musl, macOS, Windows).
