@@ -139,3 +139,48 @@ def test_losses_and_class_weights():
         segmentation_loss("nope", logits, target)
     w = median_frequency_weights([np.array([[0, 0, 0, 1]], np.uint8)], 3)
     assert w[1] > w[0] and w[2] == 10.0
+
+
+def test_unfrozen_tail_starts_as_the_shared_pass_trains_and_round_trips(tmp_path):
+    """The partly unfrozen design (CarSegmenter(unfreeze=N)): its own copy of the last N stages equals the
+    shared pass before training (odd input sizes included), is trained (its weights move, the shared
+    backbone's do not, at lr x backbone_lr_mult) and comes back from best.safetensors."""
+    from carcheck.models.backbone import inference_context
+    from carcheck.models.inference import load_segmenter
+    from carcheck.models.segmentation import CarSegmenter
+
+    for levels in (1, 2, 3):
+        m = CarSegmenter({"damage": 3}, unfreeze=levels).eval()
+        for size in ((96, 128), (97, 130)):
+            x = torch.rand(1, 3, *size)
+            with torch.no_grad():
+                feats = m.backbone(x).features
+                again = m.tail(feats)
+            assert [f.shape for f in again] == [f.shape for f in feats]
+            if size == (96, 128):  # aligned to 32: exactly the shared pass
+                assert all(torch.equal(a, b) for a, b in zip(feats, again))
+            # unaligned: same shapes; the values near the padded border differ (zeros padded at the
+            # tail's start level instead of the shared pass's padded input), as BackboneTail states
+    with pytest.raises(ValueError, match="unfreeze 4"):
+        CarSegmenter({"damage": 3}, unfreeze=4)
+
+    ann = _tiny_coco(tmp_path)
+    cfg = SegTrainConfig(tasks=[TaskSpec("parts", "dsmlr_parts", [str(ann)])], out=str(tmp_path / "run"), epochs=1,
+                         batch_size=2, size=64, val_fraction=0.34, unfreeze=2, backbone_lr_mult=0.5, lr=0.01)
+    run = train_segmentation(cfg, log=lambda *a: None)
+    from safetensors import safe_open
+    with safe_open(str(run / "best.safetensors"), framework="pt") as f:
+        keys, meta = list(f.keys()), f.metadata()
+    assert meta["unfreeze"] == "2" and any(k.startswith("tail.groups.1.") for k in keys)
+    assert not any(k.startswith("backbone.") for k in keys)
+    trained = load_segmenter(run / "best.safetensors", fuse=False)
+    fresh = CarSegmenter({"parts": trained.heads["parts"].classifier.out_channels}, unfreeze=2)
+    name = next(k for k in keys if k.startswith("tail.groups.1.") and k.endswith("_project_conv.weight"))
+    assert not torch.equal(trained.state_dict()[name], fresh.state_dict()[name])  # the tail was trained
+    bb = "backbone.net._blocks.12._project_conv.weight"
+    assert torch.equal(trained.state_dict()[bb], fresh.state_dict()[bb])  # the shared pass was not
+    fused = load_segmenter(run / "best.safetensors")
+    x = torch.rand(1, 3, 64, 96)
+    with inference_context(bf16=False):
+        a, b = trained(x)["parts"], fused(x)["parts"]
+    assert torch.allclose(a, b, atol=1e-3)

@@ -83,6 +83,9 @@ def segmentation(
     val_size: Optional[int] = typer.Option(None, help="Longer side (px) of validation images (default --size)."),
     scale: str = typer.Option("0.75,1.25", help="Random zoom range LO,HI (multi-scale training)."),
     max_steps_per_epoch: Optional[int] = typer.Option(None, help="Cap on optimiser steps per epoch (default: every batch)."),
+    unfreeze: int = typer.Option(0, help="Fine-tune the backbone's last N stages (1-3) as the model's own copy "
+                                 "(0: frozen backbone)."),
+    backbone_lr_mult: float = typer.Option(0.1, help="Learning-rate factor of the fine-tuned stages."),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ) -> None:
     """Train a segmentation model (frozen EfficientNet-Lite0 backbone, FPN or ASPP decoder, one head per task).
@@ -103,7 +106,8 @@ def segmentation(
     cfg = SegTrainConfig(tasks=specs, out=str(out), epochs=epochs, batch_size=batch_size, size=size, lr=lr, loss=loss,
                          val_fraction=val_fraction, class_weights=class_weights, seed=seed, threads=threads, precision=precision,
                          decoder=decoder, device=device, workers=workers, channels=channels, load_size=load_size,
-                         val_size=val_size, scale=(lo, hi), max_steps_per_epoch=max_steps_per_epoch)
+                         val_size=val_size, scale=(lo, hi), max_steps_per_epoch=max_steps_per_epoch,
+                         unfreeze=unfreeze, backbone_lr_mult=backbone_lr_mult)
     _run_trainer(train_segmentation, cfg, "weights", resume)
 
 

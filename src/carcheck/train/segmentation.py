@@ -75,6 +75,10 @@ class SegTrainConfig:
             crop (None: ``1.15 * size``); e.g. 640 with ``size`` 512 keeps CarDD's native resolution.
         val_size: longer side (px) of validation images (None: ``size``).
         scale: random zoom range of the training augmentation (multi-scale training).
+        unfreeze: 0 (frozen backbone) or the number of last backbone stages fine-tuned as the
+            model's own copy (:class:`~carcheck.models.segmentation.BackboneTail`).
+        backbone_lr_mult: learning-rate factor of those fine-tuned stages (pretrained weights move
+            slower than the new decoder).
     """
 
     tasks: list[TaskSpec]
@@ -99,6 +103,8 @@ class SegTrainConfig:
     load_size: int | None = None
     val_size: int | None = None
     scale: tuple[float, float] = (0.75, 1.25)
+    unfreeze: int = 0
+    backbone_lr_mult: float = 0.1
 
 
 def paper_augmentations(size: int, scale: tuple[float, float] = (0.75, 1.25)) -> A.Compose:
@@ -285,9 +291,12 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
         log(f"task {t.name}: {len(tr)} train / {len(va)} val images, {heads[t.name]} classes")
 
     dev = torch.device(cfg.device)
-    model = CarSegmenter(heads, channels=cfg.channels, decoder=cfg.decoder).to(dev, memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model = CarSegmenter(heads, channels=cfg.channels, decoder=cfg.decoder,
+                         unfreeze=cfg.unfreeze).to(dev, memory_format=torch.channels_last)
+    tail = [p for n, p in model.named_parameters() if n.startswith("tail.") and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("tail.") and p.requires_grad]
+    groups = [{"params": rest}] + ([{"params": tail, "lr": cfg.lr * cfg.backbone_lr_mult}] if tail else [])
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = sum(len(l) for l in train_loaders.values())
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
@@ -333,6 +342,7 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
         save_file({k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()},
                   str(out / "best.safetensors"),
                   metadata={"heads": json.dumps(heads), "channels": str(cfg.channels), "decoder": cfg.decoder,
+                            "unfreeze": str(cfg.unfreeze),
                             "taxonomies": json.dumps({t.name: t.taxonomy for t in cfg.tasks})})
         (out / "best.json").write_text(json.dumps(rec, indent=2))
 
