@@ -5,6 +5,9 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 from carcheck.serve.db.models import Base
+# every module that declares tables on Base, so that autogenerate compares all of them (without the
+# review tables it proposed dropping them)
+import carcheck.serve.review.models  # noqa: E402,F401
 
 config = context.config
 target_metadata = Base.metadata
