@@ -104,6 +104,22 @@ def test_fusion_detections_are_the_fusion_regions_with_their_masks():
     assert fusion_detections(_probs(speck, 3), None, ["dent", "scratch"]) == []
 
 
+def test_fusion_detections_apply_the_one_end_rule_as_the_assessment_does():
+    """A rear view whose part map has a small hood patch inside the trunk: the assessment relabels the
+    patch (pipeline.part_ends), so one scratch across it is ONE region, not split at a phantom hood."""
+    from carcheck.pipeline.fusion import FusionConfig
+
+    names = ["hood", "trunk"]
+    parts = np.full((60, 60), 2)  # trunk
+    parts[20:40, 20:30] = 1       # hood patch: 200 px vs 3,400 px of trunk (> 5x)
+    dmg = np.zeros((60, 60), int)
+    dmg[25:35, 10:50] = 1         # one scratch across the patch
+    d = fusion_detections(_probs(dmg, 2), _probs(parts, 3), ["scratch"], names)
+    assert [int(m.sum()) for _, m, _ in d] == [400]
+    off = fusion_detections(_probs(dmg, 2), _probs(parts, 3), ["scratch"], names, FusionConfig(end_dominance=None))
+    assert sorted(int(m.sum()) for _, m, _ in off) == [100, 100, 200]
+
+
 def test_per_class_ap_follows_the_detections():
     h = w = 64
     m1 = np.zeros((h, w), bool)

@@ -98,7 +98,9 @@ def fusion_detections(damage_prob: np.ndarray, part_prob: np.ndarray | None, dam
                       part_names: Sequence[str] = (), cfg=None) -> list[tuple[int, np.ndarray, float]]:
     """Instances as the shipped assessment finds them: the regions of
     :func:`carcheck.pipeline.fusion.damaged_parts` (one per connected (part, damage) component
-    above the fusion's minimum area, score C_base), each with its pixel mask.
+    above the fusion's minimum area, score C_base), each with its pixel mask, on the part map after
+    the assessment's one-end-of-the-car rule (:func:`carcheck.pipeline.part_ends.consistent_ends`,
+    ``cfg.end_dominance``).
 
     Args:
         damage_prob: ``(D + 1, H, W)`` float probabilities (index 0 no damage).
@@ -110,12 +112,15 @@ def fusion_detections(damage_prob: np.ndarray, part_prob: np.ndarray | None, dam
         ``[(damage class index 1..D, mask (H, W) bool, score)]``.
     """
     from ..pipeline.fusion import FusionConfig, damaged_parts
+    from ..pipeline.part_ends import consistent_ends
 
     cfg = cfg or FusionConfig()
     h, w = damage_prob.shape[1:]
     if part_prob is None:
         part_prob, part_names = np.ones((1, h, w), np.float32), []
     part_label = part_prob.argmax(0).astype(np.int64)
+    if part_names and cfg.end_dominance is not None:  # as pipeline.assess does before the fusion
+        part_label = consistent_ends(part_label, ["background", *part_names], cfg.end_dominance)
     dmg_label = damage_prob.argmax(0).astype(np.int64)
     regions = damaged_parts(part_prob, damage_prob, list(part_names), list(damage_names), cfg,
                             part_label=part_label, damage_label=dmg_label)
