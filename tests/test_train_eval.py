@@ -184,3 +184,10 @@ def test_unfrozen_tail_starts_as_the_shared_pass_trains_and_round_trips(tmp_path
     with inference_context(bf16=False):
         a, b = trained(x)["parts"], fused(x)["parts"]
     assert torch.allclose(a, b, atol=1e-3)
+    # second in a composed set: its tail is rebuilt beside a backbone the first model already folded
+    from carcheck.models.inference import CARDD_SEGMENTER, load_segmenters
+    if CARDD_SEGMENTER.exists():
+        composed = load_segmenters([CARDD_SEGMENTER, run / "best.safetensors"])
+        with inference_context(bf16=False):
+            c = composed(x)["parts"]
+        assert torch.allclose(a, c, atol=1e-3)

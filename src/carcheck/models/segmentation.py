@@ -160,7 +160,9 @@ class CarSegmenter(nn.Module):
     Args:
         heads: task name -> number of classes *including* background, e.g.
             ``{"parts": 19, "damage": 4}``.
-        backbone: a (frozen) :class:`EfficientNetLiteBackbone`; built (Lite0, ImageNet) if None.
+        backbone: a (frozen) :class:`EfficientNetLiteBackbone`; built (Lite0, ImageNet) if None. The
+            :attr:`tail` starts as a copy of its stages (ImageNet weights: the start of fine-tuning),
+            or, when it is already BN-folded for inference, as an untrained copy for a weights file to fill.
         channels: decoder width.
         decoder: ``"fpn"`` (default, :class:`FPNDecoder`) or ``"aspp"`` (:class:`ASPPDecoder`).
         unfreeze: 0 (default: decoder on the frozen shared features) or the number of last backbone
@@ -184,7 +186,14 @@ class CarSegmenter(nn.Module):
         self.decoder_name = decoder
         self.unfreeze = unfreeze
         #: the trained copy of the last ``unfreeze`` stages (None: the frozen shared features only)
-        self.tail = BackboneTail(self.backbone, unfreeze) if unfreeze else None
+        self.tail = None
+        if unfreeze:
+            source = self.backbone
+            if isinstance(source.net._bn0, nn.Identity):
+                # a shared backbone already folded for inference (load_segmenters' second model): copy
+                # the stages from an unfolded one of the same variant; the weights file fills them
+                source = EfficientNetLiteBackbone(source.variant, pretrained=False)
+            self.tail = BackboneTail(source, unfreeze)
         self.decoder = DECODERS[decoder](self.backbone.channels, channels)
         self.heads = nn.ModuleDict({k: SegmentationHead(channels, n) for k, n in heads.items()})
         #: task -> ``float32`` ``(num_classes,)`` added to that head's logits at every pass: the
