@@ -28,6 +28,26 @@ def _fmt(v) -> str:
     return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
+def _design_lines(path: Path) -> list[str]:
+    """The design comparison (bench/cardd_designs.py) as a table, when its JSON exists."""
+    if not path.exists():
+        return []
+    d = json.loads(path.read_text())
+    lines = [f"Design by accuracy per ms (`python bench/cardd_designs.py`, CarDD test, {d['test_images']} photos; ms per "
+             f"384x512 photo on the shared pass and s per training step of 8 x 512 px, timed in one run on "
+             f"{d['machine'].get('cpu_model')}, {d['precision']}):", "",
+             "| design | mIoU | binary IoU | F_beta | mask AP (components) | adds ms / photo | train s / step | mIoU vs frozen (95% CI) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in d["designs"].items():
+        diff = r.get("miou_diff_vs_frozen")
+        ci = "" if diff is None else f"{diff['diff']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}]"
+        lines.append(f"| {name} (unfreeze {r['unfreeze']}) | {r['miou']:.3f} | {r['binary_iou']:.3f} | {r['F_beta']:.3f} | "
+                     f"{r['segm']['AP']:.3f} | {r['added_ms_per_photo']:.1f} | {r['train_step_s']:.2f} | {ci} |")
+    c = d["own_backbone_cost"]
+    lines += [f"| own fine-tuned backbone (not trained) | | | | | {c['added_ms_per_photo']:.1f} | {c['train_step_s']:.2f} | |", ""]
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=REPO / "runs" / "cardd_fpn96")
@@ -81,7 +101,7 @@ def main() -> None:
     lines = [
         f"# Model card: {NAME} (CarDD's six damage types)",
         "",
-        f"- **File**: `{NAME}.safetensors` ({size_kb} KB, float32): {design}; taxonomy `cardd_damage`: dent, scratch, crack, "
+        f"- **File**: `{NAME}.safetensors` ({size_kb} KB; {'decoder and head float32, the fine-tuned stages float16, cast to float32 on load' if unfreeze else 'float32'}): {design}; taxonomy `cardd_damage`: dent, scratch, crack, "
         "glass_shatter, lamp_broken, tire_flat + background. `carcheck assess` uses it for damage by default (parts from "
         "`segmenter_parts_lite0`); severity still comes from the image-level severity head.",
         "- **Training data**: CarDD (Wang et al., \"CarDD: A New Dataset for Vision-based Car Damage Detection\", IEEE T-ITS "
@@ -159,6 +179,7 @@ def main() -> None:
         "",
         "Cross-dataset (binary damage IoU): " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in b["cross_dataset"].items()) + ".",
         "",
+        *_design_lines(HERE / "results" / "cardd_designs.json"),
         "Per epoch (validation mIoU): " + ", ".join(f"{e['epoch'] + 1}: {e['val']['damage']['miou']:.3f}" for e in epochs
                                                      if 'val' in e) + ".",
         "",

@@ -47,8 +47,11 @@ def test_lplenka_findings_match_ground_truth_damaged_parts(lplenka_case):
         hits += len(gt[p.path] & pred)
         total += len(gt[p.path])
     assert total > 0
-    # bench/assess.py measures this recall in full; the test guards against a broken fusion path
-    assert hits / total >= 0.4, (hits, total)
+    # bench/cases.py measures this recall in full (68 lplenka photos: 0.64 of the damaged parts found with the
+    # CarDD model shipped on 2026-12-01, unfrozen last stages; 0.83 with the frozen one before it, which also drew
+    # damage on 71% of clean probe photos against 16% now); the test guards against a broken fusion path
+    # (these 9 photos: 5 of 14 found today, 0 with every part unassigned)
+    assert hits / total >= 0.3, (hits, total)
     for f in report.findings:
         assert 0 <= f.c_refined <= f.c_base <= 1 and 0 < f.k_agree <= 1
         implausible = any(r.startswith("implausible") for r in f.review_reasons)
@@ -78,11 +81,26 @@ def test_report_files_and_html_content(lplenka_case, tmp_path, assessor):
     html = paths["html"].read_text()
     cams = sum(v.gradcam is not None for v in visuals.values())
     crops = html.count('<img class="crop"')  # the best photo's crop of each confident part (issue 16)
-    assert crops == sum(not f.needs_review for f in report.parts) > 0
+    assert crops == sum(not f.needs_review for f in report.parts)  # 0 here is possible (9 cars, one case)
     assert html.count("data:image/jpeg;base64,") == 3 * report.summary.assessed + cams + crops
     assert "Findings" in html and "K<sub>agree</sub>" in html
     for name in assessor.damage_names:  # the legend lists the model's damage taxonomy
         assert f"</i>{name}</span>" in html
+
+
+def test_confident_parts_get_their_crop_in_the_html(tmp_path, assessor):
+    """One-photo cases of lplenka photos (each a car of its own): the first with a confident part shows one crop
+    per confident part (issue 16's handler-first page); bench/cases.py finds confident parts in most of them."""
+    from carcheck.report.html import write_report
+    photos = sorted((data_path("car_damage/coco_car_damage_lplenka") / "train").glob("*.jpg"))[:15]
+    for photo in photos:
+        report, visuals = assessor.assess([photo], case_id=photo.stem)
+        confident = sum(not f.needs_review for f in report.parts)
+        if confident:
+            break
+    assert confident > 0, f"no confident part in {len(photos)} one-photo lplenka cases"
+    html = write_report(report, visuals, tmp_path, assessor.part_names, assessor.damage_names)["html"].read_text()
+    assert html.count('<img class="crop"') == confident
 
 
 def test_mixed_folder_of_good_and_bad_files(tmp_path):
