@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["BackboneOutput", "EfficientNetLiteBackbone", "imagenet_categories", "VEHICLE_IMAGENET_CLASSES", "bf16_matches_fp32",
+__all__ = ["BackboneOutput", "FeatureMaps", "EfficientNetLiteBackbone", "imagenet_categories", "VEHICLE_IMAGENET_CLASSES", "bf16_matches_fp32",
            "inference_context", "build_backbone", "fuse_conv_bn"]
 
 #: Output stride of each returned feature map.
@@ -67,13 +67,31 @@ def vehicle_class_indices() -> list[int]:
     return sorted({idx[c] for c in VEHICLE_IMAGENET_CLASSES})
 
 
+class FeatureMaps(list):
+    """The 4 feature maps of one pass (strides 4, 8, 16, 32), each cropped to ``ceil(H / s)`` x ``ceil(W / s)``,
+    plus :attr:`grid`: the same maps before that crop, on the grid the pass ran on (the input zero-padded to a
+    multiple of 32; views of the same tensors, no copies). A model that recomputes the last stages from an
+    earlier map (:class:`~carcheck.models.segmentation.BackboneTail`) starts from :attr:`grid` to equal the
+    shared pass at every input size. A plain list (no :attr:`grid`) is accepted wherever these are.
+
+    Args:
+        maps: the 4 cropped maps ``(B, C_i, ceil(H/s_i), ceil(W/s_i))``.
+        grid: the uncropped maps ``(B, C_i, ceil(H/32) * 32/s_i, ...)`` per level, or None where not kept.
+    """
+
+    def __init__(self, maps, grid=None) -> None:
+        super().__init__(maps)
+        self.grid = list(grid) if grid is not None else None
+
+
 @dataclass
 class BackboneOutput:
     """Result of one backbone pass.
 
     Attributes:
         features: 4 maps at strides 4, 8, 16, 32; each ``(B, C_i, H / s_i, W / s_i)``,
-            float (bf16 under autocast). Channel counts in :attr:`EfficientNetLiteBackbone.channels`.
+            float (bf16 under autocast), as a :class:`FeatureMaps` (a list that also holds the
+            uncropped maps). Channel counts in :attr:`EfficientNetLiteBackbone.channels`.
         logits: ImageNet-1k logits ``(B, 1000)`` (float32), or None when not requested.
         pooled: global-average-pooled head features ``(B, 1280)`` (float32) or None;
             the input of image-level heads (classifiers, embeddings).
@@ -161,14 +179,15 @@ class EfficientNetLiteBackbone(nn.Module):
         x = F.pad(x, (0, (32 - w % 32) % 32, 0, (32 - h % 32) % 32))
         net = self.net
         y = net._swish(net._bn0(net._conv_stem(x)))
-        feats = []
+        feats, grid = [], []
         ends = set(self.stage_ends)
         for i, blk in enumerate(net._blocks):
             y = blk(y)
             if i in ends:
                 s = FEATURE_STRIDES[len(feats)]
+                grid.append(y)
                 feats.append(y[..., : (h + s - 1) // s, : (w + s - 1) // s])
-        out = BackboneOutput(features=feats)
+        out = BackboneOutput(features=FeatureMaps(feats, grid))
         if with_logits or with_pooled:
             head = net._swish(net._bn1(net._conv_head(y[..., : (h + 31) // 32, : (w + 31) // 32])))
             pooled = head.float().mean(dim=(2, 3))

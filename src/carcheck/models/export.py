@@ -56,7 +56,7 @@ from .backbone import FEATURE_STRIDES, EfficientNetLiteBackbone
 from .classifier import SHIPPED_CLASSIFIERS, StandaloneNet, load_head
 from .inference import DEFAULT_SEGMENTERS, ComposedSegmenter, load_segmenters
 
-__all__ = ["OPSET", "EXPORT_FORMAT", "MANIFEST", "BACKBONE_FILE", "DECODERS_FILE", "FEATURE_NAMES",
+__all__ = ["OPSET", "EXPORT_FORMAT", "MANIFEST", "BACKBONE_FILE", "DECODERS_FILE", "FEATURE_NAMES", "GRID_NAMES",
            "BACKBONE_OUTPUTS", "BackboneGraph", "DecoderGraph", "StandaloneGraph", "sha256_file",
            "standalone_files", "source_files", "source_hashes", "export_onnx", "check_manifest"]
 
@@ -64,20 +64,24 @@ __all__ = ["OPSET", "EXPORT_FORMAT", "MANIFEST", "BACKBONE_FILE", "DECODERS_FILE
 OPSET = 17
 #: Version of what this module writes; bumped whenever the graphs or the manifest change meaning.
 #: A runtime refuses an export of another format.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: the uncropped maps g4/g8/g16 (a fine-tuned tail starts from them)
 MANIFEST = "manifest.json"
 BACKBONE_FILE = "backbone.onnx"
 DECODERS_FILE = "decoders.onnx"
 #: Names of the four feature maps (strides 4, 8, 16, 32), as backbone outputs and decoder inputs.
 FEATURE_NAMES = ("f4", "f8", "f16", "f32")
-BACKBONE_OUTPUTS = ("logits", "pooled", *FEATURE_NAMES)
+#: The uncropped maps at strides 4, 8, 16 (:attr:`~carcheck.models.backbone.FeatureMaps.grid`), backbone outputs
+#: and decoder inputs: where a segmenter's fine-tuned tail starts (unused inputs when no decoder has one).
+GRID_NAMES = ("g4", "g8", "g16")
+BACKBONE_OUTPUTS = ("logits", "pooled", *FEATURE_NAMES, *GRID_NAMES)
 #: Sizes (H, W) the export check runs at: landscape, portrait, 16:9 and a height not divisible by 4.
 CHECK_SIZES = ((384, 512), (512, 384), (512, 288), (341, 512))
 
 
 class BackboneGraph(nn.Module):
     """The shared pass as exported: ``x (B, 3, H, W)`` float32 in [0, 1] -> ``(logits (B, 1000),
-    pooled (B, F), f4, f8, f16, f32)``, the outputs of ``backbone(x, with_logits=True, with_pooled=True)``."""
+    pooled (B, F), f4, f8, f16, f32, g4, g8, g16)``, the outputs of ``backbone(x, with_logits=True,
+    with_pooled=True)`` (``g*``: its features' uncropped maps, :class:`~carcheck.models.backbone.FeatureMaps`)."""
 
     def __init__(self, backbone: EfficientNetLiteBackbone) -> None:
         super().__init__()
@@ -86,20 +90,24 @@ class BackboneGraph(nn.Module):
     def forward(self, x: torch.Tensor):
         # the backbone's own forward: its shape arithmetic is written to trace correctly
         out = self.backbone(x, with_logits=True, with_pooled=True)
-        return (out.logits, out.pooled, *out.features)
+        return (out.logits, out.pooled, *out.features, *out.features.grid[: len(GRID_NAMES)])
 
 
 class DecoderGraph(nn.Module):
     """Decoders + heads of a :class:`ComposedSegmenter` (or one CarSegmenter) as exported:
-    ``(f4, f8, f16, f32, size (2,) int64)`` -> one logits map ``(B, C, size[0], size[1])`` per task,
-    in the order of ``tasks``; in fp32 (as the torch decoders run in eval mode)."""
+    ``(f4, f8, f16, f32, g4, g8, g16, size (2,) int64)`` -> one logits map ``(B, C, size[0], size[1])`` per
+    task, in the order of ``tasks``; in fp32 (as the torch decoders run in eval mode). The ``g*`` maps reach a
+    fine-tuned tail as :attr:`FeatureMaps.grid <carcheck.models.backbone.FeatureMaps>`."""
 
     def __init__(self, model, tasks: Sequence[str]) -> None:
         super().__init__()
         self.model, self.tasks = model, list(tasks)
 
-    def forward(self, f4, f8, f16, f32, size):
-        out = self.model.decode([f4, f8, f16, f32], (size[0], size[1]), self.tasks, fp32=True)
+    def forward(self, f4, f8, f16, f32, g4, g8, g16, size):
+        from .backbone import FeatureMaps
+
+        feats = FeatureMaps([f4, f8, f16, f32], grid=[g4, g8, g16, None])
+        out = self.model.decode(feats, (size[0], size[1]), self.tasks, fp32=True)
         return tuple(out[t] for t in self.tasks)
 
 
@@ -263,7 +271,7 @@ def export_onnx(out_dir: str | Path, segmenters: Sequence[str | Path] = DEFAULT_
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
     try:
         dyn = {"x": {0: "B", 2: "H", 3: "W"}, "logits": {0: "B"}, "pooled": {0: "B"},
-               **{n: {0: "B", 2: f"h_{n}", 3: f"w_{n}"} for n in FEATURE_NAMES}}
+               **{n: {0: "B", 2: f"h_{n}", 3: f"w_{n}"} for n in (*FEATURE_NAMES, *GRID_NAMES)}}
         # an export size that is no multiple of 32 (or 4): every pad/crop op is traced with a non-zero amount
         x0 = torch.rand(1, 3, 333, 365)
         bgraph = BackboneGraph(bb).eval()
@@ -271,10 +279,10 @@ def export_onnx(out_dir: str | Path, segmenters: Sequence[str | Path] = DEFAULT_
             _export(bgraph, (x0,), tmp / BACKBONE_FILE, ["x"], list(BACKBONE_OUTPUTS), dyn, opset)
             feats0 = bb(x0).features
             dgraph = DecoderGraph(seg, tasks).eval()
-            ddyn = {**{n: {0: "B", 2: f"h_{n}", 3: f"w_{n}"} for n in FEATURE_NAMES},
+            ddyn = {**{n: {0: "B", 2: f"h_{n}", 3: f"w_{n}"} for n in (*FEATURE_NAMES, *GRID_NAMES)},
                     **{t: {0: "B", 2: "H", 3: "W"} for t in tasks}}
-            _export(dgraph, (*feats0, torch.tensor([333, 365], dtype=torch.int64)), tmp / DECODERS_FILE,
-                    [*FEATURE_NAMES, "size"], tasks, ddyn, opset)
+            _export(dgraph, (*feats0, *feats0.grid[: len(GRID_NAMES)], torch.tensor([333, 365], dtype=torch.int64)),
+                    tmp / DECODERS_FILE, [*FEATURE_NAMES, *GRID_NAMES, "size"], tasks, ddyn, opset)
             for task, (net, _) in nets.items():
                 xs = torch.rand(1, 3, *net.input_size)
                 _export(StandaloneGraph(net).eval(), (xs,), tmp / f"standalone_{task}.onnx", ["x"], ["y"],
@@ -297,9 +305,10 @@ def export_onnx(out_dir: str | Path, segmenters: Sequence[str | Path] = DEFAULT_
                          "num_features": bb.num_features,
                          "input": "x (B, 3, H, W) float32 RGB in [0, 1], any H, W "
                                   "(the network input, longer side 512 px)"},
-            "decoders": {"file": DECODERS_FILE, "inputs": [*FEATURE_NAMES, "size"], "outputs": tasks,
+            "decoders": {"file": DECODERS_FILE, "inputs": [*FEATURE_NAMES, *GRID_NAMES, "size"], "outputs": tasks,
                          "taxonomies": taxonomies, "served_by": owner,
-                         "input": "f4..f32 as the backbone returns them; size (2,) int64 = (H, W) of the logits"},
+                         "input": "f4..f32 and g4..g16 as the backbone returns them (inputs no decoder uses may be "
+                                  "dropped from the graph); size (2,) int64 = (H, W) of the logits"},
             "standalone": {task: {"file": f"standalone_{task}.onnx", "inputs": ["x"], "outputs": ["y"],
                                   "source": standalone[task].name, "kind": info.kind,
                                   "num_classes": net.num_classes, "input_size": list(net.input_size),
@@ -335,12 +344,16 @@ def _check(folder: Path, bb, seg, tasks, nets, tolerance: float) -> None:
             x = torch.rand(b, 3, h, w, generator=gen)
             ref = bb(x, with_logits=True, with_pooled=True)
             got = sess[BACKBONE_FILE].run(None, {"x": x.numpy()})
-            for name, r, g in zip(BACKBONE_OUTPUTS, [ref.logits, ref.pooled, *ref.features], got):
+            for name, r, g in zip(BACKBONE_OUTPUTS, [ref.logits, ref.pooled, *ref.features,
+                                                     *ref.features.grid[: len(GRID_NAMES)]], got):
                 if (e := _max_rel_err(r, g)) > tolerance:
                     bad.append(f"{BACKBONE_FILE}:{name} at {b}x{h}x{w}: {e:.2e}")
             dref = seg.decode(ref.features, (h, w), tasks)
-            feed = {n: f.contiguous().numpy() for n, f in zip(FEATURE_NAMES, ref.features)}
-            dgot = sess[DECODERS_FILE].run(tasks, {**feed, "size": np.array([h, w], dtype=np.int64)})
+            feed = {n: f.contiguous().numpy() for n, f in zip((*FEATURE_NAMES, *GRID_NAMES),
+                                                              [*ref.features, *ref.features.grid])}
+            feed["size"] = np.array([h, w], dtype=np.int64)
+            declared = {i.name for i in sess[DECODERS_FILE].get_inputs()}
+            dgot = sess[DECODERS_FILE].run(tasks, {k: v for k, v in feed.items() if k in declared})
             for t, g in zip(tasks, dgot):
                 if (e := _max_rel_err(dref[t], g)) > tolerance:
                     bad.append(f"{DECODERS_FILE}:{t} at {b}x{h}x{w}: {e:.2e}")

