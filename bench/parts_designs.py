@@ -1,4 +1,4 @@
-"""CarDD issue item 6: the part model with a partly unfrozen backbone against the shipped frozen one.
+"""CarDD issue item 6: the part model with a partly unfrozen backbone against the frozen one shipped before it.
 
 Both were trained with the shipped part model's recipe (its model card: car_parts/trainingset, 10% held
 out, 14 epochs, batch 8, 384 px crops, ce+Dice, AdamW 2e-3, seed 0), differing only in ``--unfreeze``
@@ -27,8 +27,11 @@ from _timing import median_time  # noqa: E402  (bench/ is on sys.path when run a
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST = ROOT.parent / "shared" / "data" / "car_parts" / "testset" / "annotations.json"
-SHIPPED = ROOT / "src" / "carcheck" / "models" / "weights" / "segmenter_parts_lite0.safetensors"
-CANDIDATE = ROOT / "runs" / "parts_unfreeze2" / "best.safetensors"
+#: the frozen part model shipped until this comparison: ``mkdir -p runs/parts_frozen && git show
+#: faefe3c:src/carcheck/models/weights/segmenter_parts_lite0.safetensors > runs/parts_frozen/best.safetensors``
+SHIPPED = ROOT / "runs" / "parts_frozen" / "best.safetensors"
+#: the candidate: runs/parts_unfreeze2/best.safetensors with its fine-tuned stages cast to float16, shipped since
+CANDIDATE = ROOT / "src" / "carcheck" / "models" / "weights" / "segmenter_parts_lite0.safetensors"
 TARGET = 0.68  # issue 15: parts mIoU on car_parts/testset
 
 
@@ -62,9 +65,11 @@ def main() -> None:
     torch.set_flush_denormal(True)
     if not TEST.exists():
         sys.exit(f"{TEST} is absent (DSMLR car_parts, ../shared/data)")
-    if not args.candidate.is_file():
-        sys.exit(f"{args.candidate}: train the candidate first (see the module doc)")
-    from carcheck.evaluate.metrics import bootstrap_miou_difference, miou
+    for p in (SHIPPED, args.candidate):
+        if not p.is_file():
+            sys.exit(f"{p} is missing (see the module's SHIPPED / CANDIDATE for how each is made)")
+    from carcheck.data.taxonomy import get_taxonomy
+    from carcheck.evaluate.metrics import bootstrap_miou_difference, iou_from_confusion, miou
     from carcheck.models.backbone import build_backbone, inference_context
     from carcheck.models.inference import load_segmenter
     from carcheck.models.runtime import cpu_info, resolve_precision, use_bf16
@@ -73,18 +78,21 @@ def main() -> None:
     t0 = time.time()
     bf16 = use_bf16("auto")
     k = FusionConfig().end_dominance
-    models = {"shipped": load_segmenter(SHIPPED), "candidate": load_segmenter(args.candidate)}
+    names = list(get_taxonomy("dsmlr_parts").names_with_background)
+    models = {"frozen": load_segmenter(SHIPPED), "candidate": load_segmenter(args.candidate)}
     cms = {n: per_image_cms(m, bf16, k) for n, m in models.items()}
-    res = {"machine": cpu_info(), "precision": resolve_precision("auto"), "images": len(cms["shipped"][0]),
+    res = {"machine": cpu_info(), "precision": resolve_precision("auto"), "images": len(cms["frozen"][0]),
            "end_dominance": k, "target_miou": TARGET,
            "models": {n: {"weights": str(p), "unfreeze": models[n].unfreeze} for n, p in
-                      (("shipped", SHIPPED), ("candidate", args.candidate))}}
+                      (("frozen", SHIPPED), ("candidate", args.candidate))}}
     for j, view in enumerate(("raw", "one_end_rule")):
-        a, b = cms["candidate"][j], cms["shipped"][j]
+        a, b = cms["candidate"][j], cms["frozen"][j]
         if a is None:
             continue
-        res[view] = {"miou_candidate": round(miou(a.sum(0)), 4), "miou_shipped": round(miou(b.sum(0)), 4),
-                     "difference": bootstrap_miou_difference(a, b)}
+        res[view] = {"miou_candidate": round(miou(a.sum(0)), 4), "miou_frozen": round(miou(b.sum(0)), 4),
+                     "difference": bootstrap_miou_difference(a, b),
+                     "iou_candidate": dict(zip(names, (round(float(v), 4) for v in iou_from_confusion(a.sum(0))))),
+                     "iou_frozen": dict(zip(names, (round(float(v), 4) for v in iou_from_confusion(b.sum(0)))))}
     bb = build_backbone("lite0")
     x = torch.rand(1, 3, 384, 512).contiguous(memory_format=torch.channels_last)
     with inference_context():
@@ -103,16 +111,16 @@ def main() -> None:
 
     t = Table(title=f"car_parts/testset ({res['images']} photos): parts mIoU ({res['machine'].get('cpu_model', '?')}, "
                     f"{res['precision']})")
-    for c in ("part map", "shipped (frozen)", f"candidate (unfreeze {models['candidate'].unfreeze})",
+    for c in ("part map", "frozen (shipped until now)", f"candidate (unfreeze {models['candidate'].unfreeze})",
               "difference (95% CI)", "target"):
         t.add_column(c)
     for view in ("raw", "one_end_rule"):
         if view in res:
             r = res[view]
             d = r["difference"]
-            t.add_row(view, f"{r['miou_shipped']:.3f}", f"{r['miou_candidate']:.3f}",
+            t.add_row(view, f"{r['miou_frozen']:.3f}", f"{r['miou_candidate']:.3f}",
                       f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]", f">= {TARGET}")
-    t.add_row("adds ms / photo", f"{ms['shipped']:.1f}", f"{ms['candidate']:.1f}", "", "")
+    t.add_row("adds ms / photo", f"{ms['frozen']:.1f}", f"{ms['candidate']:.1f}", "", "")
     Console(width=160).print(t)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")

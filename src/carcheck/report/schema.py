@@ -233,11 +233,12 @@ class FusionConfig(BaseModel):
         "reassign", description="An implausible (part, damage) pair (taxonomy PLAUSIBLE_DAMAGE, e.g. a flat tyre on "
         "a door): 'reassign' moves it to the plausible part touching the region (else flags it for review), "
         "'flag' only flags it, 'off' keeps it as segmented.")
-    end_dominance: float | None = Field(5.0, gt=1.0, description="One end of the car per photo "
+    end_dominance: float | None = Field(10.0, gt=1.0, description="One end of the car per photo "
                                         "(pipeline/part_ends.py): when rear parts cover more than this many times "
                                         "the pixels of front parts (or the reverse), the minority end's labels become "
                                         "their counterparts before the fusion; chosen on car_parts/trainingset "
-                                        "(bench/part_ends.py). None: off.")
+                                        "(bench/part_ends.py: 5 for the frozen part model, 10 for the fine-tuned one "
+                                        "shipped since). None: off.")
     plausibility_dilation_px: int = Field(3, ge=0, description="Neighbouring parts are those within this many px "
                                           "(network resolution) of the region (dilation).")
 
