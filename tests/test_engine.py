@@ -142,6 +142,14 @@ def test_resume_is_explicit_and_refuses_a_changed_config(tmp_path):
     # command and threads may differ; the trainer may allow more (here epochs)
     start_run(_Cfg(out=cfg.out, threads=1, command="other", epochs=5), resume=True, may_differ={"command", "threads", "epochs"})
     assert json.loads((out / "config.json").read_text())["epochs"] == 5
+    # a run stored before a config field existed resumes when the field keeps its default, not otherwise
+    stored = json.loads((out / "config.json").read_text())
+    del stored["lr"]
+    (out / "config.json").write_text(json.dumps(stored))
+    start_run(_Cfg(out=cfg.out, epochs=5), resume=True, may_differ={"command", "threads", "epochs"})
+    (out / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(ConfigChangedError, match="lr: 0.05 -> 0.1"):
+        start_run(_Cfg(out=cfg.out, epochs=5, lr=0.1), resume=True, may_differ={"command", "threads", "epochs"})
     torch.set_num_threads(2)
 
 

@@ -31,7 +31,7 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
@@ -154,7 +154,8 @@ def start_run(cfg, resume: bool = False, may_differ: Iterable[str] = MAY_DIFFER)
     (:func:`config_state`) and seeds everything with ``cfg.seed``.
 
     Resume rule: a folder holding ``last.pt`` is continued only with ``resume=True``, and only when
-    the stored ``config.json`` equals the new config in every field not in ``may_differ``. With
+    the stored ``config.json`` equals the new config in every field not in ``may_differ``; a field the
+    stored file lacks (added to the config after the run started) counts as its dataclass default. With
     ``resume=True`` and no ``last.pt`` the run starts fresh.
 
     Args:
@@ -183,6 +184,10 @@ def start_run(cfg, resume: bool = False, may_differ: Iterable[str] = MAY_DIFFER)
             stored = json.loads((out / "config.json").read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise RunFolderError(f"{out}: cannot resume, config.json is missing or unreadable ({e})") from None
+        # a field added to the config after this run started: the run computed what its default computes
+        # (new fields default to the old behaviour), so the stored config counts as holding the default
+        added = {f.name: f.default for f in fields(cfg) if f.name not in stored and f.default is not MISSING}
+        stored = {**json.loads(json.dumps(added)), **stored}
         changes = config_changes(stored, state, may_differ)
         if changes:
             raise ConfigChangedError(out, changes)
