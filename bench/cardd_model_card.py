@@ -168,7 +168,7 @@ def main() -> None:
         f"{_fmt(ch['without_filter']['segm']['AP'])} / {_fmt(ch['with_filter']['segm']['AP'])} | | |",
         f"| probes with any detection, without / with the filter | {_fmt(ch['probes_with_any_detection'])} / "
         f"{_fmt(ch['probes_with_detection_after_filter'])} | | |",
-        f"| decoder ms per photo on the shared pass (384x512, 2 threads) | {b['speed']['cardd_decoder_ms']:.1f} (the replaced joint "
+        f"| ms the model adds per photo on the shared pass (decoder{' and its fine-tuned stages' if unfreeze else ''}; 384x512, 2 threads) | {b['speed']['cardd_decoder_ms']:.1f} (the replaced joint "
         f"decoder: {b['speed']['replaced_joint_decoder_ms']:.1f}) | | adds <= 60 |",
         "",
         "Semantic IoU per class (CarDD test):",

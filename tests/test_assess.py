@@ -93,6 +93,8 @@ def test_confident_parts_get_their_crop_in_the_html(tmp_path, assessor):
     per confident part (issue 16's handler-first page); bench/cases.py finds confident parts in most of them."""
     from carcheck.report.html import write_report
     photos = sorted((data_path("car_damage/coco_car_damage_lplenka") / "train").glob("*.jpg"))[:15]
+    assert photos
+    confident = 0
     for photo in photos:
         report, visuals = assessor.assess([photo], case_id=photo.stem)
         confident = sum(not f.needs_review for f in report.parts)

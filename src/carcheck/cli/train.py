@@ -88,7 +88,8 @@ def segmentation(
     backbone_lr_mult: float = typer.Option(0.1, help="Learning-rate factor of the fine-tuned stages."),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ) -> None:
-    """Train a segmentation model (frozen EfficientNet-Lite0 backbone, FPN or ASPP decoder, one head per task).
+    """Train a segmentation model (frozen EfficientNet-Lite0 backbone, optionally its last stages fine-tuned as the
+    model's own copy with --unfreeze; FPN or ASPP decoder, one head per task).
     Annotations: COCO JSON files or YOLO-seg folders (e.g. CarDD: ``damage:cardd_damage:data/cardd:data/cardd``)."""
     from ..train.segmentation import SegTrainConfig, train_segmentation
 

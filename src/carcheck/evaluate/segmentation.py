@@ -100,7 +100,9 @@ def fusion_detections(damage_prob: np.ndarray, part_prob: np.ndarray | None, dam
     :func:`carcheck.pipeline.fusion.damaged_parts` (one per connected (part, damage) component
     above the fusion's minimum area, score C_base), each with its pixel mask, on the part map after
     the assessment's one-end-of-the-car rule (:func:`carcheck.pipeline.part_ends.consistent_ends`,
-    ``cfg.end_dominance``).
+    ``cfg.end_dominance``). The assessment's plausibility step (which moves a region to another part or
+    flags it, :func:`carcheck.pipeline.plausibility.apply_plausibility`) is not applied: it changes parts,
+    not the masks scored here.
 
     Args:
         damage_prob: ``(D + 1, H, W)`` float probabilities (index 0 no damage).

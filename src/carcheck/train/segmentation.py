@@ -4,7 +4,8 @@ Recipe (Ma et al., section II-C): the paper's augmentations through albumentatio
 with linear warm-up and cosine decay; joint loss ``(1 - λ) L_parts + λ L_damage`` with
 λ = 0.5, realised by alternating one batch of each task (each dataset labels only its own
 task) and weighting each task's loss. Frozen backbone under bf16 autocast where the hardware runs it
-natively (precision ``auto``), decoder and heads trainable. Best-on-validation mean mIoU kept as
+natively (precision ``auto``), decoder and heads trainable, and with ``unfreeze`` N the model's own copy of the
+backbone's last N stages (frozen BN statistics, ``backbone_lr_mult`` x the learning rate). Best-on-validation mean mIoU kept as
 ``best.safetensors`` + ``best.json``. The epochs, ``last.pt`` (explicit resume), best-on-validation and
 ``metrics.jsonl`` are :mod:`carcheck.train.engine`'s; the augmentations draw from seeded generators that
 the checkpoint holds, so a resumed run equals an uninterrupted one.
@@ -253,7 +254,7 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
     """Train (or resume) a segmentation model; returns the run folder.
 
     The folder holds ``config.json``, ``metrics.jsonl``, ``last.pt`` (resume state, local
-    only), ``best.safetensors`` (decoder + heads of the best validation epoch, by the mean of
+    only), ``best.safetensors`` (decoder + heads, and the fine-tuned stages with ``unfreeze``, of the best validation epoch, by the mean of
     the tasks' mIoU) and ``best.json`` (its epoch and metrics).
 
     Args:
@@ -360,7 +361,8 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
 
 
 class _Trainable:
-    """What a segmentation checkpoint holds: the decoder and heads (the frozen backbone comes from its package)."""
+    """What a segmentation checkpoint holds: the decoder, heads and any fine-tuned tail (the frozen backbone comes
+    from its package)."""
 
     def __init__(self, model: CarSegmenter) -> None:
         self.model = model
