@@ -101,3 +101,32 @@ def recipe(name: str = typer.Argument(..., help="presence, damaged, severity, ma
     if len({r.label for r in rows}) <= 8:
         for (s, lab), n in sorted(counts.items()):
             console.print(f"  {s:5s} {esc(lab)}: {n}", highlight=False)
+
+
+@app.command("negatives")
+def negatives(recipe_csv: Path = typer.Argument(..., help="Label CSV of `carcheck dataset recipe damaged`."),
+              out: Path = typer.Option(..., help="COCO JSON to write."),
+              label: str = typer.Option("undamaged", help="Rows with this label are the negatives."),
+              split: str = typer.Option("train", help="Only rows of this split (never train on test probes)."),
+              taxonomy: str = typer.Option("cardd_damage", help="Categories the file declares.")) -> None:
+    """Write a COCO file of hard negatives (photos with none of the taxonomy's classes, e.g. clean cars) to train
+    beside labelled files: ``--task damage:cardd_damage:data/cardd,NEGATIVES.json:data/cardd``."""
+    import json
+
+    from ..data.coco import negatives_coco
+    from ..data.images import ImageLoadError
+    from ..data.labels import read_label_csv
+    from ..data.taxonomy import TaxonomyError
+
+    try:
+        rows = [r for r in read_label_csv(recipe_csv) if r.label == label and r.split == split]
+        coco = negatives_coco([r.path for r in rows], taxonomy)
+    except (FileNotFoundError, ImageLoadError, TaxonomyError, ValueError) as e:
+        console.print(f"[red]error:[/] {esc(e)}", highlight=False)
+        raise typer.Exit(2)
+    if not rows:
+        console.print(f"[red]error:[/] no rows labelled {esc(label)!r} in split {esc(split)!r} of {esc(recipe_csv)}")
+        raise typer.Exit(2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(coco))
+    console.print(f"{len(rows)} negatives -> {esc(out)}", highlight=False)

@@ -86,6 +86,8 @@ def segmentation(
     unfreeze: int = typer.Option(0, help="Fine-tune the backbone's last N stages (1-3) as the model's own copy "
                                  "(0: frozen backbone)."),
     backbone_lr_mult: float = typer.Option(0.1, help="Learning-rate factor of the fine-tuned stages."),
+    init: Optional[Path] = typer.Option(None, help="Warm start: a .safetensors file of a trained model of the same "
+                                        "design (e.g. a shipped weight file)."),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ) -> None:
     """Train a segmentation model (frozen EfficientNet-Lite0 backbone, optionally its last stages fine-tuned as the
@@ -108,7 +110,8 @@ def segmentation(
                          val_fraction=val_fraction, class_weights=class_weights, seed=seed, threads=threads, precision=precision,
                          decoder=decoder, device=device, workers=workers, channels=channels, load_size=load_size,
                          val_size=val_size, scale=(lo, hi), max_steps_per_epoch=max_steps_per_epoch,
-                         unfreeze=unfreeze, backbone_lr_mult=backbone_lr_mult)
+                         unfreeze=unfreeze, backbone_lr_mult=backbone_lr_mult,
+                         init=str(init) if init else None)
     _run_trainer(train_segmentation, cfg, "weights", resume)
 
 

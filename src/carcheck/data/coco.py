@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr,
 from torch.utils.data import Dataset
 
 from .images import ImageLoadError, display_name, load_image
-from .taxonomy import DAMAGE_PRIORITY, MAPPINGS, TAXONOMIES, Taxonomy, TaxonomyError, get_taxonomy
+from .taxonomy import DAMAGE_PRIORITY, IGNORE, MAPPINGS, TAXONOMIES, Taxonomy, TaxonomyError, get_taxonomy
 
 __all__ = [
     "CocoFile",
@@ -39,6 +39,7 @@ __all__ = [
     "CocoSegmentationDataset",
     "category_map_for",
     "find_coco_files",
+    "negatives_coco",
 ]
 
 
@@ -444,22 +445,30 @@ def semantic_mask(instances: Sequence[CocoInstance], height: int, width: int, ta
                   category_map: Mapping[str, str | None]) -> np.ndarray:
     """Rasterise instances into one semantic mask with the module's overlap rule.
 
+    Instances whose category maps to :data:`~carcheck.data.taxonomy.IGNORE` are painted 255 (the
+    ignore label) first, so any labelled class overlapping them wins.
+
     Returns:
         ``np.ndarray`` ``(height, width)``, ``uint8``; 0 = background, ``i + 1`` =
-        ``target.classes[i]``.
+        ``target.classes[i]``, 255 = ignored.
     """
     damage = _is_damage(target)
     painted = []
+    ignored = np.zeros((height, width), dtype=bool)
     for inst in instances:
         cls = category_map.get(inst.category)
         if cls is None:
             continue
         m = inst.to_mask(height, width)
+        if cls == IGNORE:
+            ignored |= m
+            continue
         rank = DAMAGE_PRIORITY.index(cls) if damage and cls in DAMAGE_PRIORITY else len(DAMAGE_PRIORITY)
         painted.append((rank, int(m.sum()), target.index(cls) + 1, m))
     # paint low priority first: higher rank number = lower priority; larger area first
     painted.sort(key=lambda t: (-t[0], -t[1]))
     out = np.zeros((height, width), dtype=np.uint8)
+    out[ignored] = 255
     for _, _, label, m in painted:
         out[m] = label
     return out
@@ -497,7 +506,7 @@ class CocoSegmentationDataset(Dataset):
         self._items = [(src, im) for src in self.coco_sources for im in src.images]
         names = sorted({n for s in self.coco_sources for n in s.category_names()})
         self.category_map = category_map_for(names, self.taxonomy)
-        if not any(v is not None for v in self.category_map.values()):
+        if not any(v is not None and v != IGNORE for v in self.category_map.values()):
             raise TaxonomyError(f"no category of {names} maps to taxonomy {self.target!r}")
 
     def __len__(self) -> int:
@@ -535,8 +544,41 @@ class CocoSegmentationDataset(Dataset):
         if self.with_instances:
             h, w = image.shape[:2]
             kept = [(i, self.category_map.get(i.category)) for i in insts]
-            kept = [(i, c) for i, c in kept if c is not None]
+            kept = [(i, c) for i, c in kept if c is not None and c != IGNORE]
             masks = np.stack([i.to_mask(h, w) for i, _ in kept]) if kept else np.zeros((0, h, w), bool)
             item["instance_masks"] = torch.from_numpy(masks)
             item["instance_labels"] = torch.tensor([self.taxonomy.index(c) + 1 for _, c in kept], dtype=torch.int64)
         return item
+
+
+def negatives_coco(paths: Sequence[str | Path], taxonomy: str) -> dict:
+    """A COCO instances file of photos that show none of ``taxonomy``'s classes (hard negatives:
+    clean cars for a damage model): every photo an ``images`` entry with its real size, no
+    ``annotations``, the taxonomy's classes as ``categories`` (so it trains beside labelled files
+    of that taxonomy, each pixel background).
+
+    Args:
+        paths: image files (absolute paths are written, so the JSON may live anywhere).
+        taxonomy: a taxonomy name, e.g. ``cardd_damage``.
+
+    Returns:
+        the COCO dict (``images``, ``annotations`` = ``[]``, ``categories``).
+
+    Raises:
+        ImageLoadError: a photo cannot be read (names the file).
+        TaxonomyError: unknown taxonomy.
+    """
+    from PIL import Image
+
+    tax = get_taxonomy(taxonomy)
+    images = []
+    for i, p in enumerate(paths, start=1):
+        p = Path(p).resolve()
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+        except Exception as e:  # noqa: BLE001 - any decoder error is this file's problem
+            raise ImageLoadError(p, f"not a readable image ({e})") from e
+        images.append({"id": i, "file_name": str(p), "width": w, "height": h})
+    return {"images": images, "annotations": [],
+            "categories": [{"id": k, "name": c} for k, c in enumerate(tax.classes, start=1)]}

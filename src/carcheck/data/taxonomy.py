@@ -40,6 +40,7 @@ __all__ = [
     "Taxonomy",
     "TaxonomyMapping",
     "TaxonomyError",
+    "IGNORE",
     "TAXONOMIES",
     "MAPPINGS",
     "get_taxonomy",
@@ -53,6 +54,13 @@ __all__ = [
 
 class TaxonomyError(ValueError):
     """Raised for unknown taxonomies, unknown classes or incomplete mappings."""
+
+
+#: Mapping target meaning "labelled, but not as any target class": its pixels become the ignore label
+#: (255) in semantic masks, so a loss neither rewards nor punishes them (e.g. lensor's ``broken``, which is
+#: a crack, a shattered glass, a broken lamp or a crushed panel; background would teach the model that
+#: crushed panels are clean).
+IGNORE = "<ignore>"
 
 
 @dataclass(frozen=True)
@@ -123,8 +131,9 @@ class TaxonomyMapping:
     Attributes:
         source: the taxonomy mapped from.
         target: the taxonomy mapped to.
-        table: every source class -> a target class name, or ``None`` when the class is
-            deliberately dropped (its pixels/instances become background / ignored).
+        table: every source class -> a target class name, ``None`` when the class is
+            deliberately dropped (its pixels become background, its instances are dropped), or
+            :data:`IGNORE` (its pixels become the ignore label 255, its instances are dropped).
 
     Raises:
         TaxonomyError: at construction, when a source class is missing from ``table``,
@@ -138,7 +147,8 @@ class TaxonomyMapping:
     def __post_init__(self) -> None:
         missing = [c for c in self.source.classes if c not in self.table]
         extra = [c for c in self.table if c not in self.source.classes]
-        bad_targets = [t for t in self.table.values() if t is not None and t not in self.target.classes]
+        bad_targets = [t for t in self.table.values()
+                       if t is not None and t != IGNORE and t not in self.target.classes]
         if missing or extra or bad_targets:
             raise TaxonomyError(
                 f"mapping {self.source.name}->{self.target.name} is incomplete or wrong: "
@@ -164,12 +174,13 @@ class TaxonomyMapping:
         """Lookup table for semantic masks: ``new_mask = lut[old_mask]``.
 
         Returns:
-            list of length ``source.num_classes + 1``; background (0) and dropped classes map to 0.
+            list of length ``source.num_classes + 1``; background (0) and dropped classes map to 0,
+            :data:`IGNORE` classes to 255.
         """
         out = [0]
         for c in self.source.classes:
             t = self.table[c]
-            out.append(0 if t is None else self.target.index(t) + 1)
+            out.append(0 if t is None else 255 if t == IGNORE else self.target.index(t) + 1)
         return out
 
 
@@ -311,6 +322,13 @@ _MAPPINGS = [
         "minor-dent": "dent", "moderate-dent": "dent", "severe-dent": "dent",
         "minor-scratch": "scratch", "moderate-scratch": "scratch", "severe-scratch": "scratch",
         "moderate-broken": "broken", "severe-broken": "broken",
+    }),
+    # lensor -> CarDD for training a CarDD-taxonomy model on both sets: dents and scratches are CarDD's;
+    # "broken" may be a crack, glass shatter, lamp broken or a crushed panel: ignored, not background.
+    TaxonomyMapping(LENSOR_DAMAGE, CARDD_DAMAGE, {
+        "minor-dent": "dent", "moderate-dent": "dent", "severe-dent": "dent",
+        "minor-scratch": "scratch", "moderate-scratch": "scratch", "severe-scratch": "scratch",
+        "moderate-broken": IGNORE, "severe-broken": IGNORE,
     }),
     TaxonomyMapping(LENSOR_DAMAGE, DAMAGE_BINARY, {c: "damage" for c in LENSOR_DAMAGE.classes}),
     TaxonomyMapping(LENSOR_DAMAGE, SEVERITY, {c: c.split("-")[0] for c in LENSOR_DAMAGE.classes}),

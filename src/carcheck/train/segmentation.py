@@ -36,7 +36,7 @@ from .engine import MAY_DIFFER, fit, start_run
 from .losses import segmentation_loss
 
 __all__ = ["TaskSpec", "SegTrainConfig", "train_segmentation", "paper_augmentations", "preload", "median_frequency_weights",
-           "param_groups"]
+           "param_groups", "warm_start"]
 
 
 @dataclass
@@ -81,6 +81,10 @@ class SegTrainConfig:
             model's own copy (:class:`~carcheck.models.segmentation.BackboneTail`).
         backbone_lr_mult: learning-rate factor of those fine-tuned stages (pretrained weights move
             slower than the new decoder).
+        init: a ``.safetensors`` file of a trained model of the same design (decoder, heads, fine-tuned
+            stages; e.g. a shipped weight file) to start from instead of random decoder weights (a
+            warm start; loaded once at the start of a run, never on resume, which continues ``last.pt``).
+            Tensors are cast to float32; a key or shape that does not fit raises ``ValueError``.
     """
 
     tasks: list[TaskSpec]
@@ -107,6 +111,7 @@ class SegTrainConfig:
     scale: tuple[float, float] = (0.75, 1.25)
     unfreeze: int = 0
     backbone_lr_mult: float = 0.1
+    init: str | None = None
 
 
 def paper_augmentations(size: int, scale: tuple[float, float] = (0.75, 1.25)) -> A.Compose:
@@ -210,6 +215,27 @@ def param_groups(model: CarSegmenter, cfg: SegTrainConfig) -> list[dict]:
     return [{"params": rest}] + ([{"params": tail, "lr": cfg.lr * cfg.backbone_lr_mult}] if tail else [])
 
 
+def warm_start(model: CarSegmenter, path: str | Path) -> None:
+    """Load a trained model's decoder, heads and fine-tuned stages (a ``.safetensors`` file as
+    :func:`train_segmentation` or a shipped weight file writes them) into ``model``, cast to float32.
+
+    Raises:
+        ValueError: the file lacks a trainable tensor of ``model``, has one it lacks, or a shape differs
+            (names the first keys), e.g. another decoder width, head size or ``unfreeze``.
+    """
+    from safetensors.torch import load_file
+
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    own = model.trainable_state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        raise ValueError(f"{path}: does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                         f"other shape {shapes[:3]})")
+    model.load_state_dict(state, strict=False)
+
+
 def _seed_worker(worker_id: int) -> None:
     """Data-loader ``worker_init_fn``: each worker's augmentation generators from its own seed
     (``base_seed + worker_id``, the base drawn from the loader's generator every epoch)."""
@@ -304,6 +330,9 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
     dev = torch.device(cfg.device)
     model = CarSegmenter(heads, channels=cfg.channels, decoder=cfg.decoder,
                          unfreeze=cfg.unfreeze).to(dev, memory_format=torch.channels_last)
+    if cfg.init and not resume:
+        warm_start(model, cfg.init)
+        log(f"warm start from {cfg.init}")
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = sum(len(l) for l in train_loaders.values())
     if cfg.max_steps_per_epoch:
