@@ -61,7 +61,8 @@ def ffi_assess(ffi: Path, out: Path = FFI_REPORTS) -> dict:
     A cached report is reused only when it was made by the same model files (its ``model_files``
     SHA-256s equal the installed ones) and the same config (every threshold and rule setting, the
     report's ``config``): a new shipped model or a changed default re-assesses every photo."""
-    from carcheck.pipeline.assess import AssessConfig, Assessor
+    from carcheck.pipeline.assess import Assessor
+    from carcheck.schema import AssessConfig
 
     rows = read_ffi(ffi)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +118,7 @@ def estimate_stage(ffi: Path, reports: Path = FFI_REPORTS) -> dict:
     from scipy.optimize import minimize
 
     from carcheck.pipeline.estimate import OPERATIONS, default_cost_table, estimate_case, operation_totals
-    from carcheck.report.schema import CaseReport
+    from carcheck.schema import CaseReport
 
     rows = [r for r in read_ffi(ffi) if r["condition"] == 1 and r["amount"] is not None and r["amount"] > 0]
     missing = [r["image"] for r in rows if not (reports / (Path(r["image"]).stem + ".json")).exists()]
@@ -349,7 +350,8 @@ def compare_stage(data: Path) -> dict:
     from PIL import Image
 
     from carcheck.data.images import load_image
-    from carcheck.pipeline.assess import AssessConfig, Assessor
+    from carcheck.pipeline.assess import Assessor
+    from carcheck.schema import AssessConfig
     from carcheck.pipeline.compare import compare_cases
 
     assessor = Assessor(AssessConfig(gradcam=False))

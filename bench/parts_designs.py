@@ -73,7 +73,7 @@ def main() -> None:
     from carcheck.models.backbone import build_backbone, inference_context
     from carcheck.models.inference import load_segmenter
     from carcheck.models.runtime import cpu_info, resolve_precision, use_bf16
-    from carcheck.pipeline.fusion import FusionConfig
+    from carcheck.schema import FusionConfig
 
     t0 = time.time()
     bf16 = use_bf16("auto")

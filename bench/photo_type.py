@@ -24,7 +24,8 @@ from carcheck.data.recipes import build_recipe
 from carcheck.models.classifier import WEIGHTS_DIR, load_head
 from carcheck.models.features import FeatureCache
 from carcheck.models.runtime import cpu_info
-from carcheck.pipeline.photo_type import PHOTO_TYPES, EXTERIOR_TYPES, decide_photo_type, probabilities_from_logits
+from carcheck.pipeline.photo_type import EXTERIOR_TYPES, decide_photo_type, probabilities_from_logits
+from carcheck.schema import PHOTO_TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = WEIGHTS_DIR / "classifier_photo_type_lite0.safetensors"

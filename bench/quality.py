@@ -41,8 +41,8 @@ import numpy as np
 from carcheck.data.images import decode_image
 from carcheck.data.recipes import build_recipe
 from carcheck.models.runtime import cpu_info
-from carcheck.pipeline.quality import (QualityConfig, QualityMeasures, judge_quality, measure_quality,
-                                       vehicle_extent)
+from carcheck.pipeline.quality import judge_quality, measure_quality, vehicle_extent
+from carcheck.schema import QualityConfig, QualityMeasures
 
 ROOT = Path(__file__).resolve().parents[1]
 MUST = {"gaussian_2.5": "blur", "motion_15": "blur", "ev_-3": "underexposed", "ev_+3": "overexposed",

@@ -109,7 +109,7 @@ def main() -> None:
     from carcheck.models.runtime import cpu_info
     from carcheck.pipeline.assess import Assessor
     from carcheck.pipeline.image_heads import PhotoHeadOutputs
-    from carcheck.report.schema import AssessConfig
+    from carcheck.schema import AssessConfig
 
     t0 = time.time()
     a = Assessor(AssessConfig(threads=2, gradcam=False))

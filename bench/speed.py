@@ -72,7 +72,8 @@ def _run_measured(cmd: list[str], env=None) -> tuple[float, float, int]:
 
 def per_photo(engine: str, precision: str, photos: list[Path], report: bool = False) -> dict:
     """Median whole-assessment seconds per photo for one engine / precision."""
-    from carcheck.pipeline.assess import AssessConfig, Assessor
+    from carcheck.pipeline.assess import Assessor
+    from carcheck.schema import AssessConfig
 
     a = Assessor(AssessConfig(engine=engine, precision=precision, threads=2))
     images = [(p, a.read_photo(p)) for p in photos]

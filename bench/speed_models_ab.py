@@ -31,7 +31,8 @@ def main() -> None:
     torch.set_flush_denormal(True)
     from carcheck.models.inference import DEFAULT_SEGMENTERS
     from carcheck.models.runtime import cpu_info
-    from carcheck.pipeline.assess import AssessConfig, Assessor
+    from carcheck.pipeline.assess import Assessor
+    from carcheck.schema import AssessConfig
 
     missing = [str(p) for p in FROZEN if not p.is_file()]
     if missing or not PHOTOS.is_dir():

@@ -64,7 +64,7 @@ def test_report_files_and_html_content(lplenka_case, tmp_path, assessor):
     _, report, visuals = lplenka_case
     paths = write_report(report, visuals, tmp_path, assessor.part_names, assessor.damage_names)
     from carcheck.pipeline.assess import file_sha256
-    from carcheck.report.schema import SCHEMA_VERSION, AssessConfig, CaseReport
+    from carcheck.schema import SCHEMA_VERSION, AssessConfig, CaseReport
     data = json.loads(paths["json"].read_text())
     assert data["schema_version"] == SCHEMA_VERSION and len(data["photos"]) == 9
     assert CaseReport.model_validate(data) == report  # the JSON reads back as the same report
@@ -219,7 +219,7 @@ def test_make_model_ood_rule_uses_the_threshold_of_the_precision_it_ran_in(asses
     import torch
 
     from carcheck.pipeline.image_heads import PhotoHeadOutputs
-    from carcheck.report.schema import PhotoReport
+    from carcheck.schema import PhotoReport
 
     if not (assessor.heads.has("make_model") and assessor.heads.has("make_model_ood")):
         pytest.skip("shipped make/model heads missing")

@@ -53,7 +53,8 @@ def assessor():
     import torch
 
     from carcheck.models.runtime import set_threads
-    from carcheck.pipeline.assess import AssessConfig, Assessor
+    from carcheck.pipeline.assess import Assessor
+    from carcheck.schema import AssessConfig
 
     before = torch.get_num_threads()
     set_threads(1)

@@ -107,7 +107,7 @@ def test_fusion_detections_are_the_fusion_regions_with_their_masks():
 def test_fusion_detections_apply_the_one_end_rule_as_the_assessment_does():
     """A rear view whose part map has a small hood patch inside the trunk: the assessment relabels the
     patch (pipeline.part_ends), so one scratch across it is ONE region, not split at a phantom hood."""
-    from carcheck.pipeline.fusion import FusionConfig
+    from carcheck.schema import FusionConfig
 
     names = ["hood", "trunk"]
     parts = np.full((60, 60), 2)  # trunk

@@ -16,8 +16,7 @@ from carcheck.pipeline.estimate import (DEFAULT_COST_TABLE, KNOWN_DAMAGE, KNOWN_
                                         estimate_case, load_cost_table, price_finding)
 from carcheck.pipeline.reuse import (PhotoMeta, ReuseIndex, SQLiteHashStore, exif_reasons, photo_hashes,
                                      read_photo_meta, reuse_check)
-from carcheck.report.schema import (AssessConfig, CaseReport, CaseSummary, ClassScore, Finding, PhotoReport,
-                                   VehicleIdentity)
+from carcheck.schema import AssessConfig, CaseReport, CaseSummary, ClassScore, Finding, PhotoReport, VehicleIdentity
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL = sorted((DATA / "car_parts" / "testset" / "JPEGImages").glob("*.jpg"))
@@ -356,7 +355,7 @@ def test_assess_cli_rejects_a_bad_cost_table_and_index_before_models_load(tmp_pa
 
 @needs_real
 def test_assessment_report_has_estimate_and_reuse_across_cases(tmp_path):
-    from carcheck.pipeline.assess import AssessConfig as PipelineConfig
+    from carcheck.schema import AssessConfig as PipelineConfig
     from carcheck.pipeline.assess import Assessor
     from carcheck.report.html import write_report
 

@@ -35,7 +35,8 @@ def run(monkeypatch, capsys, *args: str) -> tuple[int, str]:
 def assessor():
     if not all(p.exists() for p in DEFAULT_SEGMENTERS):
         pytest.skip("shipped segmenter weights missing")
-    from carcheck.pipeline.assess import AssessConfig, Assessor
+    from carcheck.pipeline.assess import Assessor
+    from carcheck.schema import AssessConfig
 
     return Assessor(AssessConfig(gradcam=False))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from carcheck.report.diagram import PART_SHAPES, STATE_COLOURS, car_diagram_svg, part_states
-from carcheck.report.schema import CaseReport
+from carcheck.schema import CaseReport
 
 FIXTURE = Path(__file__).parent / "fixtures" / "review_report_panamera.json"
 

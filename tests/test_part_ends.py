@@ -67,13 +67,13 @@ def test_the_assessment_applies_it_to_the_part_map(monkeypatch):
         seen.append((label.shape, names[0], k))
         return label
 
-    from carcheck.report.schema import FusionConfig as FusionDefault
+    from carcheck.schema import FusionConfig as FusionDefault
 
     monkeypatch.setattr(A, "consistent_ends", spy)
     A.Assessor(A.AssessConfig(gradcam=False), heads={}).assess([photo], case_id="ends")
     assert seen and seen[0][1] == "background" and seen[0][2] == FusionDefault().end_dominance
     seen.clear()
-    from carcheck.report.schema import FusionConfig
+    from carcheck.schema import FusionConfig
 
     A.Assessor(A.AssessConfig(gradcam=False, fusion=FusionConfig(end_dominance=None)), heads={}).assess(
         [photo], case_id="ends-off")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from carcheck.pipeline.photo_type import (PHOTO_TYPES, PhotoTypeConfig, decide_photo_type,
-                                          probabilities_from_logits)
+from carcheck.pipeline.photo_type import decide_photo_type, probabilities_from_logits
+from carcheck.schema import PHOTO_TYPES, PhotoTypeConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HEAD = Path(__file__).resolve().parents[1] / "src" / "carcheck" / "models" / "weights" / "classifier_photo_type_lite0.safetensors"
@@ -114,7 +114,7 @@ def test_shipped_head_on_real_photos():
 
 def test_uncertain_type_is_a_review_reason():
     from carcheck.pipeline.review import photo_review_reasons, photo_type_reason
-    from carcheck.report.schema import PhotoReport
+    from carcheck.schema import PhotoReport
 
     sure = decide_photo_type(_p(exterior_full=0.9, interior=0.1))
     unsure = decide_photo_type(_p(interior=0.45, exterior_full=0.3, document=0.25))
@@ -131,7 +131,8 @@ def test_assessment_searches_only_exterior_photos(tmp_path):
         pytest.skip(f"{HEAD.name} is not installed")
     if not case.is_dir():
         pytest.skip("cases/salvage_panamera_167111 is absent from ../shared/data")
-    from carcheck.pipeline.assess import AssessConfig, Assessor
+    from carcheck.pipeline.assess import Assessor
+    from carcheck.schema import AssessConfig
 
     inside_photo = DATA / "car_part_crops" / "compcars_style_interior_voc" / "images" / "test_41.jpg"  # held out
     photos = [case / f"167111-{n}.png" for n in ("01", "02", "09")] + [inside_photo]

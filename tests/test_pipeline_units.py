@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from carcheck.pipeline.agreement import PhotoFindings, reconcile, view_relations
-from carcheck.pipeline.fusion import FusionConfig, damaged_parts, size_class, visible_parts
+from carcheck.pipeline.fusion import damaged_parts, size_class, visible_parts
+from carcheck.schema import FusionConfig
 
 
 def _probs(label, n):

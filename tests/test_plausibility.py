@@ -8,7 +8,8 @@ import pytest
 
 from carcheck.data.taxonomy import (PLAUSIBILITY, PlausibilityTable, Taxonomy, TaxonomyError, get_mapping,
                                     get_plausibility, get_taxonomy)
-from carcheck.pipeline.fusion import FusionConfig, damaged_parts
+from carcheck.pipeline.fusion import damaged_parts
+from carcheck.schema import FusionConfig
 from carcheck.pipeline.plausibility import apply_plausibility, neighbouring_parts, resolve_region
 
 PARTS = list(get_taxonomy("dsmlr_parts").classes)
@@ -118,7 +119,7 @@ def test_the_html_legend_follows_the_damage_taxonomy(tmp_path):
     """A CarDD 6-type model: the legend lists its six types with six distinct colours."""
     from carcheck.report.build import build_report
     from carcheck.report.html import legend, write_report
-    from carcheck.report.schema import AssessConfig
+    from carcheck.schema import AssessConfig
 
     rep = build_report(case_id="c", files=0, photos=[], findings=[], config=AssessConfig(), models={},
                        taxonomies={"parts": "dsmlr_parts", "damage": "cardd_damage"})

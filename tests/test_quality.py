@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from carcheck.pipeline.quality import (QualityConfig, QualityMeasures, check_quality, judge_quality, measure_quality,
-                                       vehicle_extent)
+from carcheck.pipeline.quality import check_quality, judge_quality, measure_quality, vehicle_extent
+from carcheck.schema import QualityConfig, QualityMeasures
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -136,7 +136,7 @@ def test_real_photos_clean_and_degraded():
 
 def test_quality_issues_become_review_reasons():
     from carcheck.pipeline.review import photo_review_reasons, quality_reasons
-    from carcheck.report.schema import PhotoReport
+    from carcheck.schema import PhotoReport
 
     bright = np.clip(_texture().astype(np.int32) + 50, 0, 255).astype(np.uint8)  # still bright once blurred
     blurred = check_quality(cv2.GaussianBlur(bright, (0, 0), 6), full_size=(120, 90))

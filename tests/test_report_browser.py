@@ -35,7 +35,7 @@ class _Visual:
 def written(tmp_path_factory):
     """(report, out folder) of report.html written from the fixture report and the case's photos."""
     from carcheck.report.html import write_report
-    from carcheck.report.schema import CaseReport
+    from carcheck.schema import CaseReport
 
     case = data_path("cases/salvage_panamera_167111")
     report = CaseReport.model_validate_json(FIXTURE.read_bytes())
@@ -201,7 +201,7 @@ def test_with_per_part_findings_the_confident_parts_are_what_is_listed(written, 
     """Schema >= 1.8: one card per confident physical part (its damage types, each with its size; a crop of
     its best region), parts for review in the review table with why."""
     from carcheck.report.html import write_report
-    from carcheck.report.schema import PartFinding, PhotoTypeDecision
+    from carcheck.schema import PartFinding, PhotoTypeDecision
 
     report, _ = written
     case = data_path("cases/salvage_panamera_167111")

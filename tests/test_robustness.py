@@ -81,7 +81,8 @@ def _blank_images(case: Path, real: Path) -> None:
 def assessor():
     if not all(p.exists() for p in DEFAULT_SEGMENTERS):
         pytest.skip("shipped segmenter weights missing")
-    from carcheck.pipeline.assess import AssessConfig, Assessor
+    from carcheck.pipeline.assess import Assessor
+    from carcheck.schema import AssessConfig
 
     return Assessor(AssessConfig(gradcam=False))  # Grad-CAM maps are not what these tests are about
 

@@ -17,7 +17,7 @@ from PIL import Image
 from carcheck.pipeline import checks, review
 from carcheck.pipeline.agreement import PhotoFindings, reconcile
 from carcheck.pipeline.identity import make_model_vote, same_vehicle_check
-from carcheck.report.schema import DamageFilter, PhotoDetection, PhotoReport, VehicleMatch
+from carcheck.schema import DamageFilter, PhotoDetection, PhotoReport, VehicleMatch
 
 
 # ------------------------------------------------------------------ privacy
@@ -53,7 +53,7 @@ def test_report_writes_the_blurred_photo(monkeypatch, tmp_path):
     import carcheck.report.privacy as privacy
     from carcheck.report.build import build_report
     from carcheck.report.html import write_report
-    from carcheck.report.schema import AssessConfig
+    from carcheck.schema import AssessConfig
 
     box = (40, 30, 40, 30)
     monkeypatch.setattr(privacy, "detect_private_regions", lambda image: [("face", box)])
@@ -236,7 +236,8 @@ class _FakeHeads:
 
 def _bare_assessor(monkeypatch, parts_label, damage_label):
     """An Assessor without model files: predict() returns hand-made maps at "network" size."""
-    from carcheck.pipeline.assess import AssessConfig, Assessor, Prediction
+    from carcheck.pipeline.assess import Assessor, Prediction
+    from carcheck.schema import AssessConfig
     from carcheck.pipeline.image_heads import PhotoHeadOutputs
 
     a = Assessor.__new__(Assessor)

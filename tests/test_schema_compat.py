@@ -1,7 +1,7 @@
 """Report JSON stays readable: a schema 1.3 report (flat config, verification threshold in it)
 validates as the current CaseReport, with its numbers where the new schema keeps them."""
 
-from carcheck.report.schema import SCHEMA_VERSION, AssessConfig, CaseReport
+from carcheck.schema import SCHEMA_VERSION, AssessConfig, CaseReport
 
 OLD_13 = {
     "schema_version": "1.3", "case_id": "demo", "created": "2026-12-01T11:50:50+00:00", "carcheck_version": "0.1.0",

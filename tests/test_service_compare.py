@@ -74,7 +74,7 @@ def env(tmp_path, database_url):
 
 def test_compare_json_is_the_cli_comparison_of_the_stored_reports(env):
     from carcheck.pipeline.compare import compare_cases
-    from carcheck.report.schema import CaseReport
+    from carcheck.schema import CaseReport
 
     app, client, key, _, before, after = env
     r = client.get(f"/v1/cases/{after}/compare/{before}", headers=_h(key))

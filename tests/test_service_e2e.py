@@ -54,7 +54,7 @@ class Hooks:
 
 
 def test_end_to_end(tmp_path, database_url):
-    from carcheck.report.schema import CaseReport
+    from carcheck.schema import CaseReport
 
     photos = small_photos(sorted(data_path(VAL).glob("*.jpg"))[:3], tmp_path / "photos")
     data = tmp_path / "data"

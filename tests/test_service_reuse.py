@@ -98,7 +98,8 @@ def test_tenant_store_matches_within_its_tenant_only(tmp_path, database_url, pho
 
 @pytest.fixture(scope="module")
 def assessor():
-    from carcheck.pipeline.assess import AssessConfig, Assessor
+    from carcheck.pipeline.assess import Assessor
+    from carcheck.schema import AssessConfig
 
     return Assessor(AssessConfig(threads=2, gradcam=False))
 

@@ -8,7 +8,7 @@ import pytest
 from carcheck.data.taxonomy import get_taxonomy
 from carcheck.pipeline.size import (PartSizeError, default_part_sizes, estimate_size_cm, finding_sizes,
                                     load_part_sizes, region_size_cm)
-from carcheck.report.schema import CaseReport, Finding, PhotoDetection, SizeCm, SizeConfig
+from carcheck.schema import CaseReport, Finding, PhotoDetection, SizeCm, SizeConfig
 
 DOOR = default_part_sizes().parts["front_left_door"]
 W_TYP, H_TYP = DOOR.typical
@@ -132,14 +132,14 @@ def _det(part, area_px, size: SizeCm | None, frac: float = 0.1):
 
 def _report(photos, findings):
     from carcheck.report.build import build_report
-    from carcheck.report.schema import AssessConfig
+    from carcheck.schema import AssessConfig
 
     return build_report(case_id="s", files=len(photos), photos=photos, findings=findings, config=AssessConfig(),
                         models={}, taxonomies={"parts": "dsmlr_parts", "damage": "damage_type"})
 
 
 def test_a_finding_takes_its_size_from_the_photo_where_it_covers_most_of_the_part_then_the_best_view():
-    from carcheck.report.schema import PhotoReport
+    from carcheck.schema import PhotoReport
 
     cut = SizeCm(width_cm=30, height_cm=10, area_cm2=250, width_range_cm=(20, 40), height_range_cm=(8, 12),
                  area_range_cm2=(150, 400), part_visible_fraction=0.7, basis="cut")
@@ -182,7 +182,7 @@ def test_a_schema_16_report_without_sizes_still_loads_and_renders(tmp_path):
 
 def test_the_html_report_states_the_size_in_cm_and_why_not(tmp_path):
     from carcheck.report.html import write_report
-    from carcheck.report.schema import PhotoReport
+    from carcheck.schema import PhotoReport
 
     s = SizeCm(width_cm=12.3, height_cm=4.5, area_cm2=40.2, width_range_cm=(10.1, 14.0), height_range_cm=(4, 5),
                area_range_cm2=(30.0, 55.5), part_visible_fraction=1.0, basis="front_left_door typically ...")

@@ -1,7 +1,7 @@
 """carcheck: vehicle inspection from ordinary photos.
 
 The main entry point is :func:`assess` (same as ``carcheck assess``): the photos of one case
-in, a :class:`~carcheck.report.schema.CaseReport` out.
+in, a :class:`~carcheck.schema.CaseReport` out.
 """
 
 from importlib.metadata import PackageNotFoundError, version as _version

@@ -286,7 +286,8 @@ def default_local_workers(cores: int | None = None) -> int:
 def _make_assessor(precision: str, threads: int | None):
     """Set this process's torch threads, then load the models (an Assessor) with ``precision``."""
     from ..models.runtime import set_threads
-    from ..pipeline.assess import AssessConfig, Assessor
+    from ..pipeline.assess import Assessor
+    from ..schema import AssessConfig
 
     n = set_threads(threads)
     return Assessor(AssessConfig(precision=precision, threads=n))

@@ -65,7 +65,8 @@ def assess_command(
     from pydantic import ValidationError
 
     from ..models.inference import DEFAULT_SEGMENTERS
-    from ..pipeline.assess import AssessConfig, Assessor, FusionConfig, assess
+    from ..pipeline.assess import Assessor, assess
+    from ..schema import AssessConfig, FusionConfig
 
     try:
         cfg = AssessConfig(review_threshold=review_threshold, fusion=FusionConfig(min_region_fraction=min_region),

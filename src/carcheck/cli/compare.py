@@ -15,7 +15,7 @@ def _load_report(path: Path):
     from pydantic import ValidationError
 
     from ..data.images import display_name
-    from ..report.schema import CaseReport
+    from ..schema import CaseReport
 
     try:
         return CaseReport.model_validate_json(path.read_bytes())
@@ -90,7 +90,8 @@ def compare_command(
         import torch
 
         from ..models.inference import DEFAULT_SEGMENTERS
-        from ..pipeline.assess import AssessConfig, Assessor
+        from ..pipeline.assess import Assessor
+        from ..schema import AssessConfig
         from ..report.html import write_report
 
         cfg = AssessConfig(precision=precision, threads=threads, engine=engine)

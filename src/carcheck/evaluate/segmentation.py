@@ -113,7 +113,8 @@ def fusion_detections(damage_prob: np.ndarray, part_prob: np.ndarray | None, dam
     Returns:
         ``[(damage class index 1..D, mask (H, W) bool, score)]``.
     """
-    from ..pipeline.fusion import FusionConfig, damaged_parts
+    from ..pipeline.fusion import damaged_parts
+    from ..schema import FusionConfig
     from ..pipeline.part_ends import consistent_ends
 
     cfg = cfg or FusionConfig()

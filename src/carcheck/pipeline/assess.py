@@ -23,7 +23,7 @@ image-level head on the shared features; models with their own fine-tuned backbo
 same-vehicle embedding and make/model classifier) add one small pass each, only on photos that
 pass the presence gate. Models are loaded once per :class:`Assessor`. A photo that cannot be read
 is recorded with its reason; it never stops the case. The config is one pydantic model
-(:class:`~carcheck.report.schema.AssessConfig`) that each report states in full.
+(:class:`~carcheck.schema.AssessConfig`) that each report states in full.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from ..models.backbone import inference_context
 from ..models.inference import DEFAULT_SEGMENTERS, load_segmenters, to_input_tensor
 from ..models.runtime import resolve_runtime, set_threads, trim_heap
 from ..report.build import build_report
-from ..report.schema import (AssessConfig, CaseReport, DamageFilter, Finding, FusionConfig, ModelFile,
-                             PartFinding, PhotoDetection, PhotoReport)
+from ..schema import (AssessConfig, CaseReport, DamageFilter, Finding, FusionConfig, ModelFile, PartFinding,
+                      PhotoDetection, PhotoReport)
 from . import checks, review
 from .agreement import CaseFinding, PartCaseFinding, PhotoFindings, reconcile, reconcile_parts, view_relations
 from .fusion import damaged_parts, visible_parts
@@ -59,7 +59,7 @@ from .quality import check_quality
 from .plausibility import apply_plausibility
 from .size import finding_sizes, region_size_cm, scale_area, scale_bbox, size_class, to_photo_pixels
 
-__all__ = ["AssessConfig", "FusionConfig", "Assessor", "PhotoVisual", "Prediction", "assess", "collect_photos",
+__all__ = ["Assessor", "PhotoVisual", "Prediction", "assess", "collect_photos",
            "file_sha256"]
 
 #: kept for callers of the old private name
@@ -369,7 +369,7 @@ class Assessor:
         return report, PhotoFindings(name, set(vis), findings, region_reasons, closeup), visual
 
     def _photo_type(self, heads: PhotoHeadOutputs):
-        """The photo's :class:`~carcheck.report.photo_schema.PhotoTypeDecision` from the photo-type head
+        """The photo's :class:`~carcheck.schema.PhotoTypeDecision` from the photo-type head
         (:mod:`.photo_type`), or None when the head is not installed."""
         if "photo_type" not in heads.logits:
             return None
@@ -409,7 +409,7 @@ class Assessor:
             case_id: defaults to a random id.
             track: progress wrapper, e.g. ``rich.progress.track``.
         Returns:
-            (the :class:`~carcheck.report.schema.CaseReport`, path -> :class:`PhotoVisual` of assessed photos)
+            (the :class:`~carcheck.schema.CaseReport`, path -> :class:`PhotoVisual` of assessed photos)
         """
         inputs = expand_inputs(paths)
         photos, pf, visuals = self._run_photos(inputs.files, track)

@@ -21,8 +21,8 @@ The same-car check uses the verification embeddings when the caller has them (ea
 distance to a before photo, median over the after photos, against the verification model's threshold), else the
 make/model both reports identified (which cannot tell two cars of one model apart; said so).
 
-Pure: plain :class:`~carcheck.report.schema.CaseReport` objects (and optional embedding arrays) in, a
-:class:`~carcheck.report.claims_schema.CompareReport` out.
+Pure: plain :class:`~carcheck.schema.CaseReport` objects (and optional embedding arrays) in, a
+:class:`~carcheck.schema.CompareReport` out.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..report.claims_schema import CompareReport, CompareSide, PartComparison, SameVehicleCheck
+from ..schema import CompareReport, CompareSide, PartComparison, SameVehicleCheck
 
 __all__ = ["SIZE_RANK", "compare_cases", "same_vehicle_check", "part_status"]
 
@@ -127,14 +127,14 @@ def same_vehicle_check(before, after, before_embeddings: np.ndarray | None = Non
     """Do the two cases show the same car?
 
     Args:
-        before / after: the two :class:`~carcheck.report.schema.CaseReport` objects.
+        before / after: the two :class:`~carcheck.schema.CaseReport` objects.
         before_embeddings / after_embeddings: ``(N, D)`` / ``(M, D)`` float32 verification embeddings of each
             case's vehicle photos, when available.
         distance: pair distance of two ``(K, D)`` batches -> ``(K,)`` (the verification model's), needed with
             embeddings; threshold: distance above which two photos show different cars (the model's EER
             threshold).
     Returns:
-        :class:`~carcheck.report.claims_schema.SameVehicleCheck`.
+        :class:`~carcheck.schema.SameVehicleCheck`.
     """
     mm_b = _top_model(before)
     mm_a = _top_model(after)
@@ -178,11 +178,11 @@ def compare_cases(before, after, before_source: str = "", after_source: str = ""
     """Compare two cases part by part.
 
     Args:
-        before / after: :class:`~carcheck.report.schema.CaseReport` objects (pickup / return).
+        before / after: :class:`~carcheck.schema.CaseReport` objects (pickup / return).
         before_source / after_source: where each came from (shown in the report).
         same_vehicle: a :func:`same_vehicle_check` result (default: computed from the reports alone).
     Returns:
-        :class:`~carcheck.report.claims_schema.CompareReport`, parts ordered new, changed, not comparable,
+        :class:`~carcheck.schema.CompareReport`, parts ordered new, changed, not comparable,
         pre-existing, clean.
     """
     b, a = _Side(before), _Side(after)

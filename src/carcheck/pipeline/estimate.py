@@ -14,7 +14,7 @@ table in the same format replaces it (``carcheck assess --cost-table FILE``). Ta
 pydantic; a bad one raises :class:`CostTableError` naming the file and the field.
 
 Pure: :func:`estimate_case` takes plain schema objects and returns a
-:class:`~carcheck.report.claims_schema.CaseEstimate`; only :func:`load_cost_table` reads a file.
+:class:`~carcheck.schema.CaseEstimate`; only :func:`load_cost_table` reads a file.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from ..data.taxonomy import get_taxonomy
-from ..report.claims_schema import ESTIMATE_STATEMENT, CaseEstimate, EstimateLine
+from ..schema import ESTIMATE_STATEMENT, CaseEstimate, EstimateLine
 
 __all__ = ["DEFAULT_COST_TABLE", "OPERATIONS", "SIZES", "KNOWN_PARTS", "KNOWN_DAMAGE", "CostTableError", "Range",
            "VehicleClass", "CostRule", "CostTable", "load_cost_table", "default_cost_table", "vehicle_class_of",
@@ -335,14 +335,14 @@ def estimate_case(findings: Sequence, vehicle=None, table: CostTable | None = No
     """The repair estimate of a case.
 
     Args:
-        findings: the report's :class:`~carcheck.report.schema.Finding` objects (anything with ``part``,
+        findings: the report's :class:`~carcheck.schema.Finding` objects (anything with ``part``,
             ``damage``, ``size_class``; ``needs_review`` and ``photos`` are used when present).
-        vehicle: the report's :class:`~carcheck.report.schema.VehicleIdentity` or None: its top make picks
+        vehicle: the report's :class:`~carcheck.schema.VehicleIdentity` or None: its top make picks
             the vehicle class when ``in_scope``.
         table: the cost table (default: the shipped one); table_label: how the report names it.
         vehicle_class: a class to use instead of the identified one.
     Returns:
-        a :class:`~carcheck.report.claims_schema.CaseEstimate`: one line per finding (in the order given), the
+        a :class:`~carcheck.schema.CaseEstimate`: one line per finding (in the order given), the
         case total as the sum of the lines not included in a larger operation on the same part.
     Raises:
         ValueError: from :func:`price_finding` / :func:`vehicle_class_of`.

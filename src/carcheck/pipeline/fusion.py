@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..report.schema import FusionConfig
+from ..schema import FusionConfig
 from .review import UNASSIGNED
 from .size import size_class
 
-__all__ = ["FusionConfig", "Region", "damaged_parts", "visible_parts", "size_class", "UNASSIGNED"]
+__all__ = ["Region", "damaged_parts", "visible_parts", "size_class", "UNASSIGNED"]
 
 
 @dataclass

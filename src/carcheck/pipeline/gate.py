@@ -15,13 +15,13 @@ from functools import lru_cache
 import torch
 
 from ..models.backbone import vehicle_class_indices
-from ..report.schema import AssessConfig
+from ..schema import AssessConfig
 
 __all__ = ["DEFAULT_VEHICLE_THRESHOLD", "DEFAULT_PART_COVERAGE_THRESHOLD", "vehicle_score", "part_coverage",
            "passes_gate"]
 
 #: Chosen by bench/gate_threshold.py (balanced accuracy on coco128 + car photos at 512 px); the
-#: default of :class:`~carcheck.report.schema.AssessConfig` (its one source).
+#: default of :class:`~carcheck.schema.AssessConfig` (its one source).
 DEFAULT_VEHICLE_THRESHOLD: float = AssessConfig.model_fields["vehicle_threshold"].default
 #: Second, OR-ed rule: fraction of the photo the part head labels as a car part. ImageNet
 #: classes miss close-ups of a damaged panel; the part head sees them. Chosen by the same bench.

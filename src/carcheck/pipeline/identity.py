@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..data.taxonomy import make_of
-from ..report.schema import ClassScore, Consistency, VehicleIdentity, VehicleMatch
+from ..schema import ClassScore, Consistency, VehicleIdentity, VehicleMatch
 from .consistency import case_consistency
 
 __all__ = ["make_model_vote", "SameVehicle", "same_vehicle_check"]
@@ -31,7 +31,7 @@ def make_model_vote(logits: torch.Tensor, classes: Sequence[str], in_scope: Sequ
         classes: the head's C class names (``Make_Model_Year``; the make is the first token).
         in_scope: per photo, whether the OOD rule keeps it in scope.
     Returns:
-        :class:`~carcheck.report.schema.VehicleIdentity` (probabilities rounded to 4 decimals).
+        :class:`~carcheck.schema.VehicleIdentity` (probabilities rounded to 4 decimals).
     Raises:
         ValueError: no photo, or ``in_scope`` / ``classes`` not matching ``logits``' shape.
     """

@@ -18,7 +18,7 @@ import torch
 
 from ..models.backbone import BackboneOutput, EfficientNetLiteBackbone
 from ..models.classifier import SHIPPED_CLASSIFIERS, HeadInfo, ImageHead, StandaloneNet, load_head
-from ..report.schema import ClassScore, HeadResult
+from ..schema import ClassScore, HeadResult
 
 __all__ = ["ImageHeads", "PhotoHeadOutputs", "head_result"]
 

@@ -34,7 +34,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from ..report.schema import AssessConfig
+from ..schema import AssessConfig
 
 __all__ = ["CaseInputs", "expand_inputs", "collect_photos", "exact_name_bytes", "blank_reason", "too_small_reason",
            "DuplicateFinder", "IGNORED_NAMES", "MIN_SIDE", "BLANK_MAX_STD", "BLANK_MAX_RANGE",

@@ -26,10 +26,9 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from ..report.photo_schema import PHOTO_TYPES, PhotoTypeConfig, PhotoTypeDecision
+from ..schema import PHOTO_TYPES, PhotoTypeConfig, PhotoTypeDecision
 
-__all__ = ["PHOTO_TYPES", "EXTERIOR_TYPES", "TYPE_NAMES", "PhotoTypeConfig", "PhotoTypeDecision", "decide_photo_type",
-           "probabilities_from_logits"]
+__all__ = ["EXTERIOR_TYPES", "TYPE_NAMES", "decide_photo_type", "probabilities_from_logits"]
 
 EXTERIOR_TYPES = ("exterior_full", "exterior_closeup")
 #: What a report calls each type.

@@ -36,10 +36,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from ..report.photo_schema import ISSUE_KINDS, QualityConfig, QualityIssue, QualityMeasures, QualityResult
+from ..schema import ISSUE_KINDS, QualityConfig, QualityIssue, QualityMeasures, QualityResult
 
-__all__ = ["QualityConfig", "QualityMeasures", "QualityIssue", "QualityResult", "VehicleExtent",
-           "measure_quality", "vehicle_extent", "judge_quality", "check_quality", "ISSUE_KINDS"]
+__all__ = ["VehicleExtent", "measure_quality", "vehicle_extent", "judge_quality", "check_quality"]
 
 @dataclass(frozen=True)
 class VehicleExtent:

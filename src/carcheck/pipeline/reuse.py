@@ -34,7 +34,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from ..report.claims_schema import ReuseMatch
+from ..schema import ReuseMatch
 
 __all__ = ["PhotoHashes", "photo_hashes", "HashEntry", "ROW_COLUMNS", "HashStore", "MemoryHashStore", "SQLiteHashStore",
            "ReuseIndex", "PhotoMeta", "read_photo_meta", "exif_reasons", "reuse_check", "file_sha256", "EDITING_SOFTWARE",
@@ -306,7 +306,7 @@ class ReuseIndex:
             case_id: the case (its own earlier entries in the index are ignored: a re-assessment).
             photos: ``(display name, hashes)`` of its photos, in order.
         Returns:
-            :class:`~carcheck.report.claims_schema.ReuseMatch` list: for other cases one per (photo, matched
+            :class:`~carcheck.schema.ReuseMatch` list: for other cases one per (photo, matched
             photo); inside the case one per later photo matching an earlier one.
         """
         entries, m = self._stored()

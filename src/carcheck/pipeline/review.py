@@ -40,8 +40,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..report.claims_schema import ReuseMatch
-from ..report.schema import PhotoReport
+from ..schema import PhotoReport, ReuseMatch
 from .checks import FLAGGED_VERDICTS
 
 __all__ = ["UNASSIGNED", "finding_review", "damage_filter_reason", "different_vehicle_reason", "implausible_reason",

@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..report.schema import CaseReport, FusionConfig, PhotoDetection, PhotoReport, SizeCm, SizeConfig
+from ..schema import CaseReport, FusionConfig, PhotoDetection, PhotoReport, SizeCm, SizeConfig
 
 __all__ = ["size_class", "scale_area", "scale_bbox", "to_photo_pixels", "PartSize", "PartSizeTable",
            "PartSizeError", "DEFAULT_PART_SIZES", "load_part_sizes", "default_part_sizes", "estimate_size_cm",
@@ -190,9 +190,9 @@ def estimate_size_cm(region: np.ndarray, part_mask: np.ndarray, part: str, table
         part_mask: ``(H, W)`` bool, the pixels labelled as the part in the same photo.
         part: the part's name (a key of ``table.parts``), or ``unassigned``.
         table: typical part sizes (default: the shipped ``part_sizes.yaml``).
-        cfg: thresholds (default :class:`~carcheck.report.schema.SizeConfig`).
+        cfg: thresholds (default :class:`~carcheck.schema.SizeConfig`).
     Returns:
-        a :class:`~carcheck.report.schema.SizeCm`: width / height of the region's box and the area of its
+        a :class:`~carcheck.schema.SizeCm`: width / height of the region's box and the area of its
         pixels (cm, cm²) with low-high ranges, or only ``reason`` when there is no estimate.
     Raises:
         ValueError: the masks differ in shape or are not 2-D.

@@ -1,5 +1,5 @@
 """Build the case report from plain schema objects: the summary counts, the one-line verdict for
-a claims handler, and the :class:`~carcheck.report.schema.CaseReport` itself.
+a claims handler, and the :class:`~carcheck.schema.CaseReport` itself.
 
 Nothing here runs a model or reads a photo: the pipeline passes its results in (per-photo
 entries, reconciled findings, the stated config and model files).
@@ -14,8 +14,8 @@ from typing import Mapping, Sequence
 from .. import __version__
 from ..data.images import display_name
 from .privacy import PRIVACY_NOTE
-from .schema import (AssessConfig, CaseReport, CaseSummary, Consistency, Finding, ModelFile, PartFinding,
-                     PhotoReport, VehicleIdentity)
+from ..schema import (AssessConfig, CaseReport, CaseSummary, Consistency, Finding, ModelFile, PartFinding, PhotoReport,
+                      VehicleIdentity)
 
 __all__ = ["verdict_text", "summarize", "build_report"]
 
@@ -76,7 +76,7 @@ def build_report(*, case_id: str | None, files: int, photos: list[PhotoReport], 
                  model_thresholds: Mapping[str, float] | None = None, taxonomies: Mapping[str, str] | None = None,
                  vehicle: VehicleIdentity | None = None, consistency: Consistency | None = None,
                  ignored_files: Sequence[str] = (), parts: Sequence[PartFinding] = ()) -> CaseReport:
-    """The :class:`~carcheck.report.schema.CaseReport` of one case.
+    """The :class:`~carcheck.schema.CaseReport` of one case.
 
     Args:
         case_id: printable case id (None: a random 12-hex-digit id).

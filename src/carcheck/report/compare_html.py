@@ -1,4 +1,4 @@
-"""Write a before/after comparison: ``compare.json`` (the :class:`~carcheck.report.claims_schema.CompareReport`)
+"""Write a before/after comparison: ``compare.json`` (the :class:`~carcheck.schema.CompareReport`)
 and a self-contained ``compare.html`` showing, for every part, its status and the photos of both cases side by
 side. Text is escaped (Jinja2 autoescape); every image is passed through
 :func:`~carcheck.report.privacy.blur_private_regions` before it is written, as in the case report."""
@@ -14,7 +14,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
-from .claims_schema import CompareReport
+from ..schema import CompareReport
 from .privacy import PRIVACY_NOTE, blur_private_regions
 
 __all__ = ["write_compare", "MAX_PHOTOS_PER_CELL"]

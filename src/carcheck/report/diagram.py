@@ -1,6 +1,6 @@
 """A car diagram (top view, SVG) with every DSMLR part coloured by what the case found on it.
 
-States, decided by :func:`part_states` from a :class:`~carcheck.report.schema.CaseReport`:
+States, decided by :func:`part_states` from a :class:`~carcheck.schema.CaseReport`:
 ``damaged`` (a finding on the part that needs no review), ``review`` (findings on it, all of them
 for review), ``clean`` (visible in an assessed photo, no finding) and ``not_seen`` (in no assessed
 photo's visible parts). The diagram is carcheck's own schematic (front at the top; the car's left on
@@ -12,7 +12,7 @@ from __future__ import annotations
 from html import escape
 from typing import Mapping
 
-from .schema import CaseReport
+from ..schema import CaseReport
 
 __all__ = ["STATES", "STATE_COLOURS", "PART_SHAPES", "part_states", "car_diagram_svg"]
 

@@ -21,7 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
 from .privacy import blur_private_regions
-from .schema import CaseReport, Finding, PartFinding, PhotoDetection, SizeCm
+from ..schema import CaseReport, Finding, PartFinding, PhotoDetection, SizeCm
 
 __all__ = ["palette", "overlay", "overlay_cam", "legend", "write_report", "prepare_out_dir", "DAMAGE_COLOURS",
            "size_text", "vehicle_line", "best_detection", "crop_around"]
@@ -137,7 +137,7 @@ def legend(report: CaseReport, task: str, names: Sequence[str] | None = None) ->
     return list(zip(names, colours))
 
 
-#: A photo type (:data:`~carcheck.report.photo_schema.PHOTO_TYPES`) in words.
+#: A photo type (:data:`~carcheck.schema.PHOTO_TYPES`) in words.
 PHOTO_TYPE_WORDS = {"exterior_full": "exterior full view", "exterior_closeup": "exterior close-up",
                     "interior": "interior", "document": "document", "vin_dashboard": "VIN / odometer / dashboard close-up",
                     "no_vehicle": "no vehicle"}
@@ -149,7 +149,7 @@ def _n(v: float) -> str:
 
 
 def size_text(s: SizeCm | None) -> str:
-    """A :class:`~carcheck.report.schema.SizeCm` in words: ``"about 12 x 4.5 cm (10-14 x 4.0-5.0 cm),
+    """A :class:`~carcheck.schema.SizeCm` in words: ``"about 12 x 4.5 cm (10-14 x 4.0-5.0 cm),
     40 cm² (30-56 cm²)"``, ``"size in cm not estimated: <reason>"``, or ``""`` for None (old reports)."""
     if s is None:
         return ""
@@ -163,7 +163,7 @@ def size_text(s: SizeCm | None) -> str:
 def vehicle_line(report: CaseReport) -> str:
     """The report's first line about the car: the most likely make/model with its probability, or
     ``"not one of the known models"`` when the case's photos fall outside the models the classifier
-    knows (:attr:`~carcheck.report.schema.VehicleIdentity.in_scope`), or why there is no identification."""
+    knows (:attr:`~carcheck.schema.VehicleIdentity.in_scope`), or why there is no identification."""
     v = report.vehicle
     if v is None:
         return "not identified (no make/model classifier ran on an assessed photo)"

@@ -1,7 +1,6 @@
 """Report objects of the claims features (issue 19): repair estimate, before/after comparison, reused photos.
 
-They are part of the report contract (pipeline, report and service speak them) and live in the report
-package so that the schema and the HTML can use them without importing the pipeline. Money is in the
+They are part of the contract (:mod:`carcheck.schema`: pipeline, report and service speak them). Money is in the
 cost table's currency; every range is ``low <= high``.
 """
 

@@ -1,36 +1,21 @@
 """Report objects of the photo checks (issue 16): what each photo shows (photo type) and its capture
-quality, with the configs of both rules.
+quality. The configs of both rules are in :mod:`carcheck.schema.config`.
 
-They are part of the report contract (pipeline, report and service speak them; ``AssessConfig`` states
-the configs) and live in the report package so that the schema and the HTML use them without importing
-the pipeline. The rules are :mod:`carcheck.pipeline.photo_type` and :mod:`carcheck.pipeline.quality`,
-which re-export these names.
+They are part of the contract (:mod:`carcheck.schema`: pipeline, report and service speak them). The rules
+are :mod:`carcheck.pipeline.photo_type` and :mod:`carcheck.pipeline.quality`.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-__all__ = ["PHOTO_TYPES", "ISSUE_KINDS", "PhotoTypeConfig", "PhotoTypeDecision", "QualityConfig", "QualityMeasures",
-           "QualityIssue", "QualityResult"]
+__all__ = ["PHOTO_TYPES", "ISSUE_KINDS", "PhotoTypeDecision", "QualityMeasures", "QualityIssue", "QualityResult"]
 
 #: The photo-type head's classes (logit order).
 PHOTO_TYPES = ("document", "exterior_closeup", "exterior_full", "interior", "no_vehicle", "vin_dashboard")
 #: Every capture-quality issue kind, in the order a report lists them.
 ISSUE_KINDS = ("blur", "underexposed", "overexposed", "glare", "vehicle_too_far", "vehicle_cut_off",
                "low_resolution")
-
-
-class PhotoTypeConfig(BaseModel):
-    """Thresholds of the photo-type rule."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_confidence: float = Field(0.85, gt=0, le=1, description="winning probability below which the type is "
-                                                                 "uncertain (flagged for review)")
-    search_if_exterior_at_least: float = Field(0.0, ge=0, le=1, description="an uncertain photo whose exterior "
-                                                                              "probability reaches this is still "
-                                                                              "searched for exterior damage")
 
 
 class PhotoTypeDecision(BaseModel):
@@ -44,31 +29,6 @@ class PhotoTypeDecision(BaseModel):
     keep_state_heads: bool = Field(description="car-state heads (cleanliness, interior state...) are reported")
     reason: str = Field(description="what the photo was taken for and why, in words")
     probabilities: dict[str, float] = Field(description="every type's probability")
-
-
-class QualityConfig(BaseModel):
-    """Thresholds of the capture-quality checks. Defaults: the values bench/quality.py calibrated (each check
-    fires on <= 1% of the pooled clean held-out photos of the shared sets, 2% for the two vehicle-extent checks;
-    bench/results/quality.json); ``min_short_side`` is a policy (several shared sets are thumbnails themselves)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    measure_side: int = Field(512, ge=64, description="longer side (px) the measures are taken at")
-    blur_max: float = Field(0.561, gt=0, lt=1, description="blur effect (0 sharp .. 1 blurred) above which "
-                                                             "the photo is blurred")
-    dark_highlight_max: float = Field(0.641, gt=0, lt=1, description="99th-percentile luma at or below which the "
-                                                                      "photo is under-exposed (nothing in it is bright)")
-    bright_mean_min: float = Field(0.706, gt=0, lt=1, description="mean luma at or above which the photo is "
-                                                                   "over-exposed")
-    glare_share_max: float = Field(0.097, gt=0, lt=1, description="share of the frame in clipped highlights away from "
-                                                                   "the image border above which a photo that is not "
-                                                                   "over-exposed has glare")
-    vehicle_min_fraction: float = Field(0.119, gt=0, lt=1, description="share of the frame a full exterior view's "
-                                                                        "vehicle must cover")
-    cut_off_border_max: float = Field(0.067, gt=0, le=1, description="share of one image border the vehicle of a "
-                                                                      "full exterior view may touch")
-    min_short_side: int = Field(160, ge=1, description="shorter side (px) of the photo as taken, below which "
-                                                         "its resolution is too low")
 
 
 class QualityMeasures(BaseModel):

@@ -237,7 +237,8 @@ class Worker:
     def load(self) -> None:
         """Set the threads, then load the models (once per worker)."""
         from ..models.runtime import set_threads
-        from ..pipeline.assess import AssessConfig, Assessor
+        from ..pipeline.assess import Assessor
+        from ..schema import AssessConfig
 
         set_threads(self.threads)
         self.assessor = Assessor(AssessConfig(threads=self.threads, gradcam=self.settings.gradcam))

@@ -25,7 +25,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..pipeline.reuse import HASH_SIZE, HashEntry, MemoryHashStore, ReuseIndex
-from ..report.claims_schema import ReuseMatch
+from ..schema import ReuseMatch
 from .db.models import Case, PhotoHash, utcnow
 
 __all__ = ["TenantHashStore", "tenant_reuse_index", "add_late_matches"]
@@ -107,7 +107,7 @@ def add_late_matches(index: ReuseIndex, report) -> list[ReuseMatch]:
 
     Args:
         index: the job's index (its store a :class:`TenantHashStore`; its thresholds are used).
-        report: the case's :class:`~carcheck.report.schema.CaseReport`, changed in place.
+        report: the case's :class:`~carcheck.schema.CaseReport`, changed in place.
     Returns:
         The matches added (usually none).
     """

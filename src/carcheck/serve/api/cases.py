@@ -62,7 +62,7 @@ class CaseOut(BaseModel):
     callback_url: str | None = None
     photos: list[PhotoOut] = []
     job: JobOut | None = None
-    report: dict | None = Field(None, description="The report of `carcheck assess` (report/schema.py CaseReport) "
+    report: dict | None = Field(None, description="The report of `carcheck assess` (schema/report.py CaseReport) "
                                                   "when the case is assessed.")
     report_html_url: str | None = None
     review: dict | None = Field(None, description="The reviewed state of the report (issue 18, "

@@ -1,7 +1,7 @@
 """``GET /v1/cases/{case_id}/compare/{before_id}``: pickup vs return (or an earlier claim vs this one) of two
 assessed cases, from their stored reports (issue 19).
 
-The JSON is the :class:`~carcheck.report.claims_schema.CompareReport` that ``carcheck compare BEFORE AFTER``
+The JSON is the :class:`~carcheck.schema.CompareReport` that ``carcheck compare BEFORE AFTER``
 writes to ``compare.json`` (:func:`carcheck.pipeline.compare.compare_cases`): every part new / changed /
 not comparable / pre-existing / clean with the reason, and the same-car check across the two cases.
 ``.../compare.html`` is the side-by-side page (:func:`carcheck.report.compare_html.write_compare`, every
@@ -32,7 +32,7 @@ from ..auth import Principal
 from ..db.models import Case, Photo
 from ..deps import get_principal, get_session
 from ..errors import ApiError
-from ...report.claims_schema import CompareReport
+from ...schema import CompareReport
 from .cases import load_case
 
 __all__ = ["router", "assessed_report", "compare_stored"]
@@ -42,12 +42,12 @@ router = APIRouter(prefix="/v1/cases", tags=["compare"])
 
 def assessed_report(case: Case):
     """The stored report of ``case`` (already the caller's, :func:`~.cases.load_case`) as a
-    :class:`~carcheck.report.schema.CaseReport`.
+    :class:`~carcheck.schema.CaseReport`.
 
     Raises:
         ApiError: 409 ``not_assessed`` when the case has no current report (open, queued, running, failed).
     """
-    from ...report.schema import CaseReport
+    from ...schema import CaseReport
 
     if case.status != "assessed" or case.report_json is None:
         raise ApiError(409, "not_assessed", f"case {case.public_id} is {case.status}, not assessed: compare needs "

@@ -215,7 +215,7 @@ def case_page(case_id: str, request: Request, sel: int | None = None, session: S
     diagram = None
     if report:
         from ...report.diagram import car_diagram_svg, part_states
-        from ...report.schema import CaseReport
+        from ...schema import CaseReport
 
         try:
             diagram = car_diagram_svg(part_states(CaseReport.model_validate(report)))
