@@ -1,188 +1,321 @@
-"""Real-case benchmark (issue 16, item 6): what a claims handler reads from the report of real cases.
+"""Case benchmark (issue 26, item 1): the whole-case report on real multi-photo cases, scored against
+the cases' expectations files (:mod:`carcheck.evaluate.cases`).
 
-1. The real 12-photo case ``cases/salvage_panamera_167111`` (one Porsche Panamera; PROVENANCE.md: front
-   undamaged, rear destroyed, 01 a registration document, 07/08/11 interior and luggage compartment,
-   09 a VIN plate close-up). Printed against the issue's targets:
-   - every damaged rear part group (bumper, back glass, tailgate/trunk, rear lights) found with
-     confidence (a finding on a part of the group that needs no review);
-   - no confident finding on the clean front bumper, hood, windscreen, front lights or mirrors;
-   - the document / VIN / interior photos typed as such and given no exterior damage findings;
-   - no photo flagged as a different vehicle.
-2. ``car_damage/coco_car_damage_lplenka`` (train + val, 68 photos with part AND damage polygons;
-   each photo one case): case-level damaged-part recall and precision. A labelled part (headlamp,
-   rear_bumper, door, hood, front_bumper) is damaged when a damage polygon covers at least
-   :data:`MIN_OVERLAP_PX` of its pixels; carcheck's DSMLR parts are mapped onto those five classes
-   (both lights of a side onto headlamp, the four doors onto door); findings on other parts are
-   outside what the set labels and are not counted. Rows for the report's confident per-part findings
-   and for all per-part findings.
-   Caveat: these 68 photos are also in lensor_severity, whose train split trained the damage filter
-   head (not the CarDD damage segmenter or the DSMLR part model).
+Cases: every folder of the built dev set (``data/cases_dev/<case>``, built by
+``../shared/data/cases_dev/build_cases_dev.sh``; expectations in ``$CARCHECK_DATA/cases_dev/expectations``)
+and the demo case ``cases/salvage_panamera_167111`` (expectations written from its photos,
+``cases/expectations/salvage_panamera_167111.json``). A case without a built folder is skipped and counted.
 
-Run: python bench/cases.py   (about 1-2 minutes on 2 cores; writes bench/results/cases.json)
+Model sets: ``shipped`` (the package's default weights) and, with ``--candidate NAME=DAMAGE.safetensors``
+(repeatable), the same assessment with another damage model; all in one run, so each change shows its
+effect. Reports are cached per model set and file SHA-256 under ``runs/cases_cache/`` (``--no-cache`` re-runs).
+
+Decisions scored: ``report`` (each per-part finding's own ``needs_review``, as the report states it) and,
+with ``--calibrate``, ``cv`` (issue 26, item 4): P(part damaged) (:mod:`carcheck.pipeline.confidence`) fitted
+by logistic regression on the per-part findings the expectations judge (parts in a damaged group: 1, parts
+seen clean: 0), leave-one-case-out: each case's parts are scored by a model fitted on the other cases, and
+its review threshold is the lowest P reaching ``--precision`` on those other cases. The reliability table
+and ECE are of those out-of-case probabilities. The model fitted on all cases is written to
+``--model-out`` (a new file; ship it by copying it to src/carcheck/pipeline/part_confidence.json).
+
+Run: python bench/cases.py [--candidate v2=runs/damage_v2/best.safetensors] [--quick]
+     (about 2 minutes per model set on 2 cores; writes bench/results/cases.json)
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
+import os
+import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-CASE = DATA / "cases" / "salvage_panamera_167111"
-LPLENKA = DATA / "car_damage" / "coco_car_damage_lplenka"
+DATA = Path(os.environ.get("CARCHECK_DATA", ROOT.parent / "shared" / "data")).resolve()
+DEV_BUILT = Path(os.environ.get("CARCHECK_CASES_DEV", ROOT / "data" / "cases_dev"))
+DEV_EXP = DATA / "cases_dev" / "expectations"
+DEMO = DATA / "cases" / "salvage_panamera_167111"
+DEMO_EXP = DATA / "cases" / "expectations" / "salvage_panamera_167111.json"
+CACHE = ROOT / "runs" / "cases_cache"
 
-#: The real case's photos as PROVENANCE.md describes them (looked at, not labelled).
-NON_EXTERIOR = {"01": "document", "07": "interior", "08": "interior", "09": "vin_dashboard", "11": "interior"}
-REAR_GROUPS = {"bumper": {"back_bumper"}, "back glass": {"back_glass"}, "tailgate/trunk": {"tailgate", "trunk"},
-               "rear lights": {"back_left_light", "back_right_light"}}
-CLEAN_FRONT = {"front_bumper", "hood", "front_glass", "front_left_light", "front_right_light", "left_mirror",
-               "right_mirror"}
-#: DSMLR part -> the lplenka part class it is labelled as.
-TO_LPLENKA = {"front_left_light": "headlamp", "front_right_light": "headlamp", "back_left_light": "headlamp",
-              "back_right_light": "headlamp", "back_bumper": "rear_bumper", "front_bumper": "front_bumper",
-              "hood": "hood", "front_left_door": "door", "front_right_door": "door", "back_left_door": "door",
-              "back_right_door": "door"}
-MIN_OVERLAP_PX = 100  # at 1024 x 1024: a damage polygon touching a part by a few boundary pixels does not count
+#: Issue 26's targets on the dev cases.
+TARGETS = {"recall_confident": 0.60, "recall_any": 0.85, "confident_in_groups": 0.90, "clean_confident_rate": 0.02,
+           "undamaged_cases_with_confident_share": 0.10, "ece": 0.08}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
-def real_case(assessor) -> dict:
-    photos = sorted(CASE.glob("167111-*.png"))
-    report, _ = assessor.assess(photos, case_id="panamera")
-    # the report's confident statements: its per-part findings (schema >= 1.8); the per-(part, type)
-    # findings' own flags are kept beside them for comparison
-    confident = [f for f in report.parts if not f.needs_review]
-    confident_pairs = [f for f in report.findings if not f.needs_review]
-    groups = {g: sorted({f"{f.part}:{'/'.join(f.damages)}" for f in confident if f.part in parts})
-              for g, parts in REAR_GROUPS.items()}
-    on_clean = sorted(f"{f.part}:{'/'.join(f.damages)} (C_refined {f.c_refined:.2f}, K_agree {f.views_damaged}/"
-                      f"{f.views_visible} views)" for f in confident if f.part in CLEAN_FRONT)
-    non_ext = {}
-    for p in report.photos:
-        n = Path(p.path).stem.split("-")[-1]
-        if n in NON_EXTERIOR:
-            typed = p.photo_type.type if p.photo_type is not None else None
-            findings = sorted({f"{f.part}:{f.damage}" for f in report.findings if p.path in f.photos})
-            non_ext[n] = {"expected": NON_EXTERIOR[n], "typed": typed, "status": p.status,
-                          "typed_right": typed == NON_EXTERIOR[n], "exterior_findings": len(findings),
-                          "handled": typed == NON_EXTERIOR[n] and not findings}
-    flagged = list(report.consistency.different_vehicle) if report.consistency is not None else []
-    return {
-        "photos": len(photos), "findings": len(report.findings), "damaged_parts": len(report.parts),
-        "confident_parts": len(confident), "parts_for_review": sum(f.needs_review for f in report.parts),
-        "confident_part_type_findings": len(confident_pairs),
-        "parts": [f.model_dump(mode="json") for f in report.parts],
-        "rear_groups_found_with_confidence": groups,
-        "rear_groups_found": sum(bool(v) for v in groups.values()), "rear_groups": len(groups),
-        "confident_findings_on_clean_front_parts": on_clean,
-        "non_exterior_photos": non_ext,
-        "non_exterior_handled": sum(v["handled"] for v in non_ext.values()), "non_exterior": len(non_ext),
-        "different_vehicle_flags": [Path(x).name for x in flagged],
-        "vehicle": None if report.vehicle is None else report.vehicle.model_dump(mode="json"),
-    }
+def case_list() -> tuple[list[tuple[str, list[Path], Path]], list[str]]:
+    """``([(case, photos, expectations file)], [cases skipped: folder not built])``."""
+    out, missing = [], []
+    for exp in sorted(DEV_EXP.glob("*.json")):
+        folder = DEV_BUILT / exp.stem
+        photos = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        if photos:
+            out.append((exp.stem, photos, exp))
+        else:
+            missing.append(exp.stem)
+    if DEMO_EXP.is_file() and DEMO.is_dir():
+        out.append((DEMO.name, sorted(DEMO.glob("*.png")), DEMO_EXP))
+    return out, missing
 
 
-def lplenka_truth(json_path: Path) -> list[tuple[Path, set[str]]]:
-    """(photo, lplenka part classes with damage on them) for every image of one annotation file."""
-    from carcheck.data.coco import CocoSource
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
-    src = CocoSource(json_path)
+
+def git_commit() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                               text=True).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_set(name: str, weights: list[Path], cases, use_cache: bool, log=print) -> dict[str, dict]:
+    """Assess every case with one model set; ``{case: report dict}`` (cached by the weights' SHA-256)."""
+    key = hashlib.sha256("".join(sha256(w) for w in weights).encode()).hexdigest()[:12]
+    folder = CACHE / f"{name}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    reports, assessor = {}, None
+    for case, photos, _ in cases:
+        f = folder / f"{case}.json"
+        if use_cache and f.is_file():
+            reports[case] = json.loads(f.read_text())
+            continue
+        if assessor is None:
+            from carcheck.pipeline.assess import Assessor
+            try:
+                from carcheck.schema.config import AssessConfig
+            except ImportError:  # before the schema package
+                from carcheck.report.schema import AssessConfig
+            assessor = Assessor(AssessConfig(threads=2, gradcam=False), weights=weights)
+        t0 = time.perf_counter()
+        report, _ = assessor.assess(photos, case_id=case)
+        d = report.model_dump(mode="json")
+        f.write_text(json.dumps(d))
+        reports[case] = d
+        log(f"  {name}: {case} ({len(photos)} photos) {time.perf_counter() - t0:.1f} s")
+    return reports
+
+
+def score_set(reports: dict[str, dict], cases) -> dict:
+    from carcheck.evaluate.cases import load_expectations, score_case, sum_scores
+
+    per_case = {}
+    for case, _, exp_path in cases:
+        per_case[case] = score_case(reports[case], load_expectations(exp_path))
+    dev = [s for c, s in per_case.items() if c != DEMO.name]
+    return {"per_case": per_case, "dev": sum_scores(dev), "all": sum_scores(list(per_case.values())),
+            "demo": per_case.get(DEMO.name)}
+
+
+def labelled_samples(reports: dict[str, dict], cases) -> list[tuple[str, str, dict, int]]:
+    """``[(case, part, features, label)]`` of every judged per-part finding (features as the report states them)."""
+    from carcheck.evaluate.cases import load_expectations, part_labels
+
     out = []
-    for im in src.images:
-        inst = src.instances(im.id)
-        damage = np.zeros((im.height, im.width), bool)
-        for i in inst:
-            if i.category == "damage":
-                damage |= i.to_mask(im.height, im.width).astype(bool)
-        parts = {i.category for i in inst if i.category != "damage"
-                 and int((i.to_mask(im.height, im.width).astype(bool) & damage).sum()) >= MIN_OVERLAP_PX}
-        out.append((im.path, parts))
+    for case, _, exp_path in cases:
+        for f, y in part_labels(reports[case], load_expectations(exp_path)):
+            if not f.get("features"):
+                raise SystemExit(f"{case}: the report's parts carry no features (older reports): re-run with --no-cache")
+            out.append((case, f["part"], f["features"], y))
     return out
 
 
-def lplenka(assessor) -> dict:
-    items = [x for split in ("train", "val") for x in lplenka_truth(LPLENKA / split / "COCO_merged_annos.json")]
-    counts = {k: {"tp": 0, "fp": 0, "fn": 0} for k in ("confident", "all")}
-    failed = 0
-    for path, truth in items:
-        report, _ = assessor.assess([path], case_id=path.stem)
-        if report.photos[0].status != "assessed":
-            failed += 1
-        for key in counts:
-            found = {TO_LPLENKA[f.part] for f in report.parts
-                     if f.part in TO_LPLENKA and (key == "all" or not f.needs_review)}
-            counts[key]["tp"] += len(found & truth)
-            counts[key]["fp"] += len(found - truth)
-            counts[key]["fn"] += len(truth - found)
-    rows = {}
-    for key, c in counts.items():
-        rec = c["tp"] / max(1, c["tp"] + c["fn"])
-        prec = c["tp"] / max(1, c["tp"] + c["fp"])
-        rows[key] = {**c, "recall": round(rec, 4), "precision": round(prec, 4)}
-    return {"photos": len(items), "photos_not_assessed": failed,
-            "damaged_parts_labelled": sum(len(t) for _, t in items), "min_overlap_px": MIN_OVERLAP_PX, **rows}
+def fit_lr(X, y, features):
+    """Logistic regression on standardised inputs; returns (mean, scale, coef, intercept)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.asarray(X, float)
+    mean, scale = X.mean(0), X.std(0)
+    scale[scale < 1e-6] = 1.0
+    if len(set(y)) < 2:  # one class only: a constant at the observed rate
+        return mean, scale, np.zeros(len(features)), float(np.log((np.mean(y) + 1e-3) / (1 - np.mean(y) + 1e-3)))
+    lr = LogisticRegression(C=1.0, max_iter=1000).fit((X - mean) / scale, y)
+    return mean, scale, lr.coef_[0], float(lr.intercept_[0])
+
+
+def predict(model, X):
+    import numpy as np
+
+    mean, scale, coef, b = model
+    z = b + ((np.asarray(X, float) - mean) / scale) @ coef
+    return 1 / (1 + np.exp(-np.clip(z, -60, 60)))
+
+
+def choose_threshold(p, y, precision: float) -> float:
+    """The lowest P at which the parts with P >= it reach ``precision`` (1.0: none does, nothing is confident)."""
+    import numpy as np
+
+    p, y = np.asarray(p), np.asarray(y)
+    best = 1.0
+    for t in sorted(set(np.round(p, 4)), reverse=True):
+        sel = p >= t
+        if sel.sum() and y[sel].mean() >= precision:
+            best = float(t)
+    return best
+
+
+def calibrate(reports: dict[str, dict], cases, precision: float) -> dict:
+    """Leave-one-case-out P(part damaged) and decisions (module doc), and the model fitted on every case."""
+    from carcheck.evaluate.cases import load_expectations, reliability, score_case, sum_scores
+    from carcheck.pipeline.confidence import FEATURES
+
+    samples = labelled_samples(reports, cases)
+    X = [[s[2][f] for f in FEATURES] for s in samples]
+    y = [s[3] for s in samples]
+    case_of = [s[0] for s in samples]
+    p_cv, per_case, thresholds = [None] * len(samples), {}, {}
+    for case, _, exp_path in cases:
+        train = [i for i, c in enumerate(case_of) if c != case]
+        model = fit_lr([X[i] for i in train], [y[i] for i in train], FEATURES)
+        thr = choose_threshold(predict(model, [X[i] for i in train]), [y[i] for i in train], precision)
+        thresholds[case] = thr
+        parts = reports[case].get("parts") or []
+        p_case = predict(model, [[f["features"][k] for k in FEATURES] for f in parts]) if parts else []
+        for i, c in enumerate(case_of):
+            if c == case:
+                j = next(k for k, f in enumerate(parts) if f["part"] == samples[i][1])
+                p_cv[i] = float(p_case[j])
+        confident = {f["part"] for f, p in zip(parts, p_case) if p >= thr}
+        per_case[case] = score_case(reports[case], load_expectations(exp_path), confident=confident)
+    dev = [s for c, s in per_case.items() if c != DEMO.name]
+    full = fit_lr(X, y, FEATURES)
+    thr_full = choose_threshold(predict(full, X), y, precision)
+    rel = reliability(p_cv, y)
+    sel = [i for i, p in enumerate(p_cv) if p >= thresholds[case_of[i]]]
+    return {"per_case": per_case, "dev": sum_scores(dev), "all": sum_scores(list(per_case.values())),
+            "demo": per_case.get(DEMO.name), "samples": len(y), "positives": int(sum(y)),
+            "reliability": rel, "thresholds": thresholds,
+            "cv_precision_of_labelled": round(sum(y[i] for i in sel) / len(sel), 4) if sel else None,
+            "model": {"features": list(FEATURES), "mean": [round(float(v), 6) for v in full[0]],
+                      "scale": [round(float(v), 6) for v in full[1]], "coef": [round(float(v), 6) for v in full[2]],
+                      "intercept": round(full[3], 6), "threshold": round(thr_full, 4), "target_precision": precision}}
+
+
+def fmt(v) -> str:
+    return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def print_tables(results: dict, cases) -> None:
+    names = list(results)
+    print(f"\nPer case ({names[-1]}; groups confident/any/of, confident parts outside groups, clean parts reported "
+          f"confident/any of clean, non-exterior searched of, odd flagged of, false flags):")
+    print(f"{'case':<44}{'groups c/a/n':>14}{'wrong':>7}{'clean c/a/n':>14}{'non-ext':>9}{'odd':>6}{'false':>7}")
+    for case, _, _ in cases:
+        s = results[names[-1]]["per_case"][case]
+        print(f"{case[:43]:<44}{s['groups_confident']:>4}/{s['groups_any']}/{s['groups']:<6}{s['confident_outside_groups']:>5}"
+              f"{s['clean_reported_confident']:>6}/{s['clean_reported_any']}/{s['clean_parts']:<5}"
+              f"{s['non_exterior_searched']:>5}/{s['non_exterior_photos']:<3}{s['odd_flagged']:>3}/{s['odd_photos']:<2}"
+              f"{s['false_flags']:>5}")
+    print("\nSummed over the dev cases (the demo case separately), each model set in this run:")
+    rows = [("damaged groups found with confidence", "recall_confident", ">= 0.60"),
+            ("damaged groups found at all", "recall_any", ">= 0.85"),
+            ("confident parts inside a damaged group", "confident_in_groups", ">= 0.90"),
+            ("clean parts reported damaged, confident", "clean_confident_rate", "<= 0.02"),
+            ("clean parts reported damaged, any", "clean_any_rate", ""),
+            ("undamaged cases with a confident part", "undamaged_cases_with_confident", "<= 1 in 10"),
+            ("non-exterior photos searched for damage", "non_exterior_searched_rate", ""),
+            ("odd-vehicle photos flagged", "odd_flagged", ""),
+            ("photos of the case's car flagged", "false_flags", "")]
+    print(f"{'':<44}" + "".join(f"{n:>16}" for n in names) + f"{'target':>12}")
+    for label, key, target in rows:
+        print(f"{label:<44}" + "".join(f"{fmt(results[n]['dev'][key]):>16}" for n in names) + f"{target:>12}")
+    d0 = results[names[0]]["dev"]
+    print(f"  ({d0['groups']} damaged groups, {d0['confident_parts']} confident parts with {names[0]}, {d0['clean_parts']} "
+          f"clean parts, {d0['undamaged_cases']} undamaged cases, {d0['non_exterior_photos']} non-exterior photos, "
+          f"{d0['odd_photos']} odd photos)")
+    for n in names:
+        demo = results[n]["demo"]
+        if demo:
+            print(f"demo Panamera, {n}: rear groups confident {demo['groups_confident']}/{demo['groups']}, any "
+                  f"{demo['groups_any']}/{demo['groups']}; confident clean parts {demo['clean_confident'] or '-'}; "
+                  f"missed {demo['missed_groups'] or '-'}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--candidate", action="append", default=[], metavar="NAME=DAMAGE.safetensors",
+                    help="Another damage model to run beside the shipped one (repeatable).")
+    ap.add_argument("--quick", action="store_true", help="8 cases (a smoke run, not a result).")
+    ap.add_argument("--no-cache", action="store_true", help="Re-assess cached cases.")
+    ap.add_argument("--calibrate", action="store_true", help="Fit P(part damaged) with leave-one-case-out "
+                    "cross-validation for the last model set and score its decisions (module doc).")
+    ap.add_argument("--precision", type=float, default=0.9, help="Precision the review threshold is chosen for.")
+    ap.add_argument("--model-out", type=Path, default=ROOT / "runs" / "calibration" / "part_confidence.json",
+                    help="Where --calibrate writes the model fitted on every case (a new file, never the shipped one).")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cases.json")
     args = ap.parse_args()
-    for d in (CASE, LPLENKA):
-        if not d.is_dir():
-            raise SystemExit(f"needs {d} (../shared/data)")
+    cases, missing = case_list()
+    if not cases:
+        raise SystemExit(f"no case folders: build the dev cases into {DEV_BUILT} (see {DATA / 'cases_dev' / 'README.md'})")
+    if args.quick:
+        cases = cases[:4] + cases[-4:]
     import torch
 
     torch.set_flush_denormal(True)
+    torch.set_num_threads(2)
+    from carcheck.models.inference import DEFAULT_SEGMENTERS
     from carcheck.models.runtime import cpu_info
-    from carcheck.pipeline.assess import Assessor
-    from carcheck.report.schema import AssessConfig
 
+    sets = {"shipped": [Path(p) for p in DEFAULT_SEGMENTERS]}
+    for c in args.candidate:
+        name, _, path = c.partition("=")
+        if not path or not Path(path).is_file():
+            raise SystemExit(f"--candidate {c!r}: expected NAME=FILE with an existing file")
+        sets[name] = [Path(DEFAULT_SEGMENTERS[0]), Path(path)]
     t0 = time.time()
-    assessor = Assessor(AssessConfig(threads=2, gradcam=False))
-    case = real_case(assessor)
-    lp = lplenka(assessor)
-    targets = {
-        "rear_groups_found_with_confidence": f"{case['rear_groups']} of {case['rear_groups']}",
-        "confident_findings_on_clean_front_parts": 0, "non_exterior_handled": f"{case['non_exterior']} of "
-        f"{case['non_exterior']}", "different_vehicle_flags": 0}
-    met = {"rear_groups": case["rear_groups_found"] == case["rear_groups"],
-           "clean_front": not case["confident_findings_on_clean_front_parts"],
-           "non_exterior": case["non_exterior_handled"] == case["non_exterior"],
-           "different_vehicle": not case["different_vehicle_flags"]}
-    res = {"real_case": case, "lplenka": lp, "targets": targets, "met": met, "cpu": cpu_info(),
-           "date": dt.date.today().isoformat(), "wall_s": round(time.time() - t0, 1)}
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-
-    print(f"Real case salvage_panamera_167111 ({case['photos']} photos): {case['findings']} (part, type) findings; "
-          f"{case['damaged_parts']} parts with damage, {case['confident_parts']} confident, "
-          f"{case['parts_for_review']} for review")
-    print(f"{'check':<44}{'measured':<34}{'target':<10}met")
-    print(f"{'rear part groups found with confidence':<44}{case['rear_groups_found']} of {case['rear_groups']:<29}"
-          f"{'all':<10}{met['rear_groups']}")
-    for g, v in case["rear_groups_found_with_confidence"].items():
-        print(f"    {g:<40}{', '.join(v) or '-'}")
-    print(f"{'confident findings on clean front parts':<44}{len(case['confident_findings_on_clean_front_parts']):<34}"
-          f"{'0':<10}{met['clean_front']}")
-    for f in case["confident_findings_on_clean_front_parts"]:
-        print(f"    {f}")
-    print(f"{'document / VIN / interior photos handled':<44}{case['non_exterior_handled']} of {case['non_exterior']:<29}"
-          f"{'all':<10}{met['non_exterior']}")
-    for n, v in case["non_exterior_photos"].items():
-        print(f"    {n}: expected {v['expected']}, typed {v['typed']}, {v['status']}, "
-              f"{v['exterior_findings']} exterior findings")
-    print(f"{'photos flagged as a different vehicle':<44}{len(case['different_vehicle_flags']):<34}{'0':<10}"
-          f"{met['different_vehicle']}")
-    print(f"\nlplenka (train+val, {lp['photos']} one-photo cases, {lp['damaged_parts_labelled']} damaged parts labelled; "
-          f"{lp['photos_not_assessed']} not assessed)")
-    print(f"{'findings':<12}{'recall':>8}{'precision':>11}{'TP':>5}{'FP':>5}{'FN':>5}")
-    for key in ("confident", "all"):
-        r = lp[key]
-        print(f"{key:<12}{r['recall']:>8.3f}{r['precision']:>11.3f}{r['tp']:>5}{r['fp']:>5}{r['fn']:>5}")
-    print(f"-> {args.out} ({res['wall_s']} s, {res['cpu']['cpu_model']})")
+    print(f"{len(cases)} cases ({sum(len(p) for _, p, _ in cases)} photos); not built: {len(missing)}")
+    results = {}
+    for name, weights in sets.items():
+        reports = run_set(name, weights, cases, not args.no_cache)
+        results[name] = score_set(reports, cases)
+        results[name]["weights"] = {str(w.relative_to(ROOT) if w.is_relative_to(ROOT) else w): sha256(w) for w in weights}
+    if args.calibrate:
+        last = list(sets)[-1]
+        cal = calibrate(reports, cases, args.precision)
+        results[f"{last}+cv"] = cal
+        m = cal["model"]
+        m["source"] = (f"logistic regression on {cal['samples']} judged per-part findings ({cal['positives']} damaged) of "
+                       f"{len(cases)} cases (bench/cases.py --calibrate, model set {last!r}); threshold for precision "
+                       f"{args.precision} on those findings; leave-one-case-out ECE {cal['reliability']['ece']}")
+        m["metrics"] = {"cv_ece": cal["reliability"]["ece"], "cv_recall_confident": cal["dev"]["recall_confident"],
+                        "cv_confident_in_groups": cal["dev"]["confident_in_groups"],
+                        "cv_clean_confident_rate": cal["dev"]["clean_confident_rate"],
+                        "samples": cal["samples"], "positives": cal["positives"]}
+        args.model_out.parent.mkdir(parents=True, exist_ok=True)
+        args.model_out.write_text(json.dumps(m, indent=1) + "\n")
+    print_tables(results, cases)
+    if args.calibrate:
+        rel = cal["reliability"]
+        print(f"\nReliability of P(part damaged), leave-one-case-out ({rel['n']} judged parts, {cal['positives']} damaged): "
+              f"ECE {fmt(rel['ece'])} (target <= {TARGETS['ece']})")
+        print(f"{'P bin':<12}{'parts':>7}{'mean P':>9}{'damaged':>9}")
+        for b in rel["bins"]:
+            if b["n"]:
+                print(f"{b['lo']:.1f}-{b['hi']:.1f}{b['n']:>11}{b['mean_p']:>9.3f}{b['frac_positive']:>9.3f}")
+        print(f"model fitted on every case -> {args.model_out} (threshold {cal['model']['threshold']})")
+    header = {"machine": cpu_info(), "python": platform.python_version(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "commit": git_commit(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+              "wall_s": round(time.time() - t0, 1)}
+    res = {"header": header, "cases": len(cases), "cases_not_built": missing, "targets": TARGETS, "results": results}
+    if not args.quick:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"-> {args.out} ({header['wall_s']} s, {header['machine'].get('cpu_model')})")
 
 
 if __name__ == "__main__":

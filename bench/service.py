@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # tests/support/harness.py: the real server process
 VAL = REPO.parent / "shared" / "data" / "car_damage" / "coco_car_damage_lplenka" / "val"
 
 
@@ -40,7 +41,7 @@ def fault_run(root: Path, database_url: str | None, photos: list[Path], workers:
 
     from carcheck.serve.db.models import AuditEvent, Case, Job
     from carcheck.serve.db.session import make_engine, session_factory, sqlite_url
-    from carcheck.serve.harness import ServerProcess, create_key_cli
+    from support.harness import ServerProcess, create_key_cli
 
     data = root / "fault-data"
     key = create_key_cli(data, "fault", database_url)
@@ -111,7 +112,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from carcheck.models.runtime import cpu_info
-    from carcheck.serve.harness import ServerProcess, create_key_cli, run_load, small_photos
+    from support.harness import ServerProcess, create_key_cli, run_load, small_photos
 
     if not VAL.is_dir():
         sys.exit(f"{VAL} is absent: the benchmark needs the shared photos")

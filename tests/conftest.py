@@ -41,7 +41,7 @@ def database_url(request):
     url = os.environ.get("CARCHECK_TEST_POSTGRES_URL")
     if not url:
         pytest.skip("CARCHECK_TEST_POSTGRES_URL is unset (.ci/run starts a PostgreSQL and sets it)")
-    from carcheck.serve.harness import postgres_database
+    from support.harness import postgres_database
 
     with postgres_database(url) as db_url:
         yield db_url

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 
-from carcheck.serve.harness import ServerProcess, create_key_cli, small_photos  # noqa: E402
+from support.harness import ServerProcess, create_key_cli, small_photos  # noqa: E402
 from conftest import data_path  # noqa: E402
 
 VAL = "car_damage/coco_car_damage_lplenka/val"
@@ -115,7 +115,7 @@ def test_end_to_end(tmp_path, database_url):
 
 
 def _alive(pid):
-    from carcheck.serve.harness import pid_alive
+    from support.harness import pid_alive
 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and pid_alive(pid):
@@ -126,7 +126,7 @@ def _alive(pid):
 def test_serve_usage_errors(tmp_path):
     import subprocess
 
-    from carcheck.serve.harness import CLI
+    from support.harness import CLI
 
     r = subprocess.run(CLI + ["serve", "--data-dir", str(tmp_path), "--database-url", "mysql://x/y"],
                        capture_output=True, text=True, timeout=60)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select  # noqa: E402
 
 from carcheck.serve.db.models import AuditEvent, Case, Job  # noqa: E402
 from carcheck.serve.db.session import make_engine, session_factory, sqlite_url  # noqa: E402
-from carcheck.serve.harness import ServerProcess, create_key_cli, run_load, small_photos  # noqa: E402
+from support.harness import ServerProcess, create_key_cli, run_load, small_photos  # noqa: E402
 from conftest import data_path  # noqa: E402
 
 CLIENTS = 50

@@ -15,7 +15,7 @@ PG_URL = os.environ.get("CARCHECK_TEST_POSTGRES_URL")
 def test_load_50_clients_postgres(tmp_path):
     if not PG_URL:
         pytest.skip("CARCHECK_TEST_POSTGRES_URL is unset (.ci/run starts a PostgreSQL and sets it)")
-    from carcheck.serve.harness import postgres_database
+    from support.harness import postgres_database
 
     with postgres_database(PG_URL) as url:
         check_load(tmp_path, url)

@@ -24,7 +24,7 @@ VAL = "car_damage/coco_car_damage_lplenka/val"
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """Three distinct real photos, 320 px."""
-    from carcheck.serve.harness import small_photos
+    from support.harness import small_photos
 
     return small_photos(sorted(data_path(VAL).glob("*.jpg"))[:3], tmp_path_factory.mktemp("photos"), 320)
 

@@ -11,13 +11,19 @@ photos: a close-up joins the full view it is a close-up of (the tightest one, by
 relations above) and photos of the same perspective join each other, so a scratch that only the
 close-up resolves is not outvoted by its own full view, and three shots from one spot are one
 view. K_agree = views showing plausible damage on the part / views showing the part.
+
+Each part also gets P(part damaged) from :mod:`.confidence` (when a fitted model is given; the review
+decision is then made on it, :func:`~.review.part_review`) and a grade from :mod:`.severity`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
+from .confidence import PartConfidence, PhotoEvidence, part_features
 from .review import UNASSIGNED, finding_review, part_review
+from .severity import part_grade
 
 __all__ = ["PhotoFindings", "CaseFinding", "PartCaseFinding", "view_relations", "view_groups", "reconcile",
            "reconcile_parts"]
@@ -107,7 +113,9 @@ class PartCaseFinding:
     ``damages``: the plausible damage types seen on it, highest C_refined first (all types when
     every region on it was implausible); ``views_damaged`` / ``views_visible``: views (see the
     module doc) showing plausible damage on it / showing it; ``k_agree`` their ratio;
-    ``c_base``: the highest C_base of its plausible findings; ``c_refined`` = C_base · K_agree."""
+    ``c_base``: the highest C_base of its plausible findings; ``c_refined`` = C_base · K_agree;
+    ``p_damaged``: the calibrated P(part damaged) (None without a confidence model) and ``features`` its
+    inputs (:mod:`.confidence`); ``grade`` / ``grade_reason``: :mod:`.severity`."""
 
     part: str
     damages: list[str]
@@ -119,6 +127,10 @@ class PartCaseFinding:
     photos: list[str]
     needs_review: bool
     review_reasons: list[str]
+    p_damaged: float | None = None
+    features: dict[str, float] = field(default_factory=dict)
+    grade: str = "minor"
+    grade_reason: str = ""
 
 
 def view_groups(photos: list[PhotoFindings]) -> dict[str, int]:
@@ -154,16 +166,22 @@ def view_groups(photos: list[PhotoFindings]) -> dict[str, int]:
 
 
 def reconcile_parts(photos: list[PhotoFindings], findings: list[CaseFinding],
-                    review_threshold: float = 0.5) -> list[PartCaseFinding]:
-    """Per physical part (module doc): K_agree over views, C_refined, a review flag and its reasons
-    (:func:`~.review.part_review`), for every segmented part with a finding (``unassigned`` damage
-    stays a finding only). Sorted by C_refined, highest first.
+                    review_threshold: float = 0.5, evidence: Mapping[str, PhotoEvidence] | None = None,
+                    confidence: PartConfidence | None = None) -> list[PartCaseFinding]:
+    """Per physical part (module doc): K_agree over views, C_refined, P(part damaged), a grade, a review
+    flag and its reasons (:func:`~.review.part_review`), for every segmented part with a finding
+    (``unassigned`` damage stays a finding only). Sorted by C_refined, highest first.
 
     Args:
         photos: the case's assessed photos (as for :func:`reconcile`).
         findings: :func:`reconcile`'s result for the same photos (orders each part's damage types).
-        review_threshold: C_refined below this needs review.
+        review_threshold: C_refined below this needs review (the paper's rule; used when ``confidence``
+            is None).
+        evidence: photo name -> its damage-filter probability, photo-type certainty and severity grade
+            (missing photos: no evidence).
+        confidence: a fitted P(part damaged) model; review is then decided on P < its threshold.
     """
+    evidence = evidence or {}
     view = view_groups(photos)
     order = {(f.part, f.damage): f.c_refined for f in findings}
     out = []
@@ -179,9 +197,17 @@ def reconcile_parts(photos: list[PhotoFindings], findings: list[CaseFinding],
         c_base = max(p.findings[k][0] for p in showing for k in plausible if k in p.findings)
         clean_full = [p.name for p in visible if p not in showing and not p.closeup and view[p.name] not in views_damaged]
         region = [r for p in photos for k in sorted(keys) for r in p.region_reasons.get(k, [])] if not keys - flagged else []
+        ev = [evidence.get(p.name, PhotoEvidence()) for p in showing]
+        area = max(p.findings[k][1] for p in showing for k in plausible if k in p.findings)
+        feats = part_features(c_base, k_agree, len(views_damaged), area, ev)
+        p_dmg = confidence.probability(feats) if confidence is not None else None
         needs, reasons = part_review(c_base * k_agree, len(views_damaged), len(views_visible), review_threshold,
-                                     [p.name for p in showing], clean_full, region)
+                                     [p.name for p in showing], clean_full, region, p_damaged=p_dmg,
+                                     p_threshold=None if confidence is None else confidence.threshold)
         damages = sorted({k[1] for k in plausible}, key=lambda d: (-order.get((part, d), 0.0), d))
+        grade, why = part_grade(damages, area, ev)
         out.append(PartCaseFinding(part, damages, c_base, k_agree, c_base * k_agree, len(views_damaged),
-                                   len(views_visible), [p.name for p in showing], needs, reasons))
+                                   len(views_visible), [p.name for p in showing], needs, reasons,
+                                   None if p_dmg is None else round(p_dmg, 4),
+                                   {k: round(v, 4) for k, v in feats.items()}, grade, why))
     return sorted(out, key=lambda f: -f.c_refined)

@@ -47,6 +47,7 @@ from ..report.build import build_report
 from ..schema import (AssessConfig, CaseReport, DamageFilter, Finding, FusionConfig, ModelFile, PartFinding,
                       PhotoDetection, PhotoReport)
 from . import checks, review
+from .confidence import DEFAULT_PATH as PART_CONFIDENCE, load_part_confidence, photo_evidence
 from .agreement import CaseFinding, PartCaseFinding, PhotoFindings, reconcile, reconcile_parts, view_relations
 from .fusion import damaged_parts, visible_parts
 from .gate import part_coverage, vehicle_score
@@ -167,6 +168,12 @@ class Assessor:
                             for w in self.weights]
         self.model_files += [ModelFile(role=f"head:{t}", file=f.name, sha256=file_sha256(f), bytes=f.stat().st_size)
                              for t, f in self.heads.paths.items()]
+        #: the fitted P(part damaged) model that decides per-part review (:mod:`.confidence`); None: the paper's rule
+        self.part_confidence = None
+        if PART_CONFIDENCE.is_file():
+            self.part_confidence = load_part_confidence(PART_CONFIDENCE)
+            self.model_files.append(ModelFile(role="part_confidence", file=PART_CONFIDENCE.name,
+                                              sha256=file_sha256(PART_CONFIDENCE), bytes=PART_CONFIDENCE.stat().st_size))
         #: the networks of the hot path: the torch models, or their ONNX Runtime versions (same
         #: interface); Grad-CAM always uses the torch backbone (it needs gradients)
         self.net = self.model
@@ -195,6 +202,8 @@ class Assessor:
             out["verification"] = float(self.heads.info("verification").threshold)
         if self.heads.has("make_model_ood"):
             out["make_model_ood"] = float(self.heads.info("make_model_ood").ood_threshold(self.precision))
+        if self.part_confidence is not None:
+            out["part_confidence"] = float(self.part_confidence.threshold)
         return out
 
     # ------------------------------------------------------------------ per photo
@@ -420,7 +429,8 @@ class Assessor:
                 rep.same_perspective_as = rel[rep.path]["same_perspective_as"]
                 rep.closeup_of = rel[rep.path]["closeup_of"]
         case = reconcile(pf, self.config.review_threshold)
-        parts = reconcile_parts(pf, case, self.config.review_threshold)
+        evidence = {ph.path: photo_evidence(ph) for ph in photos if ph.status == "assessed"}
+        parts = reconcile_parts(pf, case, self.config.review_threshold, evidence, self.part_confidence)
         vehicle, consistency = self._identity(photos, visuals)
         # review: image-level flags first (Grad-CAM is drawn for those photos), then every reason
         vthr = consistency.threshold if consistency is not None else None
@@ -536,7 +546,8 @@ def _part_finding(p: PartCaseFinding) -> PartFinding:
     """A physical part's reconciled damage as the report states it (fractions rounded to 4 decimals)."""
     return PartFinding(part=p.part, damages=p.damages, c_base=round(p.c_base, 4), k_agree=round(p.k_agree, 4),
                        c_refined=round(p.c_refined, 4), views_damaged=p.views_damaged, views_visible=p.views_visible,
-                       photos=p.photos, needs_review=p.needs_review, review_reasons=p.review_reasons)
+                       photos=p.photos, needs_review=p.needs_review, review_reasons=p.review_reasons,
+                       p_damaged=p.p_damaged, features=p.features, grade=p.grade, grade_reason=p.grade_reason)
 
 
 def assess(paths: Sequence[str | Path], case_id: str | None = None, config: AssessConfig | None = None,

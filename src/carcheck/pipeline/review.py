@@ -14,6 +14,11 @@ when
 A finding seen in only some of the photos that show its part gets the note "not seen in k of n
 photos" in its reasons; that alone does not flag it (C_refined already carries K_agree).
 
+A **physical part** (:func:`part_review`, the report's per-part findings) needs review when its calibrated
+P(part damaged) (:mod:`.confidence`; issue 26) is below the fitted model's threshold, or when every region
+on it is implausible for the part. Without a fitted model the paper's rule applies: C_refined below
+``review_threshold``, or damage in one photo only while full views of other perspectives show the part clean.
+
 A **photo** (:func:`photo_review_reasons`) needs review when
 
 - the damage filter disagrees with the segmenter (verdict ``no damage?`` or ``damage missed?``,
@@ -77,27 +82,36 @@ def finding_review(part: str, c_refined: float, k_agree: float, n_missing: int, 
 
 
 def part_review(c_refined: float, views_damaged: int, views_visible: int, review_threshold: float,
-                damaged_photos: list[str], clean_full_views: list[str], region_reasons: list[str] = ()
-                ) -> tuple[bool, list[str]]:
+                damaged_photos: list[str], clean_full_views: list[str], region_reasons: list[str] = (),
+                p_damaged: float | None = None, p_threshold: float | None = None) -> tuple[bool, list[str]]:
     """Whether a physical part's damage needs review (:func:`~.agreement.reconcile_parts`), and why.
 
-    A part goes to review when its C_refined is below ``review_threshold``; when its damage shows in
-    one photo only while full views of other perspectives show it clean (a part seen clean in full
-    views and damaged only in one region is not a confident finding, issue 16); or when every
-    region on it was implausible for its part (``region_reasons``).
+    With a calibrated P(part damaged) (``p_damaged`` and ``p_threshold``, :mod:`.confidence`; issue 26)
+    the part goes to review when P is below the threshold, or when every region on it was implausible
+    for its part; C_refined, the views and a single-photo sighting are then stated as reasons (they are
+    inputs of P), not separate flags.
+
+    Without one (the end-to-end paper's rule, II-D-4), a part goes to review when its C_refined is below
+    ``review_threshold``; when its damage shows in one photo only while full views of other perspectives
+    show it clean (issue 16); or when every region on it was implausible for its part.
 
     Args:
         c_refined: C_base · K_agree of the part, in [0, 1].
         views_damaged, views_visible: views showing plausible damage on the part / showing the part.
-        review_threshold: C_refined below this needs review.
+        review_threshold: C_refined below this needs review (paper's rule only).
         damaged_photos: names of the photos showing the damage.
         clean_full_views: names of full-view photos of other views showing the part without damage.
         region_reasons: the implausible regions' reasons, when no region on the part is plausible.
+        p_damaged: calibrated P(part damaged), in [0, 1], or None.
+        p_threshold: P below this needs review (with ``p_damaged``).
     Returns:
-        (needs_review, reasons in a fixed order: C_refined, views, single photo, implausible regions).
+        (needs_review, reasons in a fixed order: P or C_refined, views, single photo, implausible regions).
     """
     reasons = []
-    if c_refined < review_threshold:
+    calibrated = p_damaged is not None and p_threshold is not None
+    if calibrated and p_damaged < p_threshold:
+        reasons.append(f"P(damaged) {p_damaged:.2f} < {p_threshold:.2f} (C_refined {c_refined:.2f})")
+    elif not calibrated and c_refined < review_threshold:
         reasons.append(f"C_refined {c_refined:.2f} < {review_threshold:.2f}")
     if views_damaged < views_visible:
         reasons.append(f"damage seen in {views_damaged} of {views_visible} views of the part")
@@ -108,6 +122,8 @@ def part_review(c_refined: float, views_damaged: int, views_visible: int, review
                        f"{len(clean_full_views)} full view(s): {names}")
     region = list(dict.fromkeys(region_reasons))
     reasons.extend(region)
+    if calibrated:
+        return p_damaged < p_threshold or bool(region), reasons
     return c_refined < review_threshold or single or bool(region), reasons
 
 
