@@ -83,9 +83,11 @@ def git_commit() -> str:
         return "unknown"
 
 
-def run_set(name: str, weights: list[Path], cases, use_cache: bool, log=print) -> dict[str, dict]:
-    """Assess every case with one model set; ``{case: report dict}`` (cached by the weights' SHA-256)."""
-    key = hashlib.sha256("".join(sha256(w) for w in weights).encode()).hexdigest()[:12]
+def run_set(name: str, weights: list[Path], cases, use_cache: bool, log=print, config: dict | None = None) -> dict[str, dict]:
+    """Assess every case with one model set (and AssessConfig overrides ``config``); ``{case: report dict}``
+    (cached by the weights' SHA-256 and the overrides)."""
+    config = config or {}
+    key = hashlib.sha256(("".join(sha256(w) for w in weights) + json.dumps(config, sort_keys=True)).encode()).hexdigest()[:12]
     folder = CACHE / f"{name}-{key}"
     folder.mkdir(parents=True, exist_ok=True)
     reports, assessor = {}, None
@@ -100,7 +102,7 @@ def run_set(name: str, weights: list[Path], cases, use_cache: bool, log=print) -
                 from carcheck.schema.config import AssessConfig
             except ImportError:  # before the schema package
                 from carcheck.report.schema import AssessConfig
-            assessor = Assessor(AssessConfig(threads=2, gradcam=False), weights=weights)
+            assessor = Assessor(AssessConfig(threads=2, gradcam=False, **config), weights=weights)
         t0 = time.perf_counter()
         report, _ = assessor.assess(photos, case_id=case)
         d = report.model_dump(mode="json")
@@ -250,6 +252,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=DAMAGE.safetensors",
                     help="Another damage model to run beside the shipped one (repeatable).")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="An AssessConfig override for every model set (JSON value), e.g. longest_side=768.")
+    ap.add_argument("--only", default="", help="Comma-separated substrings: only cases whose name holds one.")
     ap.add_argument("--quick", action="store_true", help="8 cases (a smoke run, not a result).")
     ap.add_argument("--no-cache", action="store_true", help="Re-assess cached cases.")
     ap.add_argument("--calibrate", action="store_true", help="Fit P(part damaged) with leave-one-case-out "
@@ -264,6 +269,9 @@ def main() -> None:
         raise SystemExit(f"no case folders: build the dev cases into {DEV_BUILT} (see {DATA / 'cases_dev' / 'README.md'})")
     if args.quick:
         cases = cases[:4] + cases[-4:]
+    if args.only:
+        cases = [c for c in cases if any(k in c[0] for k in args.only.split(","))]
+    overrides = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
     import torch
 
     torch.set_flush_denormal(True)
@@ -281,7 +289,7 @@ def main() -> None:
     print(f"{len(cases)} cases ({sum(len(p) for _, p, _ in cases)} photos); not built: {len(missing)}")
     results = {}
     for name, weights in sets.items():
-        reports = run_set(name, weights, cases, not args.no_cache)
+        reports = run_set(name, weights, cases, not args.no_cache, config=overrides)
         results[name] = score_set(reports, cases)
         results[name]["weights"] = {str(w.relative_to(ROOT) if w.is_relative_to(ROOT) else w): sha256(w) for w in weights}
     if args.calibrate:
@@ -311,8 +319,8 @@ def main() -> None:
     header = {"machine": cpu_info(), "python": platform.python_version(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "commit": git_commit(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "wall_s": round(time.time() - t0, 1)}
-    res = {"header": header, "cases": len(cases), "cases_not_built": missing, "targets": TARGETS, "results": results}
-    if not args.quick:
+    res = {"header": header, "config_overrides": overrides, "cases": len(cases), "cases_not_built": missing, "targets": TARGETS, "results": results}
+    if not (args.quick or args.only):
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(res, indent=1) + "\n")
         print(f"-> {args.out} ({header['wall_s']} s, {header['machine'].get('cpu_model')})")

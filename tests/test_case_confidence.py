@@ -106,3 +106,21 @@ def test_expected_calibration_error():
     assert [b["n"] for b in r["bins"] if b["n"]] == [2, 2]
     with pytest.raises(ValueError):
         reliability([0.5], [1, 0])
+
+
+def test_damage_on_background_goes_to_the_most_probable_part_when_asked():
+    import numpy as np
+
+    from carcheck.pipeline.fusion import damaged_parts
+    from carcheck.schema import FusionConfig
+
+    part_prob = np.zeros((3, 10, 10), np.float32)
+    part_prob[0], part_prob[1], part_prob[2] = 0.7, 0.2, 0.1  # background wins everywhere; "a" is next
+    dmg = np.zeros((2, 10, 10), np.float32)
+    dmg[0] = 1.0
+    dmg[0, 2:6, 2:6], dmg[1, 2:6, 2:6] = 0.1, 0.9
+    assert [r.part for r in damaged_parts(part_prob, dmg, ["a", "b"], ["dent"], FusionConfig())] == ["unassigned"]
+    got = damaged_parts(part_prob, dmg, ["a", "b"], ["dent"], FusionConfig(unassigned_min_part_probability=0.15))
+    assert [(r.part, r.area) for r in got] == [("a", 16)]
+    got = damaged_parts(part_prob, dmg, ["a", "b"], ["dent"], FusionConfig(unassigned_min_part_probability=0.25))
+    assert [r.part for r in got] == ["unassigned"]

@@ -68,12 +68,22 @@ def damaged_parts(part_prob: np.ndarray, damage_prob: np.ndarray, part_names: li
         damage_prob: ``(D + 1, H, W)`` float damage probabilities (index 0 no damage), same H, W.
         part_names, damage_names: class names without background.
         part_label, damage_label: their argmax ``(H, W)`` when the caller already has it.
+    With ``cfg.unassigned_min_part_probability`` set, damaged pixels labelled background take the most
+    probable part there when its probability reaches that value (wrecks: a crushed panel is often no
+    part to the part model); the others stay ``unassigned``.
+
     Returns:
         regions sorted by decreasing C_base.
     """
     # int64: label arithmetic below (damage * n_parts + part, -1 for none) must not wrap around in uint8
     part_label = (part_prob.argmax(0) if part_label is None else part_label).astype(np.int64)
     dmg_label = (damage_prob.argmax(0) if damage_label is None else damage_label).astype(np.int64)
+    if cfg.unassigned_min_part_probability is not None and part_prob.shape[0] > 1:
+        orphan = (part_label == 0) & (dmg_label > 0)
+        if orphan.any():
+            best = part_prob[1:].argmax(0) + 1
+            ok = orphan & (np.take_along_axis(part_prob, best[None], 0)[0] >= cfg.unassigned_min_part_probability)
+            part_label = np.where(ok, best, part_label)
     h, w = dmg_label.shape
     min_area = max(1, int(cfg.min_region_fraction * h * w))
     part_counts = np.bincount(part_label.ravel(), minlength=len(part_names) + 1)

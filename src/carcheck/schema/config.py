@@ -27,7 +27,7 @@ class PhotoTypeConfig(BaseModel):
 
 
 class QualityConfig(BaseModel):
-    """Thresholds of the capture-quality checks. Defaults: the values bench/quality.py calibrated (each check
+    """Thresholds of the capture-quality checks. Defaults: the values bench/calibration/quality.py calibrated (each check
     fires on <= 1% of the pooled clean held-out photos of the shared sets, 2% for the two vehicle-extent checks;
     bench/results/quality.json); ``min_short_side`` is a policy (several shared sets are thumbnails themselves)."""
 
@@ -88,10 +88,14 @@ class FusionConfig(BaseModel):
                                         "(pipeline/part_ends.py): when rear parts cover more than this many times "
                                         "the pixels of front parts (or the reverse), the minority end's labels become "
                                         "their counterparts before the fusion; chosen on car_parts/trainingset "
-                                        "(bench/part_ends.py: 5 for the frozen part model, 10 for the fine-tuned one "
+                                        "(bench/calibration/part_ends.py: 5 for the frozen part model, 10 for the fine-tuned one "
                                         "shipped since). None: off.")
     plausibility_dilation_px: int = Field(3, ge=0, description="Neighbouring parts are those within this many px "
                                           "(network resolution) of the region (dilation).")
+    unassigned_min_part_probability: float | None = Field(
+        None, ge=0, le=1, description="Damage on pixels the part map calls background (a crushed or torn panel "
+        "is often no part at all to the part model) goes to the most probable part there when that part's "
+        "probability reaches this (issue 26, item 5); None: it stays 'unassigned'.")
 
 
 class AssessConfig(BaseModel):
@@ -107,7 +111,7 @@ class AssessConfig(BaseModel):
     model_config = ConfigDict(validate_assignment=True, extra="forbid")
 
     vehicle_threshold: float = Field(0.035, ge=0, le=1, description="Fallback presence gate (no presence head): "
-                                     "summed ImageNet vehicle-class probability; chosen by bench/gate_threshold.py "
+                                     "summed ImageNet vehicle-class probability; chosen by bench/calibration/gate_threshold.py "
                                      "(balanced accuracy on coco128 + car photos at 512 px).")
     part_coverage_threshold: float = Field(0.25, ge=0, le=1, description="OR-ed fallback rule: fraction of the photo "
                                            "labelled as car parts (ImageNet classes miss close-ups of a panel; the "
