@@ -167,7 +167,7 @@ def test_built_train_valid_splits(tmp_path):
 
 
 def test_shipped_cardd_model_applies_its_logit_adjustment(tmp_path):
-    """The shipped file's ``logit_bias`` (chosen on CarDD valid, bench/cardd_calibrate.py) is added to
+    """The shipped file's ``logit_bias`` (chosen on CarDD valid, bench/calibration/cardd_calibrate.py) is added to
     the damage logits at every pass, and a bias that does not fit the head is refused."""
     import torch
     from safetensors import safe_open

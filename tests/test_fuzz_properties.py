@@ -1,5 +1,5 @@
 """Property tests (Hypothesis, bounded and fast) of the two readers of untrusted files: the image
-loader and the COCO annotation reader. bench/fuzz.py runs the large corpus; these keep the promise
+loader and the COCO annotation reader. bench/accuracy/fuzz.py runs the large corpus; these keep the promise
 in the test suite: whatever the bytes, the loader returns an upright RGB array or raises
 ImageLoadError, the COCO reader returns problems or raises CocoFormatError, nothing else."""
 

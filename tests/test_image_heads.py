@@ -291,7 +291,7 @@ def test_shipped_damage_filter_does_not_take_photo_size_for_damage(backbone):
 @pytest.mark.skipif(not SHIPPED_CLASSIFIERS["damaged"].is_file(), reason="shipped damage filter missing")
 def test_shipped_damage_filter_is_right_on_held_out_photos_of_every_source(backbone):
     """A guard against shipping a wrong or stale file: 12 photos per source from the damage recipe's
-    fixed test split (every k-th, sorted), through the inference path. bench/classifiers.py scores
+    fixed test split (every k-th, sorted), through the inference path. bench/accuracy/classifiers.py scores
     all 511 (car_parts 0.945, the lowest source)."""
     from carcheck.data.images import load_image
     from carcheck.data.recipes import build_recipe
@@ -538,7 +538,7 @@ def test_grad_cam_equals_its_definition_on_the_target_activations(backbone):
 
 
 def test_ood_threshold_follows_the_precision_of_the_outputs():
-    """The make/model OOD rule was recalibrated on fp32 outputs (bench/precision_check.py): the
+    """The make/model OOD rule was recalibrated on fp32 outputs (bench/speed/precision_check.py): the
     assessment must use the threshold of the precision it ran in."""
     from carcheck.models.classifier import HeadInfo
 

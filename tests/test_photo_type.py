@@ -72,7 +72,7 @@ def test_probabilities_from_logits_is_a_softmax():
     assert max(p, key=p.get) == "exterior_full" and sum(p.values()) == pytest.approx(1)
 
 
-#: Real photos (path, expected type), all in the held-out test split of bench/photo_type_labels.py (grouped, so no
+#: Real photos (path, expected type), all in the held-out test split of bench/accuracy/photo_type_labels.py (grouped, so no
 #: near-duplicate trained the head) or in no split (the case photos). Paths under ../shared/data, or under
 #: data/photo_type/ (the recipe's extraction of fetched sets) for the FETCHED ones.
 REAL = [

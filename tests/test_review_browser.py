@@ -4,7 +4,7 @@ A reviewer logs in, opens the queue, opens a 10-finding case, confirms one findi
 a box, clears the rest with the keyboard and marks the case reviewed; the test counts every click and
 key (target: <= 25 from the queue) and then checks the database, the audit log and the export. Also:
 a hostile file name and note run no script and show literally. Screenshots of the queue and the case
-page go to docs/ when CARCHECK_SCREENSHOTS=1 (bench/review.py takes them on a real assessment).
+page go to docs/ when CARCHECK_SCREENSHOTS=1 (bench/accuracy/review.py takes them on a real assessment).
 """
 
 from __future__ import annotations

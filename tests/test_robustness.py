@@ -1,5 +1,5 @@
 """Issue 20: no file can abort a case or a command. One test per defect found by the fuzz corpus
-(bench/fuzz.py), each building its bad input for real from real photos.
+(bench/accuracy/fuzz.py), each building its bad input for real from real photos.
 
 The model runs share ONE module-scoped Assessor and one case folder (a handful of real photos);
 everything else fails or is skipped before the models.

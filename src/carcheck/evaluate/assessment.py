@@ -1,6 +1,6 @@
 """Ground truth for the case assessment: which parts a damage polygon touches.
 
-Used by ``bench/assess.py`` and the assessment tests to score ``carcheck assess`` on the lplenka
+Used by ``bench/accuracy/assess.py`` and the assessment tests to score ``carcheck assess`` on the lplenka
 photos, where parts and damage are annotated on the same images.
 """
 

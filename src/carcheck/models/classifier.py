@@ -151,7 +151,7 @@ class ImageHead(nn.Module):
 
 class StandaloneNet(nn.Module):
     """An image-level model with its OWN fine-tuned backbone, for tasks where the shared frozen
-    pass is not discriminative enough (measured: vehicle re-identification, bench/identity.py).
+    pass is not discriminative enough (measured: vehicle re-identification, bench/accuracy/identity.py).
     It costs a second, small backbone pass per photo at ``input_size``.
 
     Two kinds:
@@ -226,7 +226,7 @@ class HeadInfo:
         ood: out-of-distribution rule: ``{"score": "max_logit"|"msp", "threshold": float}``; a
             photo scoring below the threshold is out of scope (empty: no rule). Optional
             ``"threshold_by_precision": {"fp32": t, "bf16": t}``: the same rule recalibrated on
-            outputs of that precision (:meth:`ood_threshold`; bench/precision_check.py).
+            outputs of that precision (:meth:`ood_threshold`; bench/speed/precision_check.py).
         threshold: decision threshold for binary heads (probability of ``classes[1]``) or the
             verification distance threshold; None -> argmax / 0.5.
         extra: anything else (training command, metrics) as JSON-able values.

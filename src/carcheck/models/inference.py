@@ -23,12 +23,12 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 #: The lensor-trained joint model (parts + dent/scratch/broken): no longer in the default set, kept
 #: for ``--weights`` and the cross-dataset benchmark.
 DEFAULT_SEGMENTER = WEIGHTS_DIR / "segmenter_joint_lite0.safetensors"
-#: CarDD's six damage types (bench/cardd.py; its model card).
+#: CarDD's six damage types (bench/accuracy/cardd.py; its model card).
 CARDD_SEGMENTER = WEIGHTS_DIR / "segmenter_damage_cardd_lite0.safetensors"
 #: The shipped heads, best per task on the held-out splits: parts from the independent parts
 #: model (frozen: mIoU 0.600 vs 0.582 for the joint model's parts head, bootstrap 95% CI of the
 #: difference [0.006, 0.035]; with its last two backbone stages fine-tuned since: 0.660,
-#: bench/parts_designs.py), damage from the CarDD model (also fine-tuned stages, bench/cardd_designs.py).
+#: bench/studies/parts_designs.py), damage from the CarDD model (also fine-tuned stages, bench/studies/cardd_designs.py).
 #: Earlier files win a task.
 DEFAULT_SEGMENTERS = (WEIGHTS_DIR / "segmenter_parts_lite0.safetensors", CARDD_SEGMENTER)
 

@@ -3,7 +3,7 @@
 bf16 autocast is a speed-up only on CPUs that execute bf16 natively (AVX512-BF16 or AMX tiles):
 measured on an AVX2-only AMD EPYC, the Lite0 backbone took 2.3 s per 512 px photo under bf16
 autocast against 0.13 s in fp32 (issue 13), while on an AVX512-BF16 CPU the whole assessment ran 1.3x faster in bf16 than
-in fp32 (0.122 vs 0.159 s per photo, bench/speed.py). ``auto``, the default everywhere, therefore asks torch what the CPU can
+in fp32 (0.122 vs 0.159 s per photo, bench/speed/speed.py). ``auto``, the default everywhere, therefore asks torch what the CPU can
 do (``torch.cpu._is_avx512_bf16_supported`` / ``_is_amx_tile_supported``) and uses bf16 only there
 or on CUDA, else fp32.
 """
@@ -68,7 +68,7 @@ def resolve_engine(engine: str = "auto", precision: str = "fp32") -> Literal["to
     """The engine actually used for the shared pass, the decoders and the identity models.
 
     ``auto``: ONNX Runtime where the networks run in fp32 (0.106 vs 0.159 s per photo for eager torch
-    fp32, bench/speed.py), eager torch where bf16 runs natively (ONNX Runtime runs these graphs in
+    fp32, bench/speed/speed.py), eager torch where bf16 runs natively (ONNX Runtime runs these graphs in
     fp32 only; on the AVX512-BF16 CPU measured, eager bf16 took 0.103-0.122 s and ONNX Runtime fp32
     0.106 s in the same run, within noise, and torch needs no export); torch when onnxruntime is not
     installed.

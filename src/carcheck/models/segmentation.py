@@ -11,7 +11,7 @@ the same backbone pass; decoder + heads (0.55-0.63 M parameters, 2.2-2.5 MB) are
 a partly unfrozen model, its copy of the last stages (2.9 M parameters for two, 5.7 MB in float16).
 A model may instead fine-tune the backbone's last stages (:class:`BackboneTail`, ``unfreeze``): it keeps
 the shared pass and recomputes only those stages with its own trained copy, the partly unfrozen
-design of the CarDD issue (item 3), measured in bench/cardd_designs.py.
+design of the CarDD issue (item 3), measured in bench/studies/cardd_designs.py.
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ class CarSegmenter(nn.Module):
         """Heads on given backbone features; logits ``(B, C, *size)`` float32 per task.
 
         In eval mode the decoder and heads run in fp32 even under bf16 autocast: oneDNN's bf16
-        kernels lose on the decoder's wide stride-4 maps. bench/segmentation.py times the paths
+        kernels lose on the decoder's wide stride-4 maps. bench/accuracy/segmentation.py times the paths
         (2 threads, 512 px, both shipped decoders; bench/results/segmentation.json): bf16 backbone +
         fp32 decoders 0.131 s, all-fp32 0.126 s, all-bf16 0.184 s.
         ``fp32`` overrides that choice (default: fp32 in eval mode, autocast as set in training).

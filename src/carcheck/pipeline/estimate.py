@@ -4,7 +4,7 @@ A finding (part x damage type x size class) is priced by the FIRST rule of the c
 the rule names the operation (repair, paintless dent repair, paint, replace), the labour hours, the paint and
 materials cost, and whether a new part is bought. The vehicle class (from the make the report identified when
 the car is in scope, else the table's default class, or a caller's override) scales labour, paint and part
-costs; each operation has one scale factor (the only numbers fitted to real claims, ``bench/claims.py``).
+costs; each operation has one scale factor (the only numbers fitted to real claims, ``bench/accuracy/claims.py``).
 On one part, the largest operation (replace > repair > paint > paintless dent repair) includes the smaller
 ones: a replaced bumper is not also polished. Every amount is a low-high range in the table's currency; each
 line names the rule that produced it and the estimate says plainly that it is one.

@@ -5,7 +5,7 @@ installed; this module is the fallback rule without it: the summed ImageNet-1k p
 vehicle classes (:data:`~carcheck.models.backbone.VEHICLE_IMAGENET_CLASSES`: cars, vans,
 trucks, buses and close-up car parts such as grille, car wheel, car mirror), read from the
 same backbone pass that feeds segmentation. The default threshold was chosen with
-``bench/gate_threshold.py`` on vehicle_presence/coco128 plus car photos (see its JSON).
+``bench/calibration/gate_threshold.py`` on vehicle_presence/coco128 plus car photos (see its JSON).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..schema import AssessConfig
 __all__ = ["DEFAULT_VEHICLE_THRESHOLD", "DEFAULT_PART_COVERAGE_THRESHOLD", "vehicle_score", "part_coverage",
            "passes_gate"]
 
-#: Chosen by bench/gate_threshold.py (balanced accuracy on coco128 + car photos at 512 px); the
+#: Chosen by bench/calibration/gate_threshold.py (balanced accuracy on coco128 + car photos at 512 px); the
 #: default of :class:`~carcheck.schema.AssessConfig` (its one source).
 DEFAULT_VEHICLE_THRESHOLD: float = AssessConfig.model_fields["vehicle_threshold"].default
 #: Second, OR-ed rule: fraction of the photo the part head labels as a car part. ImageNet

@@ -46,7 +46,7 @@ def head_result(task: str, logits: torch.Tensor, info: HeadInfo, k: int = 3) -> 
     The head's max logit is reported as ``ood_score``; its stored OOD threshold is enforced
     (``out_of_scope``, no label) only when the head file says ``ood.enforce``: a threshold that
     keeps 95% of validation photos would otherwise drop 5% of good photos, and for the damage and
-    severity heads the max logit barely separates photos without a vehicle (bench/classifiers.py).
+    severity heads the max logit barely separates photos without a vehicle (bench/accuracy/classifiers.py).
     Out-of-scope photos are caught by the presence head and the make/model OOD head instead."""
     p = logits.float().softmax(0)
     top = p.topk(min(k, len(p)))

@@ -15,7 +15,7 @@ photos cannot be judged or repeat an earlier one.
 - :func:`exact_name_bytes` keeps a file name that is not valid UTF-8 losslessly (base64 of its
   bytes) beside its printable form (:func:`~carcheck.data.images.display_name`).
 
-Measured on the shared data (``bench/fuzz.py`` re-checks it): distinct photos of one case or one
+Measured on the shared data (``bench/accuracy/fuzz.py`` re-checks it): distinct photos of one case or one
 car model are >= 19 bits apart (max of the pHash and dHash distances), JPEG re-encodes (quality 50)
 and 1/3-size copies <= 5 bits; real photos have a grey-level standard deviation >= 15.8 and a
 1-99 percentile range >= 74 levels.

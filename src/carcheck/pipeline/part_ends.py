@@ -8,7 +8,7 @@ This rule relabels the minority end when one end dominates: if the rear parts co
 ``k`` times the pixels of the front parts, every front-part pixel becomes its rear counterpart (hood ->
 trunk, front bumper -> back bumper, windscreen -> back glass, each front light -> the back light of the
 same side), and the other way round (tailgate and trunk -> hood). Side views, where neither end dominates,
-are left as they are. ``k`` is chosen on the part model's training photos (``bench/part_ends.py``).
+are left as they are. ``k`` is chosen on the part model's training photos (``bench/calibration/part_ends.py``).
 
 Pure: label maps in, label map out; the assessment applies it to the part map before the fusion.
 """

@@ -15,9 +15,9 @@ searched for exterior damage when the exterior sum reaches :attr:`PhotoTypeConfi
 (missing damage costs more than a review), and a reviewer is told why.
 
 Defaults (min_confidence 0.85, search_if_exterior_at_least 0: every uncertain photo is searched) put the
-damage search first: the head was trained without damaged cars (bench/photo_type_labels.py), and on
+damage search first: the head was trained without damaged cars (bench/accuracy/photo_type_labels.py), and on
 held-out damage close-ups (lensor test, lplenka val) its wrong non-exterior calls have P 0.34-0.81, while
-on its own held-out split 94% of non-exterior photos reach P >= 0.9 (bench/photo_type.py). So a photo is
+on its own held-out split 94% of non-exterior photos reach P >= 0.9 (bench/accuracy/photo_type.py). So a photo is
 left out of the exterior search only when the head is sure; the price is that uncertain interior photos
 (two of the real case's three) are still searched and go to review with "photo type uncertain".
 """

@@ -26,7 +26,7 @@ they do not depend on the camera's resolution):
   vehicle, and the share of each image border the vehicle touches.
 - **resolution**: shorter side of the photo as taken (before any decode-time reduction), in px.
 
-Thresholds: bench/quality.py calibrated them on real photos (false alarms on the clean held-out
+Thresholds: bench/calibration/quality.py calibrated them on real photos (false alarms on the clean held-out
 photos of every shared set; detection on the same photos degraded by known amounts); its JSON
 is ``bench/results/quality.json``.
 """

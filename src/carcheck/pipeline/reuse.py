@@ -5,7 +5,7 @@ re-encoded, slightly cropped or mirrored. Every assessed photo gets :class:`Phot
 Zauner 2010) and a 256-bit dHash (gradient) of the whole photo, of its mirror image, and of sub-windows covering
 crops of up to 10 % per side (imagehash, ``hash_size=16``). Two photos match when both hashes of one variant
 pair are within ``max_phash`` / ``max_dhash`` bits (requiring both keeps false matches rare: measured in
-``bench/claims.py``):
+``bench/accuracy/claims.py``):
 
 - whole ~ whole: resized / re-encoded copy; mirrored whole ~ whole: mirrored copy;
 - whole ~ a window of the other (either way round): one is a crop of the other (also mirrored).
@@ -43,7 +43,7 @@ __all__ = ["PhotoHashes", "photo_hashes", "HashEntry", "ROW_COLUMNS", "HashStore
 #: hash side: pHash and dHash of HASH_SIZE x HASH_SIZE bits each
 HASH_SIZE = 16
 #: Hamming thresholds (bits of HASH_SIZE**2 = 256) within which BOTH hashes must be for a match. Chosen on
-#: bench/claims.py: at 50 no pair of its 2,000 distinct photos matched while 99 % of edited copies did; at 60
+#: bench/accuracy/claims.py: at 50 no pair of its 2,000 distinct photos matched while 99 % of edited copies did; at 60
 #: the first distinct pairs (white studio shots of white cars) match; 64-bit hashes could not separate them.
 MAX_PHASH = 50
 MAX_DHASH = 50
