@@ -161,7 +161,7 @@ def test_built_train_valid_splits(tmp_path):
     root = Path(__file__).resolve().parents[1] / "data" / "cardd"
     if not (root / "train" / "images").is_dir():
         pytest.skip(f"CarDD train/valid not built in {root}: run ../shared/data/car_damage/cardd_roboflow/"
-                    "build_train_valid.sh GIT_DIR data/cardd (see README, 'CarDD')")
+                    "build_train_valid.sh GIT_DIR data/cardd (see docs/cardd.md)")
     n = {s: len(list((root / d / "images").iterdir())) for s, d in (("train", "train"), ("val", "valid"))}
     assert n == {"train": 2788, "val": 793}
 

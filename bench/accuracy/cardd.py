@@ -159,7 +159,7 @@ def main() -> None:
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)
     if not CARDD.exists():
-        sys.exit(f"{CARDD} is absent: the CarDD test split ships in ../shared/data (see README, 'CarDD')")
+        sys.exit(f"{CARDD} is absent: the CarDD test split ships in ../shared/data (see docs/cardd.md)")
     from carcheck.pipeline.image_heads import ImageHeads
 
     t0 = time.time()

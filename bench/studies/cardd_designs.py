@@ -147,7 +147,7 @@ def main() -> None:
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)
     if not CARDD.exists():
-        sys.exit(f"{CARDD} is absent: the CarDD test split ships in ../shared/data (see README, 'CarDD')")
+        sys.exit(f"{CARDD} is absent: the CarDD test split ships in ../shared/data (see docs/cardd.md)")
     designs = dict(DEFAULT_DESIGNS)
     for d in args.design:
         name, _, path = d.partition("=")
