@@ -326,9 +326,11 @@ def test_queue_gives_up_after_max_attempts(tmp_path, database_url):
 def test_callback_retries_with_backoff(tmp_path, database_url):
     import httpx
 
-    from carcheck.serve.jobs import claim, complete, deliver_callback, due_callbacks
+    from carcheck.serve.callbacks import deliver_callback, due_callbacks
+    from carcheck.serve.jobs import claim, complete
 
-    client, app, keys = make(tmp_path, database_url, callback_backoff_seconds=0.0, callback_max_attempts=3)
+    client, app, keys = make(tmp_path, database_url, callback_backoff_seconds=0.0, callback_max_attempts=3,
+                             allowed_callback_hosts={"127.0.0.1"})
     key = keys["acme"]
     cid = new_case(client, key, "cb", callback_url="http://127.0.0.1:9/hook")
     client.post(f"/v1/cases/{cid}/photos", files=[("files", ("a.jpg", jpeg_bytes(), "image/jpeg"))], headers=auth(key))
@@ -347,8 +349,9 @@ def test_callback_retries_with_backoff(tmp_path, database_url):
     states = []
     for _ in range(4):
         with S() as s:
-            for jid in due_callbacks(s):
-                states.append(deliver_callback(s, jid, app.state.settings, client=mock))
+            due = due_callbacks(s)
+        for jid, _tenant in due:
+            states.append(deliver_callback(S, jid, app.state.settings, client=mock))
     assert states == ["pending", "delivered"] and [a for a, _ in calls] == ["1", "2"]
     import json
 
@@ -356,3 +359,5 @@ def test_callback_retries_with_backoff(tmp_path, database_url):
     assert body["case_id"] == cid and body["status"] == "assessed" and body["external_id"] == "cb"
     with S() as s:
         assert s.get(Job, job.id).callback_state == "delivered"
+        errors = [e.detail["error"] for e in s.scalars(select(AuditEvent).where(AuditEvent.action == "callback.error"))]
+    assert errors == ["delivery failed: HTTP 5xx"]  # the status class, nothing of the receiver's own text

@@ -1,8 +1,9 @@
 """End to end against a real ``carcheck serve`` process (a free loopback port, /healthz awaited,
 always stopped): keys from ``carcheck keys create``, a case with real photos assessed by a real
 worker (the shipped models), the report (schema of ``carcheck assess``), report.html, the blurred
-photo, the completion callback (retried after a 500), metrics; auth over the wire. On SQLite and,
-when CARCHECK_TEST_POSTGRES_URL is set, PostgreSQL."""
+photo, the completion callback (retried after a 500, signed with the tenant's secret), metrics; auth
+over the wire; the data dir's files private (0700 / 0600). On SQLite and, when
+CARCHECK_TEST_POSTGRES_URL is set, PostgreSQL."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 
-from support.harness import ServerProcess, create_key_cli, small_photos  # noqa: E402
+from support.harness import CLI, ServerProcess, create_key_cli, small_photos  # noqa: E402
 from conftest import data_path  # noqa: E402
 
 VAL = "car_damage/coco_car_damage_lplenka/val"
@@ -27,11 +28,14 @@ class Hooks:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, dict]] = []
+        self.raw: list[tuple[str, str, bytes]] = []  # (timestamp, signature, raw body)
         hooks = self
 
         class H(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                raw = self.rfile.read(int(self.headers["content-length"]))
+                body = json.loads(raw)
+                hooks.raw.append((self.headers.get("x-carcheck-timestamp"), self.headers.get("x-carcheck-signature"), raw))
                 hooks.received.append((self.headers.get("x-carcheck-attempt"), body))
                 self.send_response(500 if len(hooks.received) == 1 else 200)
                 self.send_header("content-length", "0")
@@ -62,7 +66,7 @@ def test_end_to_end(tmp_path, database_url):
     other = create_key_cli(data, "globex", database_url)
     assert key.startswith("cck_") and key != other
     with Hooks() as hooks, ServerProcess(data, database_url, workers=1,
-                                         args=["--threads-per-worker", "2"]) as srv:
+                                         args=["--threads-per-worker", "2", "--allow-callback-host", "127.0.0.1"]) as srv:
         c = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
         assert httpx.get(srv.url + "/v1/cases").status_code == 401
         assert httpx.get(srv.url + "/v1/cases", headers={"Authorization": "Bearer cck_x_y"}).status_code == 401
@@ -106,6 +110,23 @@ def test_end_to_end(tmp_path, database_url):
         assert hooks.received[1][1]["case_id"] == cid and hooks.received[1][1]["status"] == "assessed"
         time.sleep(0.5)
         assert c.get(f"/v1/cases/{cid}").json()["job"]["callback_state"] == "delivered"
+        # signed with the tenant's secret (made on first use; the CLI shows the same one)
+        import subprocess
+
+        from carcheck.serve.callbacks import verify_signature
+
+        cmd = CLI + ["webhooks", "secret", "--tenant", "acme", "--data-dir", str(data)]
+        secret = subprocess.run(cmd + (["--database-url", database_url] if database_url else []),
+                                capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+        assert len(hooks.raw) == 2 and all(verify_signature(secret, ts, sig, raw) for ts, sig, raw in hooks.raw)
+        # private files: the data dir 0700, the database, derivatives and the report 0600 (umask 077 at start)
+        mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+        assert mode(data) == 0o700
+        private = [p for p in data.rglob("*") if p.is_file()]
+        assert any(p.name == "report.html" for p in private) and any(p.suffix == ".jpg" for p in private)
+        assert not database_url or not any(p.name == "carcheck.db" for p in private)
+        assert {str(p.relative_to(data)): oct(mode(p)) for p in private if mode(p) != 0o600} == {}
+        assert {str(p.relative_to(data)): oct(mode(p)) for p in data.rglob("*") if p.is_dir() and mode(p) != 0o700} == {}
         m = httpx.get(srv.url + "/metrics").text
         assert 'carcheck_jobs{status="done"} 1.0' in m and "carcheck_http_request_duration_seconds_bucket" in m
         h = srv.health()

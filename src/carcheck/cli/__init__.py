@@ -9,7 +9,7 @@ from .assess import assess_command
 from .batch import batch_command
 from .compare import compare_command
 from . import keys
-from . import review, users
+from . import review, users, webhooks
 from .serve import serve_command
 
 app = typer.Typer(name="carcheck", help="Vehicle inspection from ordinary photos.", no_args_is_help=True,
@@ -41,6 +41,7 @@ app.command("serve")(serve_command)
 app.add_typer(keys.app, name="keys")
 app.add_typer(users.app, name="users")
 app.add_typer(review.app, name="review")
+app.add_typer(webhooks.app, name="webhooks")
 
 
 #: Exit code of an unexpected exception (a bug), distinct from 1 ("some input had problems",

@@ -14,8 +14,11 @@ Queue protocol (the same SQL on SQLite and PostgreSQL):
 - A worker killed mid-job (kill -9) or a server restart loses nothing: the lease expires and
   another worker runs the job again (``attempts`` counts the claims; after ``max_attempts`` the
   job fails, so a photo that crashes every worker cannot loop forever).
-- Callbacks: a finished job of a case with a ``callback_url`` is ``callback_state=pending``; idle
-  workers POST it (JSON) and retry with exponential backoff until a 2xx or ``callback_max_attempts``.
+- Callbacks: a finished job of a case with a ``callback_url`` is ``callback_state=pending`` (committed
+  with the result: the outbox row); the server's delivery thread (:mod:`.callbacks`) sends it, never
+  the workers, so a receiver that never answers does not hold up the assessment queue.
+- A worker gets its settings through the environment (``CARCHECK_WORKER_SETTINGS``, JSON), never its
+  command line (``ps`` shows every user the arguments, e.g. a database URL with its password).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -30,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -37,8 +42,11 @@ from sqlalchemy.orm import Session
 from .db.models import AuditEvent, Case, Finding, Job, Photo, utcnow
 from .settings import Settings
 
-__all__ = ["enqueue", "claim", "renew", "complete", "fail", "due_callbacks", "deliver_callback", "Worker",
-           "Supervisor", "worker_main"]
+__all__ = ["enqueue", "claim", "renew", "complete", "fail", "prepare_work_dir", "cleanup_work_dirs", "Worker",
+           "Supervisor", "worker_main", "SETTINGS_ENV"]
+
+#: the environment variable that carries a worker's settings (JSON)
+SETTINGS_ENV = "CARCHECK_WORKER_SETTINGS"
 
 log = logging.getLogger("carcheck.serve.jobs")
 
@@ -147,56 +155,51 @@ def fail(session: Session, job_id: int, token: str, owner: str, error: str) -> b
     return True
 
 
-# ---------------------------------------------------------------------------------------------- callbacks
-def due_callbacks(session: Session, limit: int = 10) -> list[int]:
-    """Ids of jobs whose callback is due now."""
-    return list(session.scalars(select(Job.id).where(Job.callback_state == "pending", Job.callback_next_at <= utcnow())
-                                .order_by(Job.callback_next_at).limit(limit)))
+# ---------------------------------------------------------------------------------------------- work dirs
+WORK_RE = re.compile(r"^(job_[0-9a-f]{20})-([0-9a-f]{8})$")
 
 
-def deliver_callback(session: Session, job_id: int, settings: Settings, client=None) -> str | None:
-    """Try to POST one job's callback (claimed by compare-and-set on its attempt count, so one worker
-    sends each attempt). Returns the new callback state, or None when another worker took it."""
-    import httpx
+def prepare_work_dir(root: Path, job_public_id: str, token: str) -> Path:
+    """The empty work folder ``WORK/<job>-<token[:8]>`` of one attempt; folders of the job's earlier
+    attempts (a worker killed mid-job leaves its folder) are removed first."""
+    import shutil
 
-    job = session.get(Job, job_id, populate_existing=True)
-    if job is None or job.callback_state != "pending":
-        session.rollback()
-        return None
-    n = job.callback_attempts
-    timeout = settings.callback_timeout_seconds
-    res = session.execute(update(Job).where(Job.id == job_id, Job.callback_attempts == n,
-                                            Job.callback_state == "pending")
-                          .values(callback_attempts=n + 1,
-                                  callback_next_at=utcnow() + dt.timedelta(seconds=timeout + 5)))
-    session.commit()
-    if res.rowcount != 1:
-        return None
-    case = session.get(Case, job.case_id)
-    payload = {"event": f"case.{case.status}", "case_id": case.public_id, "external_id": case.external_id,
-               "job_id": job.public_id, "status": case.status, "case_url": f"/v1/cases/{case.public_id}"}
-    error = None
-    try:
-        r = (client or httpx).post(case.callback_url, json=payload, timeout=timeout,
-                                   headers={"User-Agent": "carcheck-callback", "X-Carcheck-Attempt": str(n + 1)})
-        if not 200 <= r.status_code < 300:
-            error = f"HTTP {r.status_code}"
-    except Exception as e:  # noqa: BLE001 - any delivery failure is retried
-        error = f"{type(e).__name__}: {e}"[:500]
-    if error is None:
-        state, next_at = "delivered", None
-    elif n + 1 >= settings.callback_max_attempts:
-        state, next_at = "failed", None
-    else:
-        state = "pending"
-        next_at = utcnow() + dt.timedelta(seconds=min(300.0, settings.callback_backoff_seconds * 2 ** n))
-    session.execute(update(Job).where(Job.id == job_id).values(callback_state=state, callback_next_at=next_at,
-                                                               callback_error=error))
-    session.add(AuditEvent(tenant_id=case.tenant_id, case_id=case.id, actor="callback",
-                           action=f"callback.{'delivered' if error is None else 'error'}",
-                           detail={"job": job.public_id, "attempt": n + 1, "error": error}))
-    session.commit()
-    return state
+    work = root / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    for old in work.glob(f"{job_public_id}-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    folder = work / f"{job_public_id}-{token[:8]}"
+    folder.mkdir()
+    return folder
+
+
+def cleanup_work_dirs(root: Path, session: Session) -> list[str]:
+    """Remove the work folders of attempts that are not running now (their worker died, or the job
+    finished or was claimed again): every ``WORK/<job>-<token>`` whose job is not ``running`` with an
+    unexpired lease under that token, and anything else in ``WORK``. Returns the names removed."""
+    import shutil
+
+    work = root / "work"
+    if not work.is_dir():
+        return []
+    now = utcnow()
+    removed = []
+    for d in work.iterdir():
+        m = WORK_RE.match(d.name)
+        keep = False
+        if m:
+            row = session.execute(select(Job.status, Job.lease_token, Job.lease_expires_at)
+                                  .where(Job.public_id == m.group(1))).first()
+            keep = (row is not None and row[0] == "running" and (row[1] or "").startswith(m.group(2))
+                    and row[2] is not None and row[2] > now)
+        if not keep:
+            if d.is_dir() and not d.is_symlink():
+                shutil.rmtree(d, ignore_errors=True)
+            else:
+                d.unlink(missing_ok=True)
+            removed.append(d.name)
+    session.rollback()
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------- worker
@@ -244,7 +247,7 @@ class Worker:
         self.assessor = Assessor(AssessConfig(threads=self.threads, gradcam=self.settings.gradcam))
 
     def run(self) -> None:
-        """Claim and run jobs, deliver due callbacks, until :attr:`stopping` is set."""
+        """Claim and run jobs until :attr:`stopping` is set (callbacks are the server's delivery thread's)."""
         if self.assessor is None:
             self.load()
         log.info("worker %s ready (%d threads)", self.owner, self.threads)
@@ -257,9 +260,6 @@ class Worker:
             if got is not None:
                 self.run_job(*got)
                 continue
-            with self.sessions() as s:
-                for jid in due_callbacks(s):
-                    deliver_callback(s, jid, self.settings)
             self.stopping.wait(self.settings.poll_seconds)
 
     def run_job(self, job: Job, token: str) -> None:
@@ -291,8 +291,6 @@ class Worker:
             if lost.is_set() or not complete(s, job.id, token, self.owner, report, html_rel):
                 log.warning("job %s: lease lost, result discarded (another worker runs it)", job.public_id)
                 return
-            for jid in due_callbacks(s):
-                deliver_callback(s, jid, self.settings)
 
     def assess(self, job: Job, token: str) -> tuple[dict, str]:
         """Run the assessment of the job's case on its stored photos; returns (report JSON, report.html
@@ -309,9 +307,7 @@ class Worker:
             photos = list(s.scalars(select(Photo).where(Photo.case_id == case.id, Photo.status == "stored")
                                     .order_by(Photo.id)))
             case_pid, tenant_id = case.public_id, case.tenant_id
-        work = self.store.root / "work" / f"{job.public_id}-{token[:8]}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        work = prepare_work_dir(self.store.root, job.public_id, token)  # also removes a killed attempt's folder
         names = []
         for p in photos:
             name = p.public_id + FORMAT_SUFFIX.get(p.format or "", ".img")
@@ -339,12 +335,21 @@ class Worker:
         return report.model_dump(mode="json"), str((out / "report.html").relative_to(self.store.root))
 
 
-def worker_main(argv: list[str] | None = None) -> None:
-    """Entry point of a worker process: ``python -m carcheck.serve.jobs SETTINGS_JSON``."""
-    argv = sys.argv[1:] if argv is None else argv
+def worker_main() -> None:
+    """Entry point of a worker process: ``python -m carcheck.serve.jobs`` with the settings (JSON) in the
+    environment variable :data:`SETTINGS_ENV` (removed from the environment once read).
+
+    Raises:
+        SystemExit(2): the variable is missing.
+    """
     _die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
-    settings = Settings.model_validate_json(argv[0])
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # httpx logs full URLs at INFO
+    raw = os.environ.pop(SETTINGS_ENV, None)
+    if not raw:
+        print(f"carcheck worker: {SETTINGS_ENV} is not set (workers are started by carcheck serve)", file=sys.stderr)
+        sys.exit(2)
+    settings = Settings.model_validate_json(raw)
     if settings.worker_nice:
         try:  # the API answers first when assessments fill the cores (p95 of the non-assessment requests)
             os.nice(settings.worker_nice)
@@ -367,8 +372,10 @@ class Supervisor:
         self._thread = threading.Thread(target=self._watch, daemon=True, name="carcheck-supervisor")
 
     def _spawn(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "carcheck.serve.jobs", self.settings.model_dump_json()],
-                                stdin=subprocess.DEVNULL, env={**os.environ, "CARCHECK_SERVE_PARENT": str(os.getpid())})
+        # the settings (database URL included) travel in the environment, readable by this user only
+        # (/proc/PID/environ is 0400), never in argv (/proc/PID/cmdline, what `ps` shows everyone)
+        env = {**os.environ, "CARCHECK_SERVE_PARENT": str(os.getpid()), SETTINGS_ENV: self.settings.model_dump_json()}
+        return subprocess.Popen([sys.executable, "-m", "carcheck.serve.jobs"], stdin=subprocess.DEVNULL, env=env)
 
     def start(self) -> None:
         """Start the workers and the watcher thread."""

@@ -1,5 +1,5 @@
 """Everything ``carcheck serve`` can be told, in one validated model (the server passes it to its
-workers as JSON, so server and workers never disagree)."""
+workers as JSON in their environment, so server and workers never disagree)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,20 @@ class Settings(BaseModel):
             (its worker died) is picked up again by another worker.
         job_max_attempts: claims of one job before it is failed (a photo that kills every worker stops here).
         poll_seconds: how often an idle worker looks for work.
+        max_rejected_per_case: rejected uploads recorded per case; files rejected beyond it are answered
+            (``rejected``, no id) but not stored as rows. A request with more files than
+            ``max_photos_per_case + max_rejected_per_case`` is refused whole (413).
         callback_max_attempts / callback_backoff_seconds / callback_timeout_seconds: completion callbacks are
-            retried with exponential backoff (backoff * 2**attempt, at most 300 s) up to this many attempts.
+            retried with exponential backoff (backoff * 2**attempt, at most 300 s) up to this many attempts;
+            the timeout (seconds) bounds each phase of one attempt (connect at most 5 s, send, wait for
+            the status line).
+        allowed_callback_hosts: host names or addresses exempt from the callback address policy
+            (:mod:`carcheck.serve.callbacks`), e.g. ``127.0.0.1`` for a receiver on the same machine.
+        login_max_failures_account / login_max_failures_client / login_window_seconds: the login throttle
+            (:mod:`carcheck.serve.review.throttle`): so many failed logins of one account, or from one
+            client address, within the window (seconds) and /login answers 429 until the window passes.
+        docs: serve Swagger UI at /docs (it loads its script and styles from a CDN); off by default,
+            /openapi.json is always served.
         gradcam: Grad-CAM maps of flagged photos in report.html (as ``carcheck assess``).
         worker_nice: the workers' niceness (Unix ``nice``): when assessments fill the cores, the server's
             requests are scheduled first.
@@ -57,6 +69,12 @@ class Settings(BaseModel):
     callback_max_attempts: int = Field(6, ge=1)
     callback_backoff_seconds: float = Field(1.0, ge=0)
     callback_timeout_seconds: float = Field(10.0, gt=0)
+    max_rejected_per_case: int = Field(50, ge=0)
+    allowed_callback_hosts: frozenset[str] = frozenset()
+    login_max_failures_account: int = Field(5, ge=1)
+    login_max_failures_client: int = Field(20, ge=1)
+    login_window_seconds: float = Field(900.0, gt=0)
+    docs: bool = False
     gradcam: bool = True
     worker_nice: int = Field(10, ge=0, le=19)
 

@@ -17,6 +17,8 @@ Tables:
     audit_events: append-only log (never updated or deleted by the service).
     photo_hashes: the reused-photo index (issue 19): perceptual hashes of every assessed photo, by
         tenant (see :mod:`carcheck.serve.reuse_index`).
+    login_failures: failed logins of the review UI in the throttling window (issue 28), by account
+        e-mail and client address; rows older than the window are deleted as new ones arrive.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, 
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["Base", "Tenant", "ApiKey", "Case", "Photo", "Job", "Finding", "AuditEvent", "PhotoHash", "utcnow", "new_public_id",
+__all__ = ["Base", "Tenant", "ApiKey", "Case", "Photo", "Job", "Finding", "AuditEvent", "PhotoHash", "LoginFailure",
+           "utcnow", "new_public_id",
            "CASE_STATUSES", "JOB_STATUSES", "REVIEW_STATES"]
 
 CASE_STATUSES = ("open", "queued", "running", "assessed", "failed")
@@ -81,6 +84,10 @@ class Tenant(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: the HMAC-SHA256 key that signs the tenant's callbacks (``whsec_...``; made on first use, see
+    #: :mod:`carcheck.serve.callbacks`); the database holds it as is, since signing needs the key itself
+    webhook_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    webhook_secret_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class ApiKey(Base):
@@ -215,3 +222,17 @@ class PhotoHash(Base):
     added: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     __table_args__ = (UniqueConstraint("case_id", "photo", name="uq_photo_hashes_case_id_photo"),
                       Index("ix_photo_hashes_tenant_id_hash_size", "tenant_id", "hash_size"))
+
+
+class LoginFailure(Base):
+    """One failed login of the review UI (issue 28): the e-mail as typed (lower-cased, cut to 320
+    characters) and the client address; counted per account and per address over the throttling window
+    (:mod:`carcheck.serve.review.throttle`)."""
+
+    __tablename__ = "login_failures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    client: Mapped[str] = mapped_column(String(64))
+    __table_args__ = (Index("ix_login_failures_email_at", "email", "at"),
+                      Index("ix_login_failures_client_at", "client", "at"))

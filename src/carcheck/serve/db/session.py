@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["make_engine", "session_factory", "upgrade", "sqlite_url", "MIGRATIONS"]
+__all__ = ["make_engine", "session_factory", "upgrade", "sqlite_url", "open_database", "MIGRATIONS"]
 
 #: the Alembic script folder shipped inside the package
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -72,3 +72,21 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def open_database(data_dir: str | Path, database_url: str | None = None) -> sessionmaker[Session]:
+    """Sessions of a service database for the CLI (``carcheck keys / users / webhooks``), migrated to head.
+    Files created from here on are private (umask 077); for the default SQLite database the data dir is
+    created 0700 when missing.
+
+    Raises:
+        ValueError: an unsupported URL; OSError: the data dir cannot be created.
+    """
+    import os
+
+    os.umask(0o077)
+    if database_url is None:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+    engine = make_engine(database_url or sqlite_url(data_dir))
+    upgrade(engine)
+    return session_factory(engine)
