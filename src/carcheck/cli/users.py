@@ -1,4 +1,4 @@
-"""``carcheck users create``: reviewer accounts of the review UI (issue 18)."""
+"""``carcheck users create / list / disable``: reviewer accounts of the review UI (issues 18, 28)."""
 
 from __future__ import annotations
 
@@ -32,15 +32,11 @@ def create(
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    from ..serve.db.session import make_engine, session_factory, sqlite_url, upgrade
+    from ..serve.db.session import open_database
     from ..serve.review.accounts import create_user
 
     try:
-        if database_url is None:
-            data_dir.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(database_url or sqlite_url(data_dir))
-        upgrade(engine)
-        with session_factory(engine)() as s:
+        with open_database(data_dir, database_url)() as s:
             user = create_user(s, tenant, email, role, password)
             s.commit()
             uid, mail = user.id, user.email
@@ -48,3 +44,50 @@ def create(
         console.print(f"[red]error:[/] {e}", highlight=False, markup=False)
         raise typer.Exit(2)
     typer.echo(f"created {role} {mail} (user:{uid}) of tenant {tenant}")
+
+
+@app.command("list")
+def list_(
+    tenant: Optional[str] = typer.Option(None, "--tenant", help="Only this tenant's accounts."),
+    data_dir: Path = typer.Option(Path("carcheck-data"), "--data-dir", help="The service's data dir."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", envvar="CARCHECK_DATABASE_URL",
+                                               help="The service's database (default: SQLite in the data dir)."),
+) -> None:
+    """List reviewer accounts: e-mail, tenant, role, created, disabled (UTC)."""
+    from ..serve.db.session import open_database
+    from ..serve.review.accounts import list_users
+
+    try:
+        with open_database(data_dir, database_url)() as s:
+            rows = [(u.email, t, u.role, u.created_at, u.disabled_at) for u, t in list_users(s, tenant)]
+    except (ValueError, OSError) as e:
+        console.print(f"[red]error:[/] {e}", highlight=False, markup=False)
+        raise typer.Exit(2)
+    typer.echo("email\ttenant\trole\tcreated\tdisabled")
+    for email, t, role, created, disabled in rows:
+        typer.echo(f"{email}\t{t}\t{role}\t{created:%Y-%m-%d %H:%M}\t"
+                   f"{disabled.strftime('%Y-%m-%d %H:%M') if disabled else '-'}")
+
+
+@app.command("disable")
+def disable(
+    email: str = typer.Argument(..., help="The account's login e-mail."),
+    tenant: str = typer.Option(..., "--tenant", help="The account's tenant."),
+    data_dir: Path = typer.Option(Path("carcheck-data"), "--data-dir", help="The service's data dir."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", envvar="CARCHECK_DATABASE_URL",
+                                               help="The service's database (default: SQLite in the data dir)."),
+) -> None:
+    """Disable a reviewer: no more logins, and every open session ends (its next request goes to /login).
+    Exit code 2 when TENANT has no such account."""
+    from ..serve.db.session import open_database
+    from ..serve.review.accounts import disable_user
+
+    try:
+        with open_database(data_dir, database_url)() as s:
+            user, ended = disable_user(s, email, tenant)
+            s.commit()
+            mail = user.email
+    except (ValueError, OSError) as e:
+        console.print(f"[red]error:[/] {e}", highlight=False, markup=False)
+        raise typer.Exit(2)
+    typer.echo(f"disabled {mail} of tenant {tenant}; {ended} session(s) ended")

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from .db.models import ApiKey, AuditEvent, Tenant
 from .errors import ApiError
 
-__all__ = ["create_key", "hash_key", "verify_key", "Principal", "RateLimiter"]
+__all__ = ["create_key", "hash_key", "verify_key", "list_keys", "revoke_key", "Principal", "RateLimiter"]
 
 KEY_PREFIX = "cck"
 
@@ -52,6 +52,40 @@ def create_key(session: Session, tenant_name: str, name: str | None = None) -> s
     session.add(ApiKey(tenant_id=tenant.id, prefix=prefix, key_hash=hash_key(key), name=name))
     session.add(AuditEvent(tenant_id=tenant.id, actor="cli", action="key.created", detail={"prefix": prefix}))
     return key
+
+
+def list_keys(session: Session, tenant_name: str | None = None) -> list[tuple[ApiKey, str]]:
+    """(key row, tenant name) of every key, or of one tenant's, oldest first (rows hold no secret)."""
+    q = select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id)
+    if tenant_name is not None:
+        q = q.where(Tenant.name == tenant_name.strip())
+    return [(k, t) for k, t in session.execute(q.order_by(Tenant.name, ApiKey.id)).all()]
+
+
+def revoke_key(session: Session, prefix: str, actor: str = "cli") -> tuple[ApiKey, bool]:
+    """Revoke the key ``cck_<prefix>_...`` (``prefix``: the 12 hex digits, or the whole ``cck_<prefix>``
+    part); every request with it answers 401 from then on (keys are checked against the database on each
+    request). The caller commits.
+
+    Returns:
+        (the key row, True if it was revoked now; False if it already was).
+
+    Raises:
+        ValueError: no key with this prefix.
+    """
+    prefix = prefix.strip()
+    if prefix.startswith(f"{KEY_PREFIX}_"):
+        prefix = prefix.split("_")[1]
+    key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None:
+        raise ValueError(f"no API key with prefix {prefix!r}")
+    if key.revoked_at is not None:
+        return key, False
+    from .db.models import utcnow
+
+    key.revoked_at = utcnow()
+    session.add(AuditEvent(tenant_id=key.tenant_id, actor=actor, action="key.revoked", detail={"prefix": prefix}))
+    return key, True
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Annotated, Iterator
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session
 
 from .auth import Principal, verify_key
 
-__all__ = ["get_session", "get_principal", "get_settings", "get_store"]
+__all__ = ["get_session", "get_principal", "get_settings", "get_store", "MAX_ROW_ID", "RowIdPath", "RowIdQuery"]
+
+#: the largest row id a path or query may name: the integer primary keys are 32-bit on PostgreSQL, and a
+#: larger number (SQLite: above 2**63) made the database driver raise (a 500); FastAPI answers 422 instead
+MAX_ROW_ID = 2 ** 31 - 1
+RowIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+RowIdQuery = Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)]
 
 
 def get_session(request: Request) -> Iterator[Session]:

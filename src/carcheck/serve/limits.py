@@ -88,7 +88,11 @@ class BodyTooLarge(Exception):
 
 class BodyLimitMiddleware:
     """ASGI middleware: a request whose body is larger than ``limit`` bytes is answered 413 (a
-    ``Content-Length`` above it without reading anything, a chunked body as soon as it passes it)."""
+    ``Content-Length`` above it without reading anything, a chunked body as soon as it passes it).
+
+    The body parser (FastAPI's form reading) turns any exception raised from ``receive`` into its own
+    400; so once the limit is passed, whatever the application answers is dropped and the 413 sent instead.
+    """
 
     def __init__(self, app, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -105,19 +109,25 @@ class BodyLimitMiddleware:
                 if n > self.limit:
                     return await self._reject(send)
         seen = 0
+        exceeded = False
         started = False
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal seen, exceeded
+            if exceeded:
+                raise BodyTooLarge()
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.limit:
+                    exceeded = True
                     raise BodyTooLarge()
             return msg
 
         async def tracking_send(msg):
             nonlocal started
+            if exceeded and not started:
+                return  # the application's answer to a cut-off body (e.g. a 400): replaced by the 413
             if msg["type"] == "http.response.start":
                 started = True
             await send(msg)
@@ -125,8 +135,12 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
-            if not started:
-                await self._reject(send)
+            pass
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await self._reject(send)
 
     async def _reject(self, send):
         import json

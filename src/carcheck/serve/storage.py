@@ -39,8 +39,8 @@ class PhotoStore:
 
     def __init__(self, data_dir: str | Path) -> None:
         self.root = Path(data_dir).resolve()
-        for sub in ("blobs", "derived", "reports", "tmp", "work"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        for sub in ("blobs", "derived", "reports", "tmp", "work"):  # private folders whatever the umask
+            (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _check(self, sha256: str) -> str:
         if not SHA256_RE.match(sha256):

@@ -1,5 +1,9 @@
-"""``/v1/cases``: create, list (cursor paging), get (with the report when assessed), photos
-(multipart upload, privacy-blurred download) and ``report.html``."""
+"""``/v1/cases``: create, list (cursor paging), get (with the report when assessed; its photos paged),
+photos (multipart upload, privacy-blurred download) and ``report.html``.
+
+Cursors are opaque to clients: URL-safe base64 of the public id of the page's last item, looked up
+within the caller's tenant (a cursor reveals nothing the page did not show, and another tenant's id
+is refused as a forged one is: 400 ``bad_cursor``)."""
 
 from __future__ import annotations
 
@@ -24,7 +28,9 @@ router = APIRouter(prefix="/v1/cases", tags=["cases"])
 
 class CaseIn(BaseModel):
     external_id: str = Field(..., min_length=1, max_length=200, description="The caller's claim or inspection id.")
-    callback_url: HttpUrl | None = Field(None, description="POSTed (JSON) when an assessment of the case finishes.")
+    callback_url: HttpUrl | None = Field(None, max_length=2000, description=(
+        "POSTed (JSON, signed: X-Carcheck-Signature) when an assessment of the case finishes. Its host must "
+        "resolve to public addresses only (422 callback_url_not_allowed otherwise)."))
 
 
 class CaseCreated(BaseModel):
@@ -67,6 +73,7 @@ class CaseOut(BaseModel):
     report_html_url: str | None = None
     review: dict | None = Field(None, description="The reviewed state of the report (issue 18, "
                                                   "serve/review/schemas.py CaseReviewState) when assessed.")
+    photos_next_cursor: str | None = Field(None, description="More photos: pass as photos_cursor (null: no more).")
 
 
 class CaseList(BaseModel):
@@ -91,7 +98,10 @@ def photo_out(case: Case, p: Photo) -> PhotoOut:
                     url=f"/v1/cases/{case.public_id}/photos/{p.public_id}" if p.status == "stored" else None)
 
 
-def case_out(session: Session, case: Case, full: bool = True) -> CaseOut:
+def case_out(session: Session, case: Case, full: bool = True, photos_limit: int = 100,
+             photos_after: int | None = None) -> CaseOut:
+    """The case as the API shows it; ``full``: with a page of its photos (``photos_limit`` after the
+    photo row ``photos_after``), its report and review state."""
     job = session.scalar(select(Job).where(Job.case_id == case.id).order_by(Job.id.desc()).limit(1))
     out = CaseOut(id=case.public_id, external_id=case.external_id, status=case.status,
                   created_at=case.created_at.isoformat(), updated_at=case.updated_at.isoformat(),
@@ -99,8 +109,13 @@ def case_out(session: Session, case: Case, full: bool = True) -> CaseOut:
                   job=JobOut(id=job.public_id, status=job.status, attempts=job.attempts, error=job.error,
                              callback_state=job.callback_state) if job else None)
     if full:
-        out.photos = [photo_out(case, p) for p in session.scalars(select(Photo).where(Photo.case_id == case.id)
-                                                                   .order_by(Photo.id))]
+        q = select(Photo).where(Photo.case_id == case.id)
+        if photos_after is not None:
+            q = q.where(Photo.id > photos_after)
+        rows = list(session.scalars(q.order_by(Photo.id).limit(photos_limit + 1)))
+        out.photos = [photo_out(case, p) for p in rows[:photos_limit]]
+        if len(rows) > photos_limit:
+            out.photos_next_cursor = encode_cursor(rows[photos_limit - 1].public_id)
         if case.status == "assessed" and case.report_json is not None:
             out.report = case.report_json
             from ..review.logic import review_state  # the reviewed state beside the stored report
@@ -112,9 +127,17 @@ def case_out(session: Session, case: Case, full: bool = True) -> CaseOut:
 
 
 @router.post("", status_code=201, response_model=CaseCreated)
-def create_case(body: CaseIn, principal: Principal = Depends(get_principal),
+def create_case(body: CaseIn, request: Request, principal: Principal = Depends(get_principal),
                 session: Session = Depends(get_session)) -> CaseCreated:
-    """Open a case."""
+    """Open a case. 422 ``callback_url_not_allowed`` for a callback host that resolves to a loopback,
+    private, link-local, multicast or reserved address (unless the server allows that host)."""
+    from ..callbacks import CallbackUrlNotAllowed, check_url
+
+    if body.callback_url is not None:  # DNS is looked up here, before any transaction begins
+        try:
+            check_url(str(body.callback_url), request.app.state.settings.allowed_callback_hosts)
+        except CallbackUrlNotAllowed as e:
+            raise ApiError(422, "callback_url_not_allowed", str(e)) from None
     case = Case(tenant_id=principal.tenant_id, external_id=body.external_id,
                 callback_url=str(body.callback_url) if body.callback_url else None, status="open")
     session.add(case)
@@ -125,18 +148,27 @@ def create_case(body: CaseIn, principal: Principal = Depends(get_principal),
     return CaseCreated(id=case.public_id, status=case.status)
 
 
-def _encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"c{last_id}".encode()).decode().rstrip("=")
+def encode_cursor(public_id: str) -> str:
+    """The opaque cursor after the item ``public_id``."""
+    return base64.urlsafe_b64encode(public_id.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> int:
+def decode_cursor(session: Session, cursor: str, model, *where) -> int:
+    """The row id of the item a cursor names, among the rows ``where`` selects (the caller's).
+
+    Raises:
+        ApiError(400, bad_cursor): not a cursor this API returned (or another tenant's item).
+    """
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("c"):
+        if len(cursor) > 100:
             raise ValueError
-        return int(raw[1:])
+        public_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
     except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "bad_cursor", "cursor is not one this API returned", {"cursor": cursor[:100]}) from None
+        public_id = None
+    row_id = session.scalar(select(model.id).where(model.public_id == public_id, *where)) if public_id else None
+    if row_id is None:
+        raise ApiError(400, "bad_cursor", "cursor is not one this API returned", {"cursor": cursor[:100]})
+    return row_id
 
 
 @router.get("", response_model=CaseList)
@@ -148,19 +180,23 @@ def list_cases(status: Literal["open", "queued", "running", "assessed", "failed"
     if status:
         q = q.where(Case.status == status)
     if cursor:
-        q = q.where(Case.id < _decode_cursor(cursor))
+        q = q.where(Case.id < decode_cursor(session, cursor, Case, Case.tenant_id == principal.tenant_id))
     rows = list(session.scalars(q.order_by(Case.id.desc()).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
     return CaseList(items=[case_out(session, c, full=False) for c in rows],
-                    next_cursor=_encode_cursor(rows[-1].id) if more else None)
+                    next_cursor=encode_cursor(rows[-1].public_id) if more else None)
 
 
 @router.get("/{case_id}", response_model=CaseOut)
-def get_case(case_id: str, principal: Principal = Depends(get_principal),
-             session: Session = Depends(get_session)) -> CaseOut:
-    """A case, its photos, its latest job and (when assessed) its report."""
-    return case_out(session, load_case(session, principal, case_id))
+def get_case(case_id: str, photos_limit: Annotated[int, Query(ge=1, le=500)] = 100,
+             photos_cursor: Annotated[str | None, Query(max_length=100)] = None,
+             principal: Principal = Depends(get_principal), session: Session = Depends(get_session)) -> CaseOut:
+    """A case, a page of its photos (``photos_limit``, then ``photos_next_cursor`` as ``photos_cursor``),
+    its latest job and (when assessed) its report."""
+    case = load_case(session, principal, case_id)
+    after = decode_cursor(session, photos_cursor, Photo, Photo.case_id == case.id) if photos_cursor else None
+    return case_out(session, case, photos_limit=photos_limit, photos_after=after)
 
 
 @router.post("/{case_id}/photos", status_code=201, response_model=list[PhotoOut])
@@ -168,8 +204,14 @@ def upload_photos(case_id: str, request: Request, files: list[UploadFile] = File
                   principal: Principal = Depends(get_principal),
                   session: Session = Depends(get_session)) -> list[PhotoOut]:
     """Add photos (multipart field ``files``). Each file is ``stored`` or ``rejected`` with the reason
-    (too large, case full, not an image, truncated, decompression bomb...); one bad file never stops the others."""
+    (too large, case full, not an image, truncated, decompression bomb...); one bad file never stops the others.
+    A case records at most ``max_rejected_per_case`` rejected files (later ones are answered, with no id, but
+    not recorded); a request with more files than stored + rejected may reach is refused whole (413)."""
     settings, store = request.app.state.settings, request.app.state.store
+    most = settings.max_photos_per_case + settings.max_rejected_per_case
+    if len(files) > most:
+        raise ApiError(413, "too_many_files", f"{len(files)} files in one request; at most {most}",
+                       {"limit_files": most})
     case = load_case(session, principal, case_id)
     if case.status in ("queued", "running"):
         raise ApiError(409, "case_busy", f"case {case_id} is {case.status}: add photos before or after an assessment",
@@ -200,6 +242,14 @@ def upload_photos(case_id: str, request: Request, files: list[UploadFile] = File
         else:
             if checked.tmp is not None:
                 checked.tmp.unlink(missing_ok=True)
+            n_rejected = session.scalar(select(func.count(Photo.id)).where(Photo.case_id == case.id,
+                                                                            Photo.status == "rejected"))
+            if n_rejected >= settings.max_rejected_per_case:  # answered, not recorded: rows stay bounded
+                session.commit()
+                out.append(PhotoOut(id=None, filename=name, sha256=checked.sha256, size_bytes=checked.size,
+                                    status="rejected", reason=f"{reason}; not recorded: the case already has "
+                                    f"{n_rejected} rejected files (limit {settings.max_rejected_per_case})"))
+                continue
             photo = Photo(case_id=case.id, filename=name, sha256=checked.sha256, size_bytes=checked.size,
                           status="rejected", reason=reason)
         session.add(photo)

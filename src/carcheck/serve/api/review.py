@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
 from ..auth import Principal
-from ..deps import get_principal, get_session
+from ..deps import RowIdPath, get_principal, get_session
 from ..review import logic
 from ..review.schemas import (AddDamageIn, AddedDamageOut, AuditEventOut, CaseReviewState, FindingDecisionIn,
                               FindingReviewOut, ReviewStats)
@@ -43,7 +43,7 @@ def get_review(case_id: str, principal: Principal = Depends(get_principal),
 
 
 @api.post("/cases/{case_id}/findings/{finding_id}/review", response_model=FindingReviewOut)
-def review_finding(case_id: str, finding_id: int, body: FindingDecisionIn,
+def review_finding(case_id: str, finding_id: RowIdPath, body: FindingDecisionIn,
                    principal: Principal = Depends(get_principal),
                    session: Session = Depends(get_session)) -> FindingReviewOut:
     """Confirm, reject or edit (damage type, part, severity, note) one finding; stored with before -> after."""
@@ -81,7 +81,8 @@ def get_audit(case_id: str, principal: Principal = Depends(get_principal),
 
 
 @api.get("/review/stats", response_model=ReviewStats)
-def get_stats(target: Annotated[float, Query(gt=0, le=1)] = 0.9, min_support: Annotated[int, Query(ge=1)] = 20,
+def get_stats(target: Annotated[float, Query(gt=0, le=1)] = 0.9,
+              min_support: Annotated[int, Query(ge=1, le=1_000_000)] = 20,
               principal: Principal = Depends(get_principal), session: Session = Depends(get_session)) -> ReviewStats:
     """Confirmed / corrected / rejected shares and precision per damage type and model version of the tenant's
     reviewed cases, and per model version the lowest C_refined threshold that reaches ``target`` precision."""

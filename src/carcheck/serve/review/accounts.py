@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import threading
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -25,7 +26,7 @@ from ..db.models import AuditEvent, Tenant, utcnow
 from .models import ROLES, Reviewer, WebSession
 
 __all__ = ["create_user", "authenticate", "open_session", "session_user", "close_session", "ReviewUser",
-           "SESSION_HOURS", "MIN_PASSWORD"]
+           "disable_user", "list_users", "SESSION_HOURS", "MIN_PASSWORD", "ARGON2_CONCURRENCY"]
 
 #: a login session lasts this long (hours)
 SESSION_HOURS = 12
@@ -34,6 +35,10 @@ MIN_PASSWORD = 10
 
 _hasher = PasswordHasher()  # argon2id, the library's (RFC 9106 low-memory) defaults
 _DUMMY = _hasher.hash("not a password of anyone")
+#: password checks (argon2, ~50 ms of CPU and 64 MiB each) that run at once in one server process;
+#: more logins wait their turn, so a burst of logins cannot take every core from the API
+ARGON2_CONCURRENCY = 2
+_argon2_slots = threading.BoundedSemaphore(ARGON2_CONCURRENCY)
 
 
 def _sha(token: str) -> str:
@@ -94,7 +99,8 @@ def authenticate(session: Session, email: str, password: str) -> Reviewer | None
     """The reviewer with this e-mail and password, or None (same argon2 work for unknown e-mails)."""
     user = session.scalar(select(Reviewer).where(Reviewer.email == email.strip().lower()))
     try:
-        _hasher.verify(user.password_hash if user else _DUMMY, password)
+        with _argon2_slots:
+            _hasher.verify(user.password_hash if user else _DUMMY, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return None
     if user is None or user.disabled_at is not None:
@@ -141,3 +147,40 @@ def close_session(session: Session, user: ReviewUser) -> None:
     if ws is not None and ws.revoked_at is None:
         ws.revoked_at = utcnow()
         session.add(AuditEvent(tenant_id=user.tenant_id, actor=user.actor, action="user.logout", detail=None))
+
+
+def list_users(session: Session, tenant_name: str | None = None) -> list[tuple[Reviewer, str]]:
+    """(reviewer, tenant name) of every account, or of one tenant's, ordered by tenant and e-mail."""
+    q = select(Reviewer, Tenant.name).join(Tenant, Tenant.id == Reviewer.tenant_id)
+    if tenant_name is not None:
+        q = q.where(Tenant.name == tenant_name.strip())
+    return [(u, t) for u, t in session.execute(q.order_by(Tenant.name, Reviewer.email)).all()]
+
+
+def disable_user(session: Session, email: str, tenant_name: str, actor: str = "cli") -> tuple[Reviewer, int]:
+    """Disable the account ``email`` of tenant ``tenant_name`` and end its login sessions (they are
+    revoked: the next request with their cookie goes to /login); the caller commits. Disabling a
+    disabled account ends any session left and changes nothing else.
+
+    Returns:
+        (the reviewer, how many open sessions were ended).
+
+    Raises:
+        ValueError: no account with this e-mail in this tenant.
+    """
+    email = email.strip().lower()
+    user = session.scalar(select(Reviewer).join(Tenant, Tenant.id == Reviewer.tenant_id)
+                          .where(Reviewer.email == email, Tenant.name == tenant_name.strip()))
+    if user is None:
+        raise ValueError(f"no account {email} in tenant {tenant_name!r}")
+    now = utcnow()
+    open_sessions = list(session.scalars(select(WebSession).where(WebSession.reviewer_id == user.id,
+                                                                  WebSession.revoked_at.is_(None),
+                                                                  WebSession.expires_at > now)))
+    for ws in open_sessions:
+        ws.revoked_at = now
+    if user.disabled_at is None:
+        user.disabled_at = now
+    session.add(AuditEvent(tenant_id=user.tenant_id, actor=actor, action="user.disabled",
+                           detail={"user": user.id, "email": email, "sessions_ended": len(open_sessions)}))
+    return user, len(open_sessions)

@@ -3,7 +3,7 @@ stored report, which stays exactly as the assessment wrote it)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -13,6 +13,8 @@ __all__ = ["FindingDecisionIn", "AddDamageIn", "FindingReviewOut", "AddedDamageO
            "AuditEventOut", "ReviewStats", "GroupStats", "ThresholdSuggestion"]
 
 Severity = Literal[SEVERITIES]  # type: ignore[valid-type]
+#: a pixel coordinate: finite (NaN and infinities are refused, 422) and within +-10^6
+Coord = Annotated[float, Field(allow_inf_nan=False, ge=-1e6, le=1e6)]
 
 
 class FindingDecisionIn(BaseModel):
@@ -38,8 +40,8 @@ class AddDamageIn(BaseModel):
     photo_id: str = Field(..., max_length=40, description="The photo's id (photo_...).")
     damage: str = Field(..., max_length=100)
     part: str = Field(..., max_length=100)
-    bbox_xywh: list[float] = Field(..., min_length=4, max_length=4, description="[x, y, w, h], original-photo px.")
-    polygon: list[float] | None = Field(None, description="[x1, y1, x2, y2, ...] (>= 3 points), original-photo px.")
+    bbox_xywh: list[Coord] = Field(..., min_length=4, max_length=4, description="[x, y, w, h], original-photo px.")
+    polygon: list[Coord] | None = Field(None, description="[x1, y1, x2, y2, ...] (>= 3 points), original-photo px.")
     severity: Severity | None = None
     note: str | None = Field(None, max_length=2000)
 

@@ -7,25 +7,31 @@ CSRF token and every POST checks it (403 without it); the login form, before any
 uses a double-submit token (cookie + hidden field). A reviewer sees only the tenant's cases: another
 tenant's case answers 404, as a missing one. Pages send a Content-Security-Policy that allows only
 the package's own script and styles (no inline script, nothing from elsewhere).
+
+Logins are throttled (:mod:`carcheck.serve.review.throttle`: 429 with Retry-After, no argon2 work
+spent on a throttled attempt). Form values are validated: a bad value re-renders the case page with
+the error (422), never a 500; ids in paths and queries are bounded (422 beyond).
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 from pathlib import Path
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Request
+from pydantic import ValidationError
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import and_, case as sql_case, exists, func, select
 from sqlalchemy.orm import Session
 
 from ..db.models import Case, Finding, Photo
-from ..deps import get_session
+from ..deps import RowIdPath, RowIdQuery, get_session
 from ..errors import ApiError
-from ..review import accounts, logic
+from ..review import accounts, logic, throttle
 from ..review.media import crop_path, finding_boxes, overlay_path, report_photos
 from ..review.models import CaseReview, FindingReview, SEVERITIES
 from ..review.schemas import AddDamageIn, FindingDecisionIn
@@ -86,10 +92,10 @@ def _to_login() -> RedirectResponse:
 
 # ------------------------------------------------------------------ login / logout
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, error: str | None = None) -> HTMLResponse:
+def login_page(request: Request, error: str | None = None, _status: int = 200) -> HTMLResponse:
     """The login form (with a double-submit CSRF token)."""
     token = secrets.token_urlsafe(32)
-    r = _html("login.html", csrf=token, error=error)
+    r = _html("login.html", _status, csrf=token, error=error)
     r.set_cookie(LOGIN_CSRF, token, httponly=True, samesite="strict", secure=request.url.scheme == "https",
                  path="/login", max_age=3600)
     return r
@@ -98,14 +104,33 @@ def login_page(request: Request, error: str | None = None) -> HTMLResponse:
 @router.post("/login")
 def login(request: Request, email: str = Form(..., max_length=320), password: str = Form(..., max_length=1000),
           csrf_token: str = Form(""), session: Session = Depends(get_session)):
-    """Check the password (argon2), open a session, set its cookie and go to the queue."""
+    """Check the password (argon2), open a session, set its cookie and go to the queue. Throttled
+    (429 + Retry-After, password not checked) after too many failures of the account or the client."""
     cookie = request.cookies.get(LOGIN_CSRF) or ""
     if not csrf_token or not hmac.compare_digest(csrf_token, cookie):
         raise ApiError(403, "csrf", "the login form's CSRF token is missing or wrong: reload /login")
-    user = accounts.authenticate(session, email, password)
-    if user is None:
+    settings = request.app.state.settings
+    who = throttle.normalize_email(email)
+    client = request.client.host if request.client else "unknown"
+    wait = throttle.retry_after(session, settings, who, client)
+    if wait is None:
+        user = accounts.authenticate(session, email, password)
+        if user is None:
+            wait = throttle.record_failure(session, settings, who, client)
+            session.commit()
+            if wait is None:
+                return login_page(request, error="Wrong e-mail or password.")
+            # this failure reached the limit: answered like the throttled attempts that follow it
+    else:
+        throttle.record_throttled(session, who, client, wait)
         session.commit()
-        return login_page(request, error="Wrong e-mail or password.")
+        user = None
+    if user is None:
+        r = login_page(request, error=f"Too many failed logins: try again in {math.ceil(wait / 60)} minute(s).",
+                       _status=429)
+        r.headers["Retry-After"] = str(wait)
+        return r
+    throttle.clear_account(session, who)
     token = accounts.open_session(session, user)
     session.commit()
     r = RedirectResponse("/review", status_code=303)
@@ -186,12 +211,18 @@ def _next_pending(state, after_id: int | None) -> int | None:
 
 
 @router.get("/review/cases/{case_id}", response_class=HTMLResponse)
-def case_page(case_id: str, request: Request, sel: int | None = None, session: Session = Depends(get_session)):
+def case_page(case_id: str, request: Request, sel: RowIdQuery = None, session: Session = Depends(get_session)):
     """The case: summary, photos with toggleable overlays and boxes, findings with crops and reasons,
     decision forms, add damage, case reviewed."""
     user = _user(request, session)
     if user is None:
         return _to_login()
+    return _case_html(session, user, case_id, sel)
+
+
+def _case_html(session: Session, user: accounts.ReviewUser, case_id: str, sel: int | None,
+               form_error: str | None = None, status: int = 200) -> HTMLResponse:
+    """The case page (``form_error``: shown above it, with HTTP ``status``)."""
     case = _case(session, user, case_id)
     state = logic.review_state(session, case)
     report = case.report_json or {}
@@ -221,9 +252,34 @@ def case_page(case_id: str, request: Request, sel: int | None = None, session: S
             diagram = car_diagram_svg(part_states(CaseReport.model_validate(report)))
         except ValueError:  # a stored report this version cannot read: the page works without the diagram
             diagram = None
-    return _html("case.html", user=user, case=case, report=report, state=state, photos=photos, boxes=boxes,
+    return _html("case.html", status, user=user, case=case, report=report, state=state, photos=photos, boxes=boxes,
                  crops=crops, sel=sel, damages=damages, parts=parts, severities=SEVERITIES, names=names,
-                 closed=state.state == "reviewed", diagram=diagram)
+                 closed=state.state == "reviewed", diagram=diagram, form_error=form_error)
+
+
+def _form_error(e: Exception) -> str:
+    """A form's error as one line for the page."""
+    if isinstance(e, ValidationError):
+        parts = []
+        for err in e.errors():
+            where = ".".join(str(x) for x in err.get("loc", ()) if not isinstance(x, int)) or "form"
+            parts.append(f"{where}: {err.get('msg')}")
+        return "Not saved: " + "; ".join(parts)
+    if isinstance(e, ApiError):
+        return f"Not saved: {e.message}"
+    return "Not saved: invalid form values"
+
+
+def _number(name: str, v: str) -> float:
+    """A finite number from a form field.
+
+    Raises:
+        ValueError: not a number, or NaN / infinite.
+    """
+    x = float(v)
+    if not math.isfinite(x):
+        raise ValueError(f"{name}: not a finite number")
+    return x
 
 
 def _back(case_id: str, sel: int | None = None, anchor: str | None = None) -> RedirectResponse:
@@ -241,16 +297,24 @@ def _opt(v: str | None) -> str | None:
 
 
 @router.post("/review/cases/{case_id}/findings/{finding_id}")
-def post_decision(case_id: str, finding_id: int, request: Request, csrf_token: str = Form(""),
-                  action: str = Form(...), damage: str = Form(""), part: str = Form(""), severity: str = Form(""),
+def post_decision(case_id: str, finding_id: RowIdPath, request: Request, csrf_token: str = Form(""),
+                  action: str = Form(""), damage: str = Form(""), part: str = Form(""), severity: str = Form(""),
                   note: str = Form(""), session: Session = Depends(get_session)):
-    """A decision from the page's forms; back to the case with the next undecided finding selected."""
+    """A decision from the page's forms; back to the case with the next undecided finding selected
+    (a bad value: the page again with the error, 422; a closed review: 409)."""
     user = _need_user(request, session)
     _csrf(user, csrf_token)
     case = _case(session, user, case_id)
-    body = FindingDecisionIn(action=action, damage=_opt(damage), part=_opt(part), severity=_opt(severity),
-                             note=note if note.strip() or action == "edit" else None)
-    logic.decide_finding(session, case, finding_id, body, _actor(user))
+    try:
+        body = FindingDecisionIn(action=action, damage=_opt(damage), part=_opt(part), severity=_opt(severity),
+                                 note=note if note.strip() or action == "edit" else None)
+        logic.decide_finding(session, case, finding_id, body, _actor(user))
+    except (ValidationError, ApiError) as e:
+        if isinstance(e, ApiError) and e.status not in (409, 422):
+            raise
+        session.rollback()
+        return _case_html(session, user, case_id, finding_id, _form_error(e),
+                          e.status if isinstance(e, ApiError) else 422)
     session.commit()
     state = logic.review_state(session, case)
     nxt = finding_id if action == "edit" else (_next_pending(state, finding_id) or finding_id)
@@ -258,23 +322,32 @@ def post_decision(case_id: str, finding_id: int, request: Request, csrf_token: s
 
 
 @router.post("/review/cases/{case_id}/damages")
-def post_damage(case_id: str, request: Request, csrf_token: str = Form(""), photo_id: str = Form(...),
-                damage: str = Form(...), part: str = Form(...), x: float = Form(...), y: float = Form(...),
-                w: float = Form(...), h: float = Form(...), polygon: str = Form(""), severity: str = Form(""),
+def post_damage(case_id: str, request: Request, csrf_token: str = Form(""), photo_id: str = Form(""),
+                damage: str = Form(""), part: str = Form(""), x: str = Form(""), y: str = Form(""),
+                w: str = Form(""), h: str = Form(""), polygon: str = Form(""), severity: str = Form(""),
                 note: str = Form(""), session: Session = Depends(get_session)):
-    """Add damage drawn on a photo (box in original-photo px; polygon as ``x1,y1,x2,y2,...``)."""
+    """Add damage drawn on a photo (box in original-photo px; polygon as ``x1,y1,x2,y2,...``); a bad
+    value: the page again with the error (422)."""
     user = _need_user(request, session)
     _csrf(user, csrf_token)
     case = _case(session, user, case_id)
-    poly = None
-    if polygon.strip():
+    try:
         try:
-            poly = [float(v) for v in polygon.replace(";", ",").split(",") if v.strip()]
+            box = [_number(k, v) for k, v in (("x", x), ("y", y), ("w", w), ("h", h))]
+            poly = None
+            if polygon.strip():
+                poly = [_number("polygon", v) for v in polygon.replace(";", ",").split(",") if v.strip()]
         except ValueError:
-            raise ApiError(422, "invalid_polygon", "polygon must be numbers x1,y1,x2,y2,...") from None
-    body = AddDamageIn(photo_id=photo_id, damage=damage, part=part, bbox_xywh=[x, y, w, h], polygon=poly,
-                       severity=_opt(severity), note=_opt(note))
-    logic.add_damage(session, case, body, _actor(user))
+            raise ApiError(422, "invalid_box", "the box (x, y, w, h) and the polygon (x1,y1,x2,y2,...) must be "
+                           "finite numbers") from None
+        body = AddDamageIn(photo_id=photo_id, damage=damage, part=part, bbox_xywh=box, polygon=poly,
+                           severity=_opt(severity), note=_opt(note))
+        logic.add_damage(session, case, body, _actor(user))
+    except (ValidationError, ApiError) as e:
+        if isinstance(e, ApiError) and e.status not in (409, 422):
+            raise
+        session.rollback()
+        return _case_html(session, user, case_id, None, _form_error(e), e.status if isinstance(e, ApiError) else 422)
     session.commit()
     return _back(case_id, anchor="photos")
 
@@ -319,7 +392,7 @@ def photo_image(case_id: str, photo_id: str, kind: str, request: Request, sessio
 
 
 @router.get("/review/cases/{case_id}/findings/{finding_id}/crop.jpg")
-def finding_crop(case_id: str, finding_id: int, request: Request, session: Session = Depends(get_session)):
+def finding_crop(case_id: str, finding_id: RowIdPath, request: Request, session: Session = Depends(get_session)):
     """The finding's largest detection, cropped from the blurred photo."""
     user = _need_user(request, session)
     case = _case(session, user, case_id)
