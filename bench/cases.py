@@ -25,23 +25,21 @@ Run: python bench/cases.py [--candidate v2=runs/damage_v2/best.safetensors] [--q
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CARCHECK_DATA", ROOT.parent / "shared" / "data")).resolve()
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/
+from _common import DATA, RESULTS, ROOT, RUNS, write_results  # noqa: E402
+
 DEV_BUILT = Path(os.environ.get("CARCHECK_CASES_DEV", ROOT / "data" / "cases_dev"))
 DEV_EXP = DATA / "cases_dev" / "expectations"
 DEMO = DATA / "cases" / "salvage_panamera_167111"
 DEMO_EXP = DATA / "cases" / "expectations" / "salvage_panamera_167111.json"
-CACHE = ROOT / "runs" / "cases_cache"
+CACHE = RUNS / "cases_cache"
 
 #: Issue 26's targets on the dev cases.
 TARGETS = {"recall_confident": 0.60, "recall_any": 0.85, "confident_in_groups": 0.90, "clean_confident_rate": 0.02,
@@ -70,17 +68,6 @@ def sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def git_commit() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def run_set(name: str, weights: list[Path], cases, use_cache: bool, log=print, config: dict | None = None) -> dict[str, dict]:
@@ -260,9 +247,9 @@ def main() -> None:
     ap.add_argument("--calibrate", action="store_true", help="Fit P(part damaged) with leave-one-case-out "
                     "cross-validation for the last model set and score its decisions (module doc).")
     ap.add_argument("--precision", type=float, default=0.9, help="Precision the review threshold is chosen for.")
-    ap.add_argument("--model-out", type=Path, default=ROOT / "runs" / "calibration" / "part_confidence.json",
+    ap.add_argument("--model-out", type=Path, default=RUNS / "calibration" / "part_confidence.json",
                     help="Where --calibrate writes the model fitted on every case (a new file, never the shipped one).")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cases.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "cases.json")
     args = ap.parse_args()
     cases, missing = case_list()
     if not cases:
@@ -316,14 +303,11 @@ def main() -> None:
             if b["n"]:
                 print(f"{b['lo']:.1f}-{b['hi']:.1f}{b['n']:>11}{b['mean_p']:>9.3f}{b['frac_positive']:>9.3f}")
         print(f"model fitted on every case -> {args.model_out} (threshold {cal['model']['threshold']})")
-    header = {"machine": cpu_info(), "python": platform.python_version(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "commit": git_commit(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "wall_s": round(time.time() - t0, 1)}
-    res = {"header": header, "config_overrides": overrides, "cases": len(cases), "cases_not_built": missing, "targets": TARGETS, "results": results}
+    res = {"wall_s": round(time.time() - t0, 1), "config_overrides": overrides, "cases": len(cases),
+           "cases_not_built": missing, "targets": TARGETS, "results": results}
     if not (args.quick or args.only):
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(res, indent=1) + "\n")
-        print(f"-> {args.out} ({header['wall_s']} s, {header['machine'].get('cpu_model')})")
+        write_results(args.out, res, indent=1)
+        print(f"-> {args.out} ({res['wall_s']} s, {cpu_info().get('cpu_model')})")
 
 
 if __name__ == "__main__":
