@@ -14,8 +14,9 @@ from pydantic import BaseModel, Field, model_validator
 from .claims import CaseEstimate, ReuseMatch
 from .config import AssessConfig
 from .photo import PhotoTypeDecision, QualityResult
+from .vehicle import OdometerReading, VinReading
 
-SCHEMA_VERSION = "1.10"  # 1.10: per-part p_damaged (calibrated P(part damaged), the review decision), features (its inputs), grade / grade_reason (minor / moderate / severe), issue 26; 1.9: config fusion.end_dominance (one end of the car per photo on the part map); 1.8: optional parts (findings per physical part, K_agree over views, issue 16); 1.7: optional size_cm per detection and finding (damage size in cm from the typical part sizes, issue 16), config size; 1.6: optional photo_type and quality per photo (issue 16), config photo_type / quality; 1.5: optional estimate (repair estimate) and reuse (photos matching indexed photos), issue 19; 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
+SCHEMA_VERSION = "1.11"  # 1.11: optional vehicle.vin (VIN read by OCR: text, complete, check_digit_valid, wmi, manufacturer, photo, agrees_with_make_model) and vehicle.odometer (value, unit, photo, confidence), issue 30; 1.10: per-part p_damaged (calibrated P(part damaged), the review decision), features (its inputs), grade / grade_reason (minor / moderate / severe), issue 26; 1.9: config fusion.end_dominance (one end of the car per photo on the part map); 1.8: optional parts (findings per physical part, K_agree over views, issue 16); 1.7: optional size_cm per detection and finding (damage size in cm from the typical part sizes, issue 16), config size; 1.6: optional photo_type and quality per photo (issue 16), config photo_type / quality; 1.5: optional estimate (repair estimate) and reuse (photos matching indexed photos), issue 19; 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
 
 __all__ = ["SCHEMA_VERSION", "PhotoDetection", "PhotoReport", "Finding", "PartFinding", "CaseSummary", "CaseReport", "ModelFile",
            "ClassScore", "HeadResult", "DamageFilter", "VehicleMatch", "VehicleIdentity", "Consistency", "SizeCm"]
@@ -57,12 +58,18 @@ class VehicleMatch(BaseModel):
 
 
 class VehicleIdentity(BaseModel):
-    """Which car the case shows (make/model head averaged over the case's vehicle photos)."""
+    """Which car the case shows (make/model head averaged over the case's vehicle photos), and from 1.11 what
+    its VIN and odometer photos say (OCR). Without a make/model head the lists are empty, ``known_models`` is 0
+    and ``in_scope`` False; the section is then there only for ``vin`` / ``odometer``."""
 
     make_model_top3: list[ClassScore]
     make_top3: list[ClassScore]
     in_scope: bool = Field(description="False when most photos fall outside the known models (OOD rule).")
-    known_models: int = Field(description="Number of models the head knows.")
+    known_models: int = Field(description="Number of models the head knows (0: no make/model head).")
+    vin: VinReading | None = Field(None, description="The VIN read on a VIN-plate / dashboard or document photo "
+                                   "(OCR); None when none was read or no such photo (schema >= 1.11).")
+    odometer: OdometerReading | None = Field(None, description="The odometer reading of a dashboard photo (OCR); "
+                                             "None when none was read or no such photo (schema >= 1.11).")
 
 
 class Consistency(BaseModel):
