@@ -24,7 +24,7 @@ from .privacy import blur_private_regions
 from ..schema import CaseReport, Finding, PartFinding, PhotoDetection, SizeCm
 
 __all__ = ["palette", "overlay", "overlay_cam", "legend", "write_report", "prepare_out_dir", "DAMAGE_COLOURS",
-           "size_text", "vehicle_line", "best_detection", "crop_around"]
+           "size_text", "vehicle_line", "vehicle_text_lines", "best_detection", "crop_around"]
 
 #: Colours of the damage classes, in class order of whichever damage taxonomy the model has (more
 #: classes than listed continue with :func:`palette` hues); saturated, distinct from the part palette.
@@ -168,9 +168,39 @@ def vehicle_line(report: CaseReport) -> str:
     if v is None:
         return "not identified (no make/model classifier ran on an assessed photo)"
     if not v.in_scope or not v.make_model_top3:
-        return f"not one of the known models (the classifier knows {v.known_models})"
+        unknown = (f"not one of the known models (the classifier knows {v.known_models})" if v.known_models
+                   else "no make/model classifier")
+        if v.vin is not None and v.vin.manufacturer:  # schema >= 1.11: the VIN's WMI names the maker
+            return f"{v.vin.manufacturer} (by the VIN's WMI {v.vin.wmi}; make/model: {unknown})"
+        return unknown
     top = v.make_model_top3[0]
     return f"{top.label.replace('_', ' ')} ({100 * top.probability:.0f}%)"
+
+
+def vehicle_text_lines(report: CaseReport) -> list[tuple[str, bool]]:
+    """What the VIN and odometer photos say (schema >= 1.11), one ``(line, flag)`` each for the HTML header
+    beside make/model; ``flag``: the VIN's manufacturer disagrees with make/model."""
+    v = report.vehicle
+    out: list[tuple[str, bool]] = []
+    if v is None:
+        return out
+    if v.vin is not None:
+        n = v.vin
+        read = "complete" if n.complete else f"partial: {len(n.text)} of 17 characters read"
+        check = {True: "check digit holds", False: "CHECK DIGIT FAILS", None: "check digit n/a"}[n.check_digit_valid]
+        maker = f"WMI {n.wmi}: {n.manufacturer or 'not in the WMI table'}" if n.wmi else "no WMI"
+        agree = {True: "agrees with make/model", False: "DISAGREES with make/model",
+                 None: "make/model agreement unknown"}[n.agrees_with_make_model]
+        src = f" · from {n.photo.split('/')[-1]}" if n.photo else ""
+        out.append((f"VIN {n.text} ({read}; {check}) · {maker} · {agree}{src}",
+                    n.agrees_with_make_model is False or n.check_digit_valid is False))
+    if v.odometer is not None:
+        o = v.odometer
+        unit = "" if o.unit == "unknown" else f" {o.unit}"
+        src = f" · from {o.photo.split('/')[-1]}" if o.photo else ""
+        out.append((f"Odometer {o.value:,}{unit}{' (unit not read)' if o.unit == 'unknown' else ''} · OCR "
+                    f"confidence {o.confidence:.2f}{src}", False))
+    return out
 
 
 def best_detection(report: CaseReport, finding: Finding | PartFinding, have: Mapping[str, object] | None = None
@@ -300,7 +330,7 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
     states = part_states(report)
     stream = env.get_template("report.html").stream(
         report=report, photos=photo_entries(), diagram=car_diagram_svg(states), states=states,
-        vehicle=vehicle_line(report), confident_by_part=parts, review_parts=review_parts,
+        vehicle=vehicle_line(report), vehicle_text=vehicle_text_lines(report), confident_by_part=parts, review_parts=review_parts,
         review_findings=review_findings, review_photos=[p for p in report.photos if p.review_reasons],
         part_legend=[(n, _hex(c)) for n, c in part_legend], damage_legend=[(n, _hex(c)) for n, c in damage_legend])
     paths = {"json": out / "report.json", "html": out / "report.html"}
