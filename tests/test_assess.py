@@ -63,7 +63,7 @@ def test_report_files_and_html_content(lplenka_case, tmp_path, assessor):
     from carcheck.report.html import write_report
     _, report, visuals = lplenka_case
     paths = write_report(report, visuals, tmp_path, assessor.part_names, assessor.damage_names)
-    from carcheck.pipeline.assess import file_sha256
+    from carcheck.pipeline.runner import file_sha256
     from carcheck.schema import SCHEMA_VERSION, AssessConfig, CaseReport
     data = json.loads(paths["json"].read_text())
     assert data["schema_version"] == SCHEMA_VERSION and len(data["photos"]) == 9

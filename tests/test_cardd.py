@@ -10,7 +10,8 @@ import pytest
 
 from carcheck.data.coco import CocoSegmentationDataset
 from carcheck.data.yolo import YoloFormatError, annotation_file, coco_category_name, coco_file_for_yolo
-from carcheck.evaluate.segmentation import SodAccumulator, coco_instance_ap, fusion_detections
+from carcheck.evaluate.segmentation import SodAccumulator, coco_instance_ap
+from carcheck.pipeline.photo import fusion_detections
 
 from conftest import data_path
 

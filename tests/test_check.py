@@ -7,7 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from carcheck.cli import app
-from carcheck.data.check import check_dataset, dataset_stats
+from carcheck.data.check import check_dataset
+from carcheck.data.stats import dataset_stats
 
 from conftest import data_path
 

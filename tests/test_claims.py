@@ -14,8 +14,8 @@ from PIL import Image
 from carcheck.pipeline.compare import compare_cases, same_vehicle_check
 from carcheck.pipeline.estimate import (DEFAULT_COST_TABLE, KNOWN_DAMAGE, KNOWN_PARTS, SIZES, CostTableError,
                                         estimate_case, load_cost_table, price_finding)
-from carcheck.pipeline.reuse import (PhotoMeta, ReuseIndex, SQLiteHashStore, exif_reasons, photo_hashes,
-                                     read_photo_meta, reuse_check)
+from carcheck.pipeline.exif import PhotoMeta, exif_reasons, read_photo_meta
+from carcheck.pipeline.reuse import ReuseIndex, SQLiteHashStore, photo_hashes, reuse_check
 from carcheck.schema import AssessConfig, CaseReport, CaseSummary, ClassScore, Finding, PhotoReport, VehicleIdentity
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

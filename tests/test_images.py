@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from carcheck.data.images import ImageLoadError, image_size, load_image
+from carcheck.data.image_header import image_size
+from carcheck.data.images import ImageLoadError, load_image
 
 
 def _save(tmp_path, name, img, **kw):

@@ -57,7 +57,9 @@ def test_the_assessment_applies_it_to_the_part_map(monkeypatch):
 
     if not all(p.exists() for p in DEFAULT_SEGMENTERS):
         pytest.skip("shipped segmenter weights missing")
-    import carcheck.pipeline.assess as A
+    import carcheck.pipeline.photo as photo_rules
+    from carcheck.pipeline.assess import Assessor
+    from carcheck.schema import AssessConfig
     from conftest import data_path
 
     photo = sorted(data_path("car_parts/testset/JPEGImages").glob("*.jpg"))[0]
@@ -69,12 +71,12 @@ def test_the_assessment_applies_it_to_the_part_map(monkeypatch):
 
     from carcheck.schema import FusionConfig as FusionDefault
 
-    monkeypatch.setattr(A, "consistent_ends", spy)
-    A.Assessor(A.AssessConfig(gradcam=False), heads={}).assess([photo], case_id="ends")
+    monkeypatch.setattr(photo_rules, "consistent_ends", spy)  # one photo's rules: pipeline/photo.py
+    Assessor(AssessConfig(gradcam=False), heads={}).assess([photo], case_id="ends")
     assert seen and seen[0][1] == "background" and seen[0][2] == FusionDefault().end_dominance
     seen.clear()
     from carcheck.schema import FusionConfig
 
-    A.Assessor(A.AssessConfig(gradcam=False, fusion=FusionConfig(end_dominance=None)), heads={}).assess(
+    Assessor(AssessConfig(gradcam=False, fusion=FusionConfig(end_dominance=None)), heads={}).assess(
         [photo], case_id="ends-off")
     assert seen == []

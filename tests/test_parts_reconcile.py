@@ -93,7 +93,7 @@ def test_unassigned_damage_has_no_part_entry():
 
 
 def test_the_verdict_states_the_parts():
-    from carcheck.report.build import summarize
+    from carcheck.pipeline.build import summarize
     from carcheck.schema import Finding, PartFinding, PhotoReport
 
     f = [Finding(part="hood", damage="dent", size_class="small", area_fraction_of_part=0.1, c_base=0.9, k_agree=1,

@@ -117,7 +117,7 @@ def test_unassigned_damage_is_not_touched():
 
 def test_the_html_legend_follows_the_damage_taxonomy(tmp_path):
     """A CarDD 6-type model: the legend lists its six types with six distinct colours."""
-    from carcheck.report.build import build_report
+    from carcheck.pipeline.build import build_report
     from carcheck.report.html import legend, write_report
     from carcheck.schema import AssessConfig
 

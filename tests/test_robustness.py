@@ -316,7 +316,7 @@ def test_an_unexpected_exception_exits_3_not_1(monkeypatch, capsys):
 
 # ---------------------------------------------------------------- peak memory: large decodes never overlap the networks
 def test_decode_buffer_bytes_from_the_header(tmp_path):
-    from carcheck.data.images import decode_buffer_bytes
+    from carcheck.data.image_header import decode_buffer_bytes
 
     Image.new("RGB", (1000, 500)).save(tmp_path / "a.png")
     Image.new("L", (1000, 500)).save(tmp_path / "g.png")

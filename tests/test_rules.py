@@ -51,7 +51,7 @@ def test_report_writes_the_blurred_photo(monkeypatch, tmp_path):
     """Every image in report.html went through the blur: a detected box is smooth in the written
     photo, the rest of the photo is the photo (up to JPEG loss)."""
     import carcheck.report.privacy as privacy
-    from carcheck.report.build import build_report
+    from carcheck.pipeline.build import build_report
     from carcheck.report.html import write_report
     from carcheck.schema import AssessConfig
 
@@ -236,15 +236,17 @@ class _FakeHeads:
 
 def _bare_assessor(monkeypatch, parts_label, damage_label):
     """An Assessor without model files: predict() returns hand-made maps at "network" size."""
-    from carcheck.pipeline.assess import Assessor, Prediction
-    from carcheck.schema import AssessConfig
+    from carcheck.pipeline.assess import Assessor
     from carcheck.pipeline.image_heads import PhotoHeadOutputs
+    from carcheck.pipeline.inputs import DuplicateFinder
+    from carcheck.pipeline.runner import Prediction
+    from carcheck.schema import AssessConfig
 
     a = Assessor.__new__(Assessor)
     a.config = AssessConfig()
     a.part_names, a.damage_names = ["door", "hood"], ["dent", "scratch"]
     a.plausibility, a.heads, a.precision = None, _FakeHeads(), "fp32"
-    a._duplicates = a._duplicate_finder()
+    a._duplicates = DuplicateFinder(a.config.duplicate_max_distance)
 
     def one_hot(label, n):
         p = np.full((n, *label.shape), 0.01, np.float32)

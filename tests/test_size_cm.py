@@ -131,7 +131,7 @@ def _det(part, area_px, size: SizeCm | None, frac: float = 0.1):
 
 
 def _report(photos, findings):
-    from carcheck.report.build import build_report
+    from carcheck.pipeline.build import build_report
     from carcheck.schema import AssessConfig
 
     return build_report(case_id="s", files=len(photos), photos=photos, findings=findings, config=AssessConfig(),

@@ -44,7 +44,8 @@ from carcheck.data.images import load_image
 from carcheck.data.taxonomy import get_taxonomy
 from carcheck.data.yolo import annotation_file
 from carcheck.evaluate.metrics import confusion_matrix, iou_from_confusion, miou
-from carcheck.evaluate.segmentation import SodAccumulator, coco_instance_ap, evaluate_segmentation, fusion_detections
+from carcheck.evaluate.segmentation import SodAccumulator, coco_instance_ap, evaluate_segmentation
+from carcheck.pipeline.photo import fusion_detections
 from carcheck.models.backbone import inference_context
 from carcheck.models.inference import DEFAULT_SEGMENTER, WEIGHTS_DIR, load_segmenters, to_input_tensor
 from carcheck.models.runtime import cpu_info, resolve_precision, use_bf16

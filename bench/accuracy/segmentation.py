@@ -33,6 +33,7 @@ from carcheck.data.taxonomy import get_mapping, get_taxonomy
 from carcheck.evaluate.segmentation import evaluate_segmentation
 from carcheck.models.backbone import inference_context
 from carcheck.models.inference import DEFAULT_SEGMENTERS, load_segmenters, segment
+from carcheck.pipeline.photo import fusion_detections
 
 TARGETS = {"parts_miou": 0.60, "parts_min_class_iou": 0.30, "damage_type_miou": 0.40, "binary_damage_iou": 0.45,
            "both_heads_s_per_image": 0.15, "speedup_vs_paper": 5.0}
@@ -137,7 +138,7 @@ def main() -> None:
     results = {"weights": args.weights, "targets": TARGETS}
     t0 = time.time()
     parts = evaluate_segmentation(model, parts_json, "parts").to_dict()
-    dtype = evaluate_segmentation(model, lensor_test, "damage", instances=True).to_dict()
+    dtype = evaluate_segmentation(model, lensor_test, "damage", instances=True, fusion=fusion_detections).to_dict()
     binary = evaluate_segmentation(model, lensor_test, "damage", "damage_binary").to_dict()
     results.update(parts=parts, damage_type=dtype, damage_binary=binary)
     results["lplenka_damage_on_part"] = damage_on_right_part(model, args.quick)

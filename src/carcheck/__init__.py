@@ -13,10 +13,24 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 
 def assess(paths, case_id=None, config=None, out_dir=None, **kwargs):
-    """Assess the photos of one case; see :func:`carcheck.pipeline.assess.assess`."""
-    from .pipeline.assess import assess as _assess
+    """Assess the photos of one case (:func:`carcheck.pipeline.assess.assess`); with ``out_dir``, also write
+    ``report.json`` and ``report.html`` there (:func:`carcheck.report.html.write_report`). Returns the
+    :class:`~carcheck.schema.CaseReport`.
 
-    return _assess(paths, case_id=case_id, config=config, out_dir=out_dir, **kwargs)
+    Raises:
+        FileNotFoundError / ValueError / KeyError: missing or bad model files. OSError: ``out_dir`` cannot be written.
+    """
+    from .pipeline.assess import Assessor
+
+    assessor = kwargs.pop("assessor", None)
+    track = kwargs.pop("track", lambda it, **k: it)
+    assessor = assessor or Assessor(config, **kwargs)
+    report, visuals = assessor.assess(paths, case_id, track=track)
+    if out_dir is not None:
+        from .report.html import write_report
+
+        write_report(report, visuals, out_dir, assessor.part_names, assessor.damage_names)
+    return report
 
 
 __all__ = ["__version__", "assess"]

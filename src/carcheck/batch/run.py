@@ -30,12 +30,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 import shutil
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -322,95 +320,6 @@ def _run_loop(todo: list[Path], out: Path, threads: int | None, precision: str) 
         yield assess_case(assessor, case_dir, out)
 
 
-def _plan(workers: int | None, cores: int, default: int, node_max: int | None = None) -> tuple[int, int]:
-    """(workers, threads per worker): ``threads = max(1, cores // workers)``, at most ``node_max``."""
-    w = workers or default
-    t = max(1, cores // w)
-    return w, (min(t, node_max) if node_max else t)
-
-
-def _run_ray(todo: list[Path], out: Path, workers: int | None, threads: int | None, precision: str,
-             ray_address: str | None, plan: dict) -> Iterator[CaseResult]:
-    import ray
-    from ray.exceptions import RayActorError
-
-    started = False
-    actors: list = []
-    try:
-        if ray.is_initialized():
-            local = False
-        elif ray_address:
-            ray.init(address=ray_address, log_to_driver=False)
-            started, local = True, False
-        else:
-            local = True
-        if local:
-            n_workers, n_threads = _plan(workers, _cores(), default_local_workers())
-        else:  # a cluster: one worker per node by default, threads from the cluster's CPUs
-            nodes = [n for n in ray.nodes() if n.get("Alive")]
-            node_cpus = [int(n.get("Resources", {}).get("CPU", 0)) for n in nodes] or [1]
-            n_workers, n_threads = _plan(workers, int(ray.cluster_resources().get("CPU", 1)),
-                                         max(1, len(nodes)), max(1, max(node_cpus)))
-        if threads:
-            n_threads = threads
-        if local:  # room for every actor, even when more workers than cores were asked for
-            ray.init(address="local", num_cpus=max(_cores(), n_workers * n_threads), include_dashboard=False,
-                     log_to_driver=False, logging_level=logging.WARNING)
-            started = True
-        plan.update(workers=n_workers, threads=n_threads)
-        worker_cls = ray.remote(_CaseWorker).options(num_cpus=n_threads, max_restarts=0)
-        actors = [worker_cls.remote(n_threads, precision) for _ in range(n_workers)]
-        starting = {a.ready.remote(): a for a in actors}
-        running: dict = {}  # ref -> case folder
-        owner: dict = {}  # ref -> actor
-        free: list = []
-        queue = deque(todo)
-        t0, ever_ready, last_error = time.monotonic(), False, "no Ray worker started"
-        while queue or running:
-            if not (starting or running or free):
-                yield from _fail_all(queue, f"no Ray worker left: {last_error}")
-                return
-            done, _ = ray.wait(list(running) + list(starting), num_returns=1, timeout=1.0)
-            if not done:
-                if not ever_ready and time.monotonic() - t0 > WORKER_START_TIMEOUT_S:
-                    yield from _fail_all(queue, f"no Ray worker started within {WORKER_START_TIMEOUT_S:.0f} s")
-                    return
-                continue
-            ref = done[0]
-            if ref in starting:
-                actor = starting.pop(ref)
-                try:
-                    ray.get(ref)
-                    free.append(actor)
-                    ever_ready = True
-                except Exception as e:  # the actor could not load its models
-                    last_error = f"Ray worker could not start: {_describe(e)}"
-            else:
-                case_dir, actor = running.pop(ref), owner.pop(ref)
-                try:
-                    result = ray.get(ref)
-                    free.append(actor)
-                except RayActorError as e:  # the process died (e.g. killed for memory): not reused
-                    last_error = f"Ray worker died: {_describe(e)}"
-                    result = CaseResult(case_dir.name, status="failed", error=last_error)
-                except Exception as e:
-                    result = CaseResult(case_dir.name, status="failed", error=_describe(e))
-                    free.append(actor)
-                yield result
-            while free and queue:
-                actor, case_dir = free.pop(), queue.popleft()
-                ref = actor.run.remote(str(case_dir), str(out))
-                running[ref], owner[ref] = case_dir, actor
-    finally:
-        for a in actors:
-            try:
-                ray.kill(a)
-            except Exception:
-                pass
-        if started:
-            ray.shutdown()
-
-
 def _no_track(iterable: Iterable, **_: object) -> Iterable:
     return iterable
 
@@ -485,6 +394,8 @@ def run_batch(root: str | Path, out: str | Path, mode: str = "ray", workers: int
         log.add(r)
     if todo:
         plan = {} if plan is None else plan
+        from .cluster import _run_ray  # Ray is imported only for mode='ray'
+
         stream = (_run_loop(todo, out, threads, precision) if mode == "loop"
                   else _run_ray(todo, out, workers, threads, precision, ray_address, plan))
         for r in track(stream, description="assessing cases", total=len(todo)):

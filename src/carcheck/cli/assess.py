@@ -65,7 +65,7 @@ def assess_command(
     from pydantic import ValidationError
 
     from ..models.inference import DEFAULT_SEGMENTERS
-    from ..pipeline.assess import Assessor, assess
+    from ..pipeline.assess import Assessor
     from ..schema import AssessConfig, FusionConfig
 
     try:
@@ -85,8 +85,12 @@ def assess_command(
     except (FileNotFoundError, ValueError, KeyError) as e:
         console.print(f"[red]error:[/] {escape(display_name(str(e)))}", highlight=False)
         raise typer.Exit(2)
-    # the same code path as carcheck.assess(..., out_dir=...): assess, then write report.json + report.html
-    report = assess([str(p) for p in photos], case_id, out_dir=out, assessor=assessor, track=track)
+    from ..report.html import write_report
+
+    # the same code path as carcheck.assess(..., out_dir=...): assess, then the caller writes report.json + .html
+    report, visuals = assessor.assess([str(p) for p in photos], case_id, track=track)
+    write_report(report, visuals, out, assessor.part_names, assessor.damage_names)
+    del visuals
     if json_out:
         emit_json(report.model_dump(mode="json"))
     s = report.summary

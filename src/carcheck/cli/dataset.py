@@ -18,7 +18,7 @@ def stats(path: Path = typer.Argument(..., help="Dataset folder (or a folder of 
           json_out: bool = typer.Option(False, "--json", help="Print the numbers as JSON on stdout.")) -> None:
     """Per-class image and instance counts, with CarDD's small / medium / large split
     (instance area < 128², < 256², >= 256² px)."""
-    from ..data.check import dataset_stats
+    from ..data.stats import dataset_stats
 
     try:
         result = dataset_stats(path, track=track)

@@ -59,6 +59,7 @@ def segmentation(
     and a bootstrap comparison of two models."""
     from ..evaluate.metrics import bootstrap_miou_difference
     from ..evaluate.segmentation import evaluate_segmentation
+    from ..pipeline.photo import fusion_detections
     from ..models.inference import DEFAULT_SEGMENTERS, load_segmenter, load_segmenters
     from ..models.runtime import resolve_precision
 
@@ -74,7 +75,7 @@ def segmentation(
     try:
         res = evaluate_segmentation(model, files, task, taxonomy, instances=instances, precision=precision,
                                     track=track, on_error=lambda m: console.print(f"[yellow]{esc(m)}[/]", highlight=False),
-                                    sod=sod, instances_from=instances_from, longest=longest)
+                                    sod=sod, instances_from=instances_from, longest=longest, fusion=fusion_detections)
     except KeyError as e:
         console.print(f"[red]error:[/] {esc(str(e).strip(chr(39)))}", highlight=False)
         raise typer.Exit(2)

@@ -217,7 +217,7 @@ def yolo_split_to_coco(source: YoloSource, split: str) -> dict:
         YoloFormatError: a malformed label file (file and line named).
         ImageLoadError: an image whose header cannot be read.
     """
-    from .images import image_size
+    from .image_header import image_size
 
     if split not in source.splits:
         raise KeyError(f"{display_name(source.yaml_path)}: no split {split!r} (has {sorted(source.splits)})")

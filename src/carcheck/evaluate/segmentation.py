@@ -4,7 +4,7 @@
   per-class IoU, mIoU with and without background, per-image confusion matrices for the
   bootstrap CI of an mIoU difference.
 * Damage instances (CarDD, section IV-B): by default the regions the shipped fusion produces
-  (:func:`carcheck.pipeline.fusion.damaged_parts`: connected components of one (part, damage)
+  (:func:`carcheck.pipeline.photo.fusion_detections`, handed in by the caller: connected components of one (part, damage)
   pair over the part model's map where the model has a ``parts`` head, with the fusion's minimum
   area; score C_base = mean damage probability), or plain connected components of the damage map;
   evaluated with pycocotools COCOeval (box and mask AP, AP50, AP75, AP_S/M/L and per-class AP as
@@ -35,7 +35,7 @@ from ..models.inference import segment
 from ..models.segmentation import CarSegmenter
 from .metrics import confusion_matrix, iou_from_confusion, miou
 
-__all__ = ["SegEvalResult", "evaluate_segmentation", "components_as_detections", "fusion_detections",
+__all__ = ["SegEvalResult", "evaluate_segmentation", "components_as_detections",
            "coco_instance_ap", "SodAccumulator"]
 
 
@@ -92,43 +92,6 @@ def components_as_detections(probs: np.ndarray, min_area: int = 16) -> list[tupl
             if comp.sum() >= min_area:
                 out.append((c, comp, float(probs[c][comp].mean())))
     return out
-
-
-def fusion_detections(damage_prob: np.ndarray, part_prob: np.ndarray | None, damage_names: Sequence[str],
-                      part_names: Sequence[str] = (), cfg=None) -> list[tuple[int, np.ndarray, float]]:
-    """Instances as the shipped assessment finds them: the regions of
-    :func:`carcheck.pipeline.fusion.damaged_parts` (one per connected (part, damage) component
-    above the fusion's minimum area, score C_base), each with its pixel mask, on the part map after
-    the assessment's one-end-of-the-car rule (:func:`carcheck.pipeline.part_ends.consistent_ends`,
-    ``cfg.end_dominance``). The assessment's plausibility step (which moves a region to another part or
-    flags it, :func:`carcheck.pipeline.plausibility.apply_plausibility`) is not applied: it changes parts,
-    not the masks scored here.
-
-    Args:
-        damage_prob: ``(D + 1, H, W)`` float probabilities (index 0 no damage).
-        part_prob: ``(P + 1, H, W)`` float part probabilities, or None (no part model: every
-            region is ``unassigned``, split only by damage class).
-        damage_names / part_names: class names without background.
-        cfg: a :class:`~carcheck.pipeline.fusion.FusionConfig` (default: the shipped one).
-    Returns:
-        ``[(damage class index 1..D, mask (H, W) bool, score)]``.
-    """
-    from ..pipeline.fusion import damaged_parts
-    from ..schema import FusionConfig
-    from ..pipeline.part_ends import consistent_ends
-
-    cfg = cfg or FusionConfig()
-    h, w = damage_prob.shape[1:]
-    if part_prob is None:
-        part_prob, part_names = np.ones((1, h, w), np.float32), []
-    part_label = part_prob.argmax(0).astype(np.int64)
-    if part_names and cfg.end_dominance is not None:  # as pipeline.assess does before the fusion
-        part_label = consistent_ends(part_label, ["background", *part_names], cfg.end_dominance)
-    dmg_label = damage_prob.argmax(0).astype(np.int64)
-    regions = damaged_parts(part_prob, damage_prob, list(part_names), list(damage_names), cfg,
-                            part_label=part_label, damage_label=dmg_label)
-    index = {n: i for i, n in enumerate(damage_names, 1)}
-    return [(index[r.damage], np.asarray(r.mask, bool), float(r.c_base)) for r in regions]
 
 
 class SodAccumulator:
@@ -228,7 +191,8 @@ def coco_instance_ap(gt: list[tuple[int, list[tuple[int, np.ndarray]]]], dets: l
 def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task: str, taxonomy: str | None = None,
                           instances: bool = False, longest: int = 512, precision: str = "auto",
                           track: Callable = lambda it, **k: it, on_error: Callable[[str], None] = print,
-                          sod: bool = False, instances_from: str = "fusion") -> SegEvalResult:
+                          sod: bool = False, instances_from: str = "fusion", fusion: Callable | None = None
+                          ) -> SegEvalResult:
     """Evaluate one head of ``model`` on COCO files, at the files' full resolution.
 
     Args:
@@ -239,20 +203,25 @@ def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task:
             evaluates the mapped prediction.
         instances: also compute COCO instance AP.
         instances_from: ``fusion`` (default: the regions the shipped fusion produces, over the
-            model's ``parts`` head where it has one, :func:`fusion_detections`) or ``components``
+            model's ``parts`` head where it has one: the ``fusion`` function) or ``components``
             (connected components of the damage map, :func:`components_as_detections`).
+        fusion: the assessment's ``(damage_prob, part_prob | None, damage_names, part_names) -> [(class,
+            mask, score)]``, :func:`carcheck.pipeline.photo.fusion_detections`, needed for fusion
+            instances. Its callers hand it in: evaluate sits below the pipeline and imports none of it.
         sod: also the salient-object metrics of the damage map (:class:`SodAccumulator`).
         longest: network input size of the longer side, px (CarDD's native 640 for its photos).
         precision: ``auto`` | ``fp32`` | ``bf16`` (:func:`~carcheck.models.runtime.resolve_precision`).
         on_error: called with a message for each unreadable image (it is skipped, not fatal).
 
     Raises:
-        KeyError: unknown task. ValueError: unknown ``instances_from``.
+        KeyError: unknown task. ValueError: unknown ``instances_from``, or fusion instances without ``fusion``.
     """
     from ..data.taxonomy import get_mapping
 
     if instances_from not in ("fusion", "components"):
         raise ValueError(f"instances_from must be 'fusion' or 'components', not {instances_from!r}")
+    if instances and instances_from == "fusion" and fusion is None:
+        raise ValueError("fusion instances need fusion=carcheck.pipeline.photo.fusion_detections")
     from ..models.runtime import use_bf16
 
     bf16 = use_bf16(precision)
@@ -294,7 +263,7 @@ def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task:
                 if c is not None:
                     objs.append((tax.index(c) + 1, inst.to_mask(h, w)))
             gt_inst.append((i, objs))
-            found = (fusion_detections(probs, out["parts"].numpy() if use_parts else None, tax.classes, part_names)
+            found = (fusion(probs, out["parts"].numpy() if use_parts else None, tax.classes, part_names)
                      if instances_from == "fusion" else components_as_detections(probs))
             dets += [(i, c, m, s) for c, m, s in found]
     per_image_arr = np.stack(per_image) if per_image else np.zeros((0, n_cls, n_cls), dtype=np.int64)

@@ -21,17 +21,18 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..schema import CaseReport, FusionConfig, PhotoDetection, PhotoReport, SizeCm, SizeConfig
+from ..schema import CaseReport, Finding, FusionConfig, PhotoDetection, PhotoReport, SizeCm, SizeConfig
 
 __all__ = ["size_class", "scale_area", "scale_bbox", "to_photo_pixels", "PartSize", "PartSizeTable",
            "PartSizeError", "DEFAULT_PART_SIZES", "load_part_sizes", "default_part_sizes", "estimate_size_cm",
-           "region_size_cm", "finding_sizes"]
+           "region_size_cm", "finding_sizes", "size_findings"]
 
 #: The shipped table of typical part sizes.
 DEFAULT_PART_SIZES = Path(__file__).with_name("part_sizes.yaml")
@@ -259,6 +260,11 @@ def _rel_spread(s: SizeCm) -> float:
 
 
 def finding_sizes(report: CaseReport) -> None:
+    """:func:`size_findings` on a report's photos and findings (in place)."""
+    size_findings(report.photos, report.findings)
+
+
+def size_findings(photos: Sequence[PhotoReport], findings: Sequence[Finding]) -> None:
     """Each finding's ``size_cm`` and ``size_cm_photo`` from its photos' detections, in place.
 
     Of the photos with an estimate, the one where the finding covers the largest share of the part (the
@@ -268,8 +274,8 @@ def finding_sizes(report: CaseReport) -> None:
     range) summed, width and height those of the largest region. Without an estimate in any photo:
     ``reason`` of the finding's largest region.
     """
-    by_path = {p.path: p for p in report.photos}
-    for f in report.findings:
+    by_path = {p.path: p for p in photos}
+    for f in findings:
         per_photo: list[tuple[str, list[PhotoDetection]]] = []
         for name in f.photos:
             ph = by_path.get(name)

@@ -14,8 +14,8 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
-from ..schema import CompareReport
-from .privacy import PRIVACY_NOTE, blur_private_regions
+from ..schema import PRIVACY_NOTE, CompareReport
+from .privacy import blur_private_regions
 
 __all__ = ["write_compare", "MAX_PHOTOS_PER_CELL"]
 

@@ -15,11 +15,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-__all__ = ["PRIVACY_NOTE", "detect_private_regions", "blur_private_regions"]
-
-PRIVACY_NOTE = ("Faces and licence plates were blurred with OpenCV Haar cascades (frontal/profile faces, plates). "
-                "They miss faces turned away or under ~24 px, tilted or non-European plates, plates under ~40x13 px, "
-                "bodies and reflections: check before sharing outside the claim.")
+__all__ = ["detect_private_regions", "blur_private_regions"]
 
 _CASCADES = {
     "face": ("haarcascade_frontalface_default.xml", 1.1, 5, (24, 24)),

@@ -14,13 +14,14 @@ from .claims import (ESTIMATE_STATEMENT, CaseEstimate, CompareReport, CompareSid
                      ReuseMatch, SameVehicleCheck)
 from .config import AssessConfig, AssessConfigModel, FusionConfig, PhotoTypeConfig, QualityConfig, SizeConfig
 from .photo import ISSUE_KINDS, PHOTO_TYPES, PhotoTypeDecision, QualityIssue, QualityMeasures, QualityResult
-from .report import (SCHEMA_VERSION, CaseReport, CaseSummary, ClassScore, Consistency, DamageFilter, Finding,
-                     HeadResult, ModelFile, PartFinding, PhotoDetection, PhotoReport, SizeCm, VehicleIdentity,
+from .report import (PRIVACY_NOTE, SCHEMA_VERSION, CaseReport, CaseSummary, ClassScore, Consistency, DamageFilter,
+                     Finding, HeadResult, ModelFile, PartFinding, PhotoDetection, PhotoReport, SizeCm, VehicleIdentity,
                      VehicleMatch)
 
 __all__ = ["ESTIMATE_STATEMENT", "CaseEstimate", "CompareReport", "CompareSide", "EstimateLine", "PartComparison",
            "ReuseMatch", "SameVehicleCheck", "AssessConfig", "AssessConfigModel", "FusionConfig", "PhotoTypeConfig",
            "QualityConfig", "SizeConfig", "ISSUE_KINDS", "PHOTO_TYPES", "PhotoTypeDecision", "QualityIssue",
-           "QualityMeasures", "QualityResult", "SCHEMA_VERSION", "CaseReport", "CaseSummary", "ClassScore",
+           "QualityMeasures", "QualityResult", "PRIVACY_NOTE", "SCHEMA_VERSION", "CaseReport", "CaseSummary",
+           "ClassScore",
            "Consistency", "DamageFilter", "Finding", "HeadResult", "ModelFile", "PartFinding", "PhotoDetection",
            "PhotoReport", "SizeCm", "VehicleIdentity", "VehicleMatch"]

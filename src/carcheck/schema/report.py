@@ -18,8 +18,15 @@ from .vehicle import OdometerReading, VinReading
 
 SCHEMA_VERSION = "1.11"  # 1.11: optional vehicle.vin (VIN read by OCR: text, complete, check_digit_valid, wmi, manufacturer, photo, agrees_with_make_model) and vehicle.odometer (value, unit, photo, confidence), issue 30; 1.10: per-part p_damaged (calibrated P(part damaged), the review decision), features (its inputs), grade / grade_reason (minor / moderate / severe), issue 26; 1.9: config fusion.end_dominance (one end of the car per photo on the part map); 1.8: optional parts (findings per physical part, K_agree over views, issue 16); 1.7: optional size_cm per detection and finding (damage size in cm from the typical part sizes, issue 16), config size; 1.6: optional photo_type and quality per photo (issue 16), config photo_type / quality; 1.5: optional estimate (repair estimate) and reuse (photos matching indexed photos), issue 19; 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
 
-__all__ = ["SCHEMA_VERSION", "PhotoDetection", "PhotoReport", "Finding", "PartFinding", "CaseSummary", "CaseReport", "ModelFile",
-           "ClassScore", "HeadResult", "DamageFilter", "VehicleMatch", "VehicleIdentity", "Consistency", "SizeCm"]
+__all__ = ["SCHEMA_VERSION", "PRIVACY_NOTE", "PhotoDetection", "PhotoReport", "Finding", "PartFinding", "CaseSummary",
+           "CaseReport", "ModelFile", "ClassScore", "HeadResult", "DamageFilter", "VehicleMatch", "VehicleIdentity",
+           "Consistency", "SizeCm"]
+
+#: What every report says about the privacy blur of its images (``CaseReport.privacy``; the blur itself is
+#: :mod:`carcheck.report.privacy`).
+PRIVACY_NOTE = ("Faces and licence plates were blurred with OpenCV Haar cascades (frontal/profile faces, plates). "
+                "They miss faces turned away or under ~24 px, tilted or non-European plates, plates under ~40x13 px, "
+                "bodies and reflections: check before sharing outside the claim.")
 
 
 class ClassScore(BaseModel):

@@ -2,7 +2,9 @@
 a claims handler, and the :class:`~carcheck.schema.CaseReport` itself.
 
 Nothing here runs a model or reads a photo: the pipeline passes its results in (per-photo
-entries, reconciled findings, the stated config and model files).
+entries, reconciled findings, the stated config and model files, estimate and reused photos), and the
+report is built once, complete. Writing it (report.json / report.html) is the callers' part
+(:func:`carcheck.report.html.write_report`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from typing import Mapping, Sequence
 
 from .. import __version__
 from ..data.images import display_name
-from .privacy import PRIVACY_NOTE
-from ..schema import (AssessConfig, CaseReport, CaseSummary, Consistency, Finding, ModelFile, PartFinding, PhotoReport,
-                      VehicleIdentity)
+from .agreement import CaseFinding, PartCaseFinding
+from ..schema import (PRIVACY_NOTE, AssessConfig, CaseEstimate, CaseReport, CaseSummary, Consistency, Finding, ModelFile,
+                      PartFinding, PhotoReport, ReuseMatch, VehicleIdentity)
 
-__all__ = ["verdict_text", "summarize", "build_report"]
+__all__ = ["verdict_text", "summarize", "resolve_case_id", "build_report", "finding_of", "part_finding_of"]
 
 
 def verdict_text(files: int, assessed: int, failed: int, findings: int, damaged_parts: int, for_review: int,
@@ -71,11 +73,17 @@ def summarize(files: int, photos: Sequence[PhotoReport], findings: Sequence[Find
                                             sum(p.needs_review for p in parts) if parts else None))
 
 
+def resolve_case_id(case_id: str | None) -> str:
+    """The report's case id: ``case_id`` as printable text, or a random 12-hex-digit id."""
+    return display_name(case_id) if case_id else uuid.uuid4().hex[:12]
+
+
 def build_report(*, case_id: str | None, files: int, photos: list[PhotoReport], findings: list[Finding],
                  config: AssessConfig, models: Mapping[str, str], model_files: Sequence[ModelFile] = (),
                  model_thresholds: Mapping[str, float] | None = None, taxonomies: Mapping[str, str] | None = None,
                  vehicle: VehicleIdentity | None = None, consistency: Consistency | None = None,
-                 ignored_files: Sequence[str] = (), parts: Sequence[PartFinding] = ()) -> CaseReport:
+                 ignored_files: Sequence[str] = (), parts: Sequence[PartFinding] = (),
+                 estimate: CaseEstimate | None = None, reuse: list[ReuseMatch] | None = None) -> CaseReport:
     """The :class:`~carcheck.schema.CaseReport` of one case.
 
     Args:
@@ -90,12 +98,28 @@ def build_report(*, case_id: str | None, files: int, photos: list[PhotoReport], 
         vehicle, consistency: the case's make/model and same-vehicle sections, if checked.
         ignored_files: printable names of the entries left out on purpose.
         parts: findings per physical part (:func:`~carcheck.pipeline.agreement.reconcile_parts`).
+        estimate, reuse: the repair estimate and the reused-photo matches (None: not checked).
     """
     return CaseReport(
-        case_id=display_name(case_id) if case_id else uuid.uuid4().hex[:12],
+        case_id=resolve_case_id(case_id),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         carcheck_version=__version__, models=dict(models), config=config, model_files=list(model_files),
         model_thresholds=dict(model_thresholds or {}), taxonomies=dict(taxonomies or {}),
         summary=summarize(files, photos, findings, consistency, parts),
         findings=findings, parts=list(parts), photos=photos, vehicle=vehicle, consistency=consistency, privacy=PRIVACY_NOTE,
-        ignored_files=list(ignored_files))
+        ignored_files=list(ignored_files), estimate=estimate, reuse=reuse)
+
+
+def finding_of(c: CaseFinding) -> Finding:
+    """A reconciled finding as the report states it (fractions rounded to 4 decimals)."""
+    return Finding(part=c.part, damage=c.damage, size_class=c.size_class, area_fraction_of_part=round(c.area_fraction, 4),
+                   c_base=round(c.c_base, 4), k_agree=round(c.k_agree, 4), c_refined=round(c.c_refined, 4),
+                   needs_review=c.needs_review, review_reasons=c.review_reasons, photos=c.photos)
+
+
+def part_finding_of(p: PartCaseFinding) -> PartFinding:
+    """A physical part's reconciled damage as the report states it (fractions rounded to 4 decimals)."""
+    return PartFinding(part=p.part, damages=p.damages, c_base=round(p.c_base, 4), k_agree=round(p.k_agree, 4),
+                       c_refined=round(p.c_refined, 4), views_damaged=p.views_damaged, views_visible=p.views_visible,
+                       photos=p.photos, needs_review=p.needs_review, review_reasons=p.review_reasons,
+                       p_damaged=p.p_damaged, features=p.features, grade=p.grade, grade_reason=p.grade_reason)
