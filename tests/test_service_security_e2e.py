@@ -81,9 +81,14 @@ class Failing:
 def test_hanging_receivers_do_not_stall_another_tenant(tmp_path, database_url):
     from carcheck.serve.jobs import claim, complete
 
+    from carcheck.serve.auth import create_key
+    from carcheck.serve.db.session import open_database
+
     data = tmp_path / "data"
-    key_a = create_key_cli(data, "tenant-a", database_url)
-    key_b = create_key_cli(data, "tenant-b", database_url)
+    key_a = create_key_cli(data, "tenant-a", database_url)  # the CLI makes the data dir (0700) and database
+    with open_database(data, database_url)() as s:  # the second key in process: one CLI start less
+        key_b = create_key(s, "tenant-b")
+        s.commit()
     stale = data / "work" / "job_0123456789abcdef0123-deadbeef"  # left by an attempt killed before this start
     stale.mkdir(parents=True)
     (stale / "photo.jpg").write_bytes(b"x")
@@ -108,10 +113,10 @@ def test_hanging_receivers_do_not_stall_another_tenant(tmp_path, database_url):
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline and sum(len(h.conns) > 0 for h in hangs) < 3:
                 time.sleep(0.05)
-            # tenant A meanwhile (5 s, less than the 10 s the hanging attempts wait): list, create, read
+            # tenant A meanwhile (4 s, less than the 10 s the hanging attempts wait): list, create, read
             a = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {key_a}"}, timeout=30)
             lat, codes = [], []
-            t_end = time.monotonic() + 5.0
+            t_end = time.monotonic() + 4.0
             n = 0
             while time.monotonic() < t_end:
                 for method, path, kw in (("GET", "/v1/cases", {}), ("POST", "/v1/cases", {"json": {"external_id": f"a{n}"}})):
