@@ -85,10 +85,14 @@ def _case(vehicle=None):
     return report, files, images, texts
 
 
+def _run(report, files, images, texts):
+    report.vehicle = vehicle_text(report.photos, files, images.__getitem__, report.vehicle, ocr=_fake_ocr(texts)[0])
+
+
 def test_ocr_runs_only_on_vin_dashboard_and_document_photos_and_fills_vehicle():
     report, files, images, texts = _case()
     read, seen = _fake_ocr(texts)
-    vehicle_text(report, files, images.__getitem__, ocr=read)
+    report.vehicle = vehicle_text(report.photos, files, images.__getitem__, None, ocr=read)
     assert seen == ["vin.jpg", "doc.jpg"]
     v = report.vehicle  # no make/model head: created for the VIN / odometer
     assert v.known_models == 0 and v.make_top3 == []
@@ -104,31 +108,31 @@ def _identity(make, in_scope=True):
 
 def test_vin_disagreeing_with_make_model_is_a_review_reason_and_agreeing_is_not():
     report, files, images, texts = _case(_identity("Mercedes-Benz"))
-    vehicle_text(report, files, images.__getitem__, ocr=_fake_ocr(texts)[0])
+    _run(report, files, images, texts)
     assert report.vehicle.vin.agrees_with_make_model is False
     vin_photo = next(p for p in report.photos if p.path == "vin.jpg")
     assert len(vin_photo.review_reasons) == 1 and "disagrees with make/model (Mercedes-Benz)" in vin_photo.review_reasons[0]
     assert all(not p.review_reasons for p in report.photos if p.path != "vin.jpg")
 
     report, files, images, texts = _case(_identity("Porsche"))
-    vehicle_text(report, files, images.__getitem__, ocr=_fake_ocr(texts)[0])
+    _run(report, files, images, texts)
     assert report.vehicle.vin.agrees_with_make_model is True
     assert all(not p.review_reasons for p in report.photos)
 
     report, files, images, texts = _case(_identity("Mercedes-Benz", in_scope=False))  # not a known model
-    vehicle_text(report, files, images.__getitem__, ocr=_fake_ocr(texts)[0])
+    _run(report, files, images, texts)
     assert report.vehicle.vin.agrees_with_make_model is None
 
 
 def test_no_text_photo_leaves_the_report_alone():
     report, files, images, texts = _case()
     texts["vin.jpg"], texts["doc.jpg"] = ["hello"], []
-    vehicle_text(report, files, images.__getitem__, ocr=_fake_ocr(texts)[0])
+    _run(report, files, images, texts)
     assert report.vehicle is None
 
 
 def test_odometer_is_read_on_dashboard_photos_only():
     report, files, images, texts = _case()
     texts["vin.jpg"], texts["doc.jpg"] = ["WPOAJ297XM"], ["ODO", "123456 km"]
-    vehicle_text(report, files, images.__getitem__, ocr=_fake_ocr(texts)[0])
+    _run(report, files, images, texts)
     assert report.vehicle.vin.text == "WP0AJ297XM" and report.vehicle.odometer is None

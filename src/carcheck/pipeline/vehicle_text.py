@@ -3,8 +3,8 @@
 OCR (:mod:`carcheck.models.ocr`) runs only on photos the photo-type head typed ``vin_dashboard`` (VIN
 plate / odometer / dashboard close-up) or ``document``: exterior and interior photos never pay for it, so
 a typical case stays as fast as before. The VIN rules are :mod:`.vin` (on both types), the odometer rules
-:mod:`.odometer` (on ``vin_dashboard`` photos only). The result goes into ``report.vehicle`` (created, with
-empty make/model lists, when there is no make/model head), and a VIN whose manufacturer disagrees with the
+:mod:`.odometer` (on ``vin_dashboard`` photos only). The result goes into the case's ``vehicle`` section
+(created, with empty make/model lists, when there is no make/model head), and a VIN whose manufacturer disagrees with the
 make/model head's top make puts a review reason on the VIN photo.
 """
 
@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..schema import CaseReport, VehicleIdentity
+from ..schema import PhotoReport, VehicleIdentity
 from ..schema.vehicle import OdometerReading, VinReading
 from .odometer import best_odometer, find_odometer
 from .vin import agrees_with_make, best_vin, find_vin
@@ -54,20 +54,26 @@ def vin_disagreement_reason(vin: VinReading, top_make: str) -> str:
             f"check the car's identity")
 
 
-def vehicle_text(report: CaseReport, files: Sequence[Path], load: Callable[[Path], object],
-                 ocr: Callable | None = None) -> None:
-    """Read the VIN and odometer of a case, in place (see the module doc).
+def vehicle_text(photos: Sequence[PhotoReport], files: Sequence[Path], load: Callable[[Path], object],
+                 vehicle: VehicleIdentity | None, ocr: Callable | None = None) -> VehicleIdentity | None:
+    """The case's vehicle section with the VIN and odometer its photos show (see the module doc).
+
+    Call it after the photos' review reasons are set (it adds the VIN-disagreement reason to the VIN photo).
 
     Args:
-        report: the case report; ``report.photos`` has one entry per file of ``files``, in order.
+        photos: the case's per-file entries, one per file of ``files``, in order.
         files: the case's files.
         load: ``path -> RGB uint8 array``, or an object with ``.array`` (a decoded image), or anything else
             for a file that cannot be read (skipped).
+        vehicle: the make/model section (None without a make/model head); updated in place.
         ocr: ``image -> [TextLine]`` (default :func:`carcheck.models.ocr.read_text`).
+    Returns:
+        ``vehicle`` with ``vin`` / ``odometer`` set; a new section (empty make/model lists, ``known_models``
+        0) when ``vehicle`` was None and something was read; None when it was None and nothing was read.
     """
     vins: list[tuple[VinReading, float]] = []
     odos: list[OdometerReading] = []
-    for photo, path in zip(report.photos, files):
+    for photo, path in zip(photos, files):
         ptype = photo.photo_type.type if photo.photo_type is not None else None
         if ptype not in OCR_TYPES or photo.status == "failed":
             continue
@@ -82,16 +88,17 @@ def vehicle_text(report: CaseReport, files: Sequence[Path], load: Callable[[Path
             odos.append(odo)
     vin, odo = best_vin(vins), best_odometer(odos)
     if vin is None and odo is None:
-        return
-    v = report.vehicle
+        return vehicle
+    v = vehicle
     if v is None:
-        v = report.vehicle = VehicleIdentity(make_model_top3=[], make_top3=[], in_scope=False, known_models=0)
+        v = VehicleIdentity(make_model_top3=[], make_top3=[], in_scope=False, known_models=0)
     top_make = v.make_top3[0].label if v.in_scope and v.make_top3 else None
     if vin is not None:
         vin.agrees_with_make_model = agrees_with_make(vin, top_make)
         if vin.agrees_with_make_model is False:
             reason = vin_disagreement_reason(vin, top_make)
-            for p in report.photos:
+            for p in photos:
                 if p.path == vin.photo and reason not in p.review_reasons:
                     p.review_reasons.append(reason)
     v.vin, v.odometer = vin, odo
+    return v
