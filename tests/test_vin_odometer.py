@@ -124,6 +124,12 @@ def test_odometer_unlabelled_is_half_confident_and_short_numbers_are_not_reading
     assert odo.find_odometer([L("17", 0, 0, 20, 20), L("23°C", 0, 50, 40, 70), L("988.1", 0, 90, 50, 110)]) is None
 
 
+def test_codes_on_a_document_are_not_readings_but_a_glued_odo_label_is():
+    assert odo.find_odometer([L("CSZ051128", 0, 0, 90, 20), L("Engine No.", 0, 30, 90, 50)]) is None
+    r = odo.find_odometer([L("ODO183923", 0, 0, 90, 20, 0.8)])
+    assert r.value == 183923 and r.confidence == pytest.approx(0.8)
+
+
 def test_best_odometer():
     a = OdometerReading(value=1, unit="km", confidence=0.4)
     b = OdometerReading(value=2, unit="km", confidence=0.8)

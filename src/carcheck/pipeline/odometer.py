@@ -6,7 +6,8 @@ the outside temperature, the trip meter):
 
 - **Candidates**: runs of digits in a line (a thousands separator ``,`` or a thin space between groups of
   3 is joined: ``123,456`` -> 123456). Left out: times (``17:40``), dates (``14.06.2022``), decimals (a trip
-  meter ``397.4``), temperatures (a number followed by ``°`` / ``C``), the rev counter's ``x1000 r/min``, and runs of fewer than
+  meter ``397.4``), temperatures (a number followed by ``°`` / ``C``), the rev counter's ``x1000 r/min``, numbers glued to letters before them (an engine
+  number ``CSZ051128``, a part code), and runs of fewer than
   :data:`MIN_DIGITS` digits unless an ``ODO`` / ``km`` / ``mi`` label is on the line or beside it.
 - **Dial scales**: a run that splits into 2 or more numbers of a dial (multiples of 10, in steps of 10 or
   20, e.g. ``100120140`` read across a speedometer's arc) is a scale, not a reading.
@@ -41,6 +42,7 @@ _TEMP = re.compile(r"^\s*(°|º|℃|C\b|c\b|°C|ºC)")
 _UNIT_KM = re.compile(r"(?<![a-z])km(?!\s*/\s*h)(?![a-z])", re.I)
 _UNIT_MI = re.compile(r"(?<![a-z])(mi|miles)(?![a-z])", re.I)
 _ODO = re.compile(r"(?<![a-z])(odo|0d0|od0|0do)(?![a-z])", re.I)
+_ODO_GLUED = re.compile(r"(odo|0d0|od0|0do)", re.I)
 _REV = re.compile(r"[x×X]\s*$")  # the rev counter's "x1000 r/min"
 _PER_MIN = re.compile(r"^\s*(r\s*/|rpm|/\s*min)", re.I)
 _KMH = re.compile(r"km\s*/?\s*h", re.I)
@@ -107,10 +109,12 @@ def _beside(value: OcrLine, other: OcrLine) -> bool:
 def _candidates(line: OcrLine) -> list[tuple[int, int, str]]:
     """(value, digits, text after the number) of one line's numbers that may be a reading."""
     text = _DATE.sub(" ", _TIME.sub(" ", line.text))
-    text = _DECIMAL.sub(" ", text)
+    text = _DECIMAL.sub(" ", _ODO_GLUED.sub(" ", text))
     out = []
     for m in _NUMBER.finditer(text):
         digits = re.sub(r"[, ]", "", m.group(0))
+        if m.start() > 0 and text[m.start() - 1].isalpha():  # glued to letters: an engine number, a code
+            continue
         if _TEMP.match(text[m.end():]) or is_dial_scale(digits) or _REV.search(text[:m.start()]) \
                 or _PER_MIN.match(text[m.end():]):
             continue
