@@ -180,6 +180,9 @@ class Assessor(ModelRunner):
             if ph.status == "assessed":
                 k = sum(c.needs_review and ph.path in c.photos for c in case)
                 ph.review_reasons = review.photo_review_reasons(ph, vthr, k)
+        from .vehicle_text import vehicle_text  # VIN / odometer: OCR on VIN-plate, dashboard and document photos only
+
+        vehicle = vehicle_text(photos, inputs.files, self.read_photo, vehicle)
         findings = [finding_of(c) for c in case]
         size_findings(photos, findings)  # each finding's size in cm from the photo showing its part best
         estimate = estimate_case(findings, vehicle, *self.cost_table)
