@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 
-from support.harness import CLI, ServerProcess, create_key_cli, small_photos  # noqa: E402
+from support.harness import ServerProcess, create_key_cli, small_photos  # noqa: E402
 from conftest import data_path  # noqa: E402
 
 VAL = "car_damage/coco_car_damage_lplenka/val"
@@ -110,14 +110,16 @@ def test_end_to_end(tmp_path, database_url):
         assert hooks.received[1][1]["case_id"] == cid and hooks.received[1][1]["status"] == "assessed"
         time.sleep(0.5)
         assert c.get(f"/v1/cases/{cid}").json()["job"]["callback_state"] == "delivered"
-        # signed with the tenant's secret (made on first use; the CLI shows the same one)
-        import subprocess
+        # signed with the tenant's secret (made on first use; `carcheck webhooks secret` shows it: test_service_security)
+        from sqlalchemy import select
 
         from carcheck.serve.callbacks import verify_signature
+        from carcheck.serve.db.models import Tenant
+        from carcheck.serve.db.session import make_engine, session_factory, sqlite_url
 
-        cmd = CLI + ["webhooks", "secret", "--tenant", "acme", "--data-dir", str(data)]
-        secret = subprocess.run(cmd + (["--database-url", database_url] if database_url else []),
-                                capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+        with session_factory(make_engine(database_url or sqlite_url(data)))() as s:
+            secret = s.scalar(select(Tenant.webhook_secret).where(Tenant.name == "acme"))
+        assert secret and secret.startswith("whsec_")
         assert len(hooks.raw) == 2 and all(verify_signature(secret, ts, sig, raw) for ts, sig, raw in hooks.raw)
         # private files: the data dir 0700, the database, derivatives and the report 0600 (umask 077 at start)
         mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
