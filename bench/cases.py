@@ -280,13 +280,14 @@ def main() -> None:
         reports = run_set(name, weights, cases, not args.no_cache, config=overrides)
         results[name] = score_set(reports, cases)
         results[name]["weights"] = {str(w.relative_to(ROOT) if w.is_relative_to(ROOT) else w): sha256(w) for w in weights}
-    if args.calibrate:
-        last = list(sets)[-1]
-        cal = calibrate(reports, cases, args.precision)
-        results[f"{last}+cv"] = cal
+    if args.calibrate:  # every model set, from its cached reports; the last set's model is written out
+        for name in list(sets):
+            reports = run_set(name, sets[name], cases, True, log=lambda *a: None, config=overrides)
+            cal = calibrate(reports, cases, args.precision)
+            results[f"{name}+cv"] = cal
         m = cal["model"]
         m["source"] = (f"logistic regression on {cal['samples']} judged per-part findings ({cal['positives']} damaged) of "
-                       f"{len(cases)} cases (bench/cases.py --calibrate, model set {last!r}); threshold for precision "
+                       f"{len(cases)} cases (bench/cases.py --calibrate, model set {name!r}); threshold for precision "
                        f"{args.precision} on those findings; leave-one-case-out ECE {cal['reliability']['ece']}")
         m["metrics"] = {"cv_ece": cal["reliability"]["ece"], "cv_recall_confident": cal["dev"]["recall_confident"],
                         "cv_confident_in_groups": cal["dev"]["confident_in_groups"],
@@ -295,16 +296,19 @@ def main() -> None:
         args.model_out.parent.mkdir(parents=True, exist_ok=True)
         args.model_out.write_text(json.dumps(m, indent=1) + "\n")
     print_tables(results, cases)
-    if args.calibrate:
+    for name in [n for n in results if n.endswith("+cv")]:
+        cal = results[name]
         rel = cal["reliability"]
-        print(f"\nReliability of P(part damaged), leave-one-case-out ({rel['n']} judged parts, {cal['positives']} damaged): "
-              f"ECE {fmt(rel['ece'])} (target <= {TARGETS['ece']}); C_refined read as a probability: ECE "
-              f"{fmt(cal['reliability_c_refined']['ece'])}")
+        print(f"\nReliability of P(part damaged), {name}, leave-one-case-out ({rel['n']} judged parts, {cal['positives']} "
+              f"damaged): ECE {fmt(rel['ece'])} (target <= {TARGETS['ece']}); C_refined read as a probability: ECE "
+              f"{fmt(cal['reliability_c_refined']['ece'])}; threshold for precision {args.precision} (all cases): "
+              f"{cal['model']['threshold']}")
         print(f"{'P bin':<12}{'parts':>7}{'mean P':>9}{'damaged':>9}")
         for b in rel["bins"]:
             if b["n"]:
                 print(f"{b['lo']:.1f}-{b['hi']:.1f}{b['n']:>11}{b['mean_p']:>9.3f}{b['frac_positive']:>9.3f}")
-        print(f"model fitted on every case -> {args.model_out} (threshold {cal['model']['threshold']})")
+    if args.calibrate:
+        print(f"model fitted on every case ({list(sets)[-1]}) -> {args.model_out}")
     res = {"wall_s": round(time.time() - t0, 1), "config_overrides": overrides, "cases": len(cases),
            "cases_not_built": missing, "targets": TARGETS, "results": results}
     if not (args.quick or args.only):
