@@ -5,9 +5,9 @@ batch, :func:`carcheck.assess`) write ``report.json`` / ``report.html``. Each st
 backbone pass per photo feeds the presence gate of :mod:`.checks`, both decoders and every image-level head;
 the photo type), :mod:`.photo` (one photo's model outputs -> detections and image-level results),
 :mod:`.quality`, :mod:`.agreement` (views, K_agree, C_refined, per-part findings), :mod:`.identity`,
-:mod:`.review` (what needs a person and why), :mod:`.size`, :mod:`.estimate`, :mod:`.reuse`, and
-:mod:`.build` (summary, verdict, the report, built once). A photo that cannot be read is recorded with its
-reason; it never stops the case. The config (:class:`~carcheck.schema.AssessConfig`) is stated in each report.
+:mod:`.review` (what needs a person and why), :mod:`.size`, :mod:`.estimate`, :mod:`.reuse`, :mod:`.vehicle_text`
+(VIN, odometer) and :mod:`.build` (the report, built once). A photo that cannot be read is recorded with its reason;
+it never stops the case; the config (:class:`~carcheck.schema.AssessConfig`) is stated in each report.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .quality import check_quality
 from .runner import ModelRunner, PhotoVisual, Prediction
 from .image_heads import head_result
 from .size import size_findings, to_photo_pixels
+from .vehicle_text import vehicle_text
 
 __all__ = ["Assessor", "assess", "collect_photos", "PREFETCH_MAX_BYTES"]
 
@@ -157,19 +158,16 @@ class Assessor(ModelRunner):
         """Assess the photos of one case (files and/or folders, :func:`~.inputs.expand_inputs`; ``case_id``
         default a random id; ``track`` a progress wrapper, e.g. ``rich.progress.track``). Returns (the complete
         :class:`~carcheck.schema.CaseReport`, path -> :class:`PhotoVisual` of assessed photos)."""
-        from .estimate import estimate_case
-
+        from .estimate import estimate_case  # noqa: I001 - the cost table's YAML reader, only when a case runs
         inputs = expand_inputs(paths)
         case_id = resolve_case_id(case_id)
         photos, pf, visuals = self._run_photos(inputs.files, track)
         rel = view_relations(pf)  # reconcile the views
-        for rep in photos:
-            if rep.path in rel:
-                rep.same_perspective_as = rel[rep.path]["same_perspective_as"]
-                rep.closeup_of = rel[rep.path]["closeup_of"]
+        for rep in [r for r in photos if r.path in rel]:
+            rep.same_perspective_as, rep.closeup_of = rel[rep.path]["same_perspective_as"], rel[rep.path]["closeup_of"]
         case = reconcile(pf, self.config.review_threshold)
-        evidence = {ph.path: photo_evidence(ph) for ph in photos if ph.status == "assessed"}
-        parts = reconcile_parts(pf, case, self.config.review_threshold, evidence, self.part_confidence)
+        parts = reconcile_parts(pf, case, self.config.review_threshold, {  # + P(part damaged) inputs per photo
+            ph.path: photo_evidence(ph) for ph in photos if ph.status == "assessed"}, self.part_confidence)
         vehicle, consistency = self._identity(photos, visuals)
         # review: image-level flags first (Grad-CAM is drawn for those photos), then every reason
         vthr = consistency.threshold if consistency is not None else None
@@ -180,9 +178,7 @@ class Assessor(ModelRunner):
             if ph.status == "assessed":
                 k = sum(c.needs_review and ph.path in c.photos for c in case)
                 ph.review_reasons = review.photo_review_reasons(ph, vthr, k)
-        from .vehicle_text import vehicle_text  # VIN / odometer: OCR on VIN-plate, dashboard and document photos only
-
-        vehicle = vehicle_text(photos, inputs.files, self.read_photo, vehicle)
+        vehicle = vehicle_text(photos, inputs.files, self.read_photo, vehicle)  # VIN / odometer (OCR: those photos only)
         findings = [finding_of(c) for c in case]
         size_findings(photos, findings)  # each finding's size in cm from the photo showing its part best
         estimate = estimate_case(findings, vehicle, *self.cost_table)
