@@ -62,18 +62,12 @@ def case_list() -> tuple[list[tuple[str, list[Path], Path]], list[str]]:
     return out, missing
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def run_set(name: str, weights: list[Path], cases, use_cache: bool, log=print, config: dict | None = None) -> dict[str, dict]:
     """Assess every case with one model set (and AssessConfig overrides ``config``); ``{case: report dict}``
     (cached by the weights' SHA-256 and the overrides)."""
     config = config or {}
+    from carcheck.pipeline.runner import file_sha256 as sha256
+
     key = hashlib.sha256(("".join(sha256(w) for w in weights) + json.dumps(config, sort_keys=True)).encode()).hexdigest()[:12]
     folder = CACHE / f"{name}-{key}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -265,6 +259,7 @@ def main() -> None:
     torch.set_flush_denormal(True)
     torch.set_num_threads(2)
     from carcheck.models.inference import DEFAULT_SEGMENTERS
+    from carcheck.pipeline.runner import file_sha256 as sha256
     from carcheck.models.runtime import cpu_info
 
     sets = {"shipped": [Path(p) for p in DEFAULT_SEGMENTERS]}

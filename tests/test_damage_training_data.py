@@ -72,3 +72,15 @@ def test_warm_start_loads_a_trained_model_and_refuses_another_design(tmp_path):
         assert torch.allclose(b.trainable_state_dict()[k].float(), v.float(), atol=tol, rtol=tol), k
     with pytest.raises(ValueError, match="does not fit"):
         warm_start(CarSegmenter({"damage": 7}, unfreeze=0), f)
+
+
+def test_negatives_state_the_upright_size_of_exif_rotated_photos(tmp_path):
+    img = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display: 32x24 stored -> 24x32 upright
+    Image.fromarray(np.full((24, 32, 3), 90, np.uint8)).save(img, exif=exif)
+    (entry,) = negatives_coco([img], "cardd_damage")["images"]
+    assert (entry["width"], entry["height"]) == (24, 32)
+    from carcheck.data.images import load_image
+
+    assert load_image(img).shape[:2] == (32, 24)  # what the dataset loads: the declared size must match it

@@ -568,17 +568,13 @@ def negatives_coco(paths: Sequence[str | Path], taxonomy: str) -> dict:
         ImageLoadError: a photo cannot be read (names the file).
         TaxonomyError: unknown taxonomy.
     """
-    from PIL import Image
+    from .image_header import image_size
 
     tax = get_taxonomy(taxonomy)
     images = []
     for i, p in enumerate(paths, start=1):
         p = Path(p).resolve()
-        try:
-            with Image.open(p) as im:
-                w, h = im.size
-        except Exception as e:  # noqa: BLE001 - any decoder error is this file's problem
-            raise ImageLoadError(p, f"not a readable image ({e})") from e
+        w, h = image_size(p)  # the upright size, as load_image returns the pixels (EXIF orientation applied)
         images.append({"id": i, "file_name": str(p), "width": w, "height": h})
     return {"images": images, "annotations": [],
             "categories": [{"id": k, "name": c} for k, c in enumerate(tax.classes, start=1)]}

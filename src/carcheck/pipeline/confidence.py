@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from .photo_type import EXTERIOR_TYPES
+
 __all__ = ["FEATURES", "DEFAULT_PATH", "PartConfidence", "PhotoEvidence", "part_features", "load_part_confidence",
            "photo_evidence"]
 
@@ -65,7 +67,7 @@ def photo_evidence(photo) -> PhotoEvidence:
     sev = (photo.car_state or {}).get("severity")
     return PhotoEvidence(
         p_damaged=None if photo.damage_filter is None else float(photo.damage_filter.probability_damaged),
-        exterior_certain=pt is None or (pt.type in ("exterior_full", "exterior_closeup") and not pt.uncertain),
+        exterior_certain=pt is None or (pt.type in EXTERIOR_TYPES and not pt.uncertain),
         severity=None if sev is None else sev.label,
         severity_probability=None if sev is None or sev.probability is None else float(sev.probability))
 
