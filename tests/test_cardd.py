@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from carcheck.data.coco import CocoSegmentationDataset
+from carcheck.data.coco_dataset import CocoSegmentationDataset
 from carcheck.data.yolo import YoloFormatError, annotation_file, coco_category_name, coco_file_for_yolo
 from carcheck.evaluate.segmentation import SodAccumulator, coco_instance_ap
 from carcheck.pipeline.photo import fusion_detections

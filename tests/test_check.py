@@ -190,7 +190,8 @@ def test_unreadable_coco_file_is_a_clear_error(tmp_path, name):
 
 
 def test_schema_accepts_every_real_coco_file():
-    from carcheck.data.coco import coco_schema_problems, find_coco_files
+    from carcheck.data.coco import find_coco_files
+    from carcheck.data.coco_schema import coco_schema_problems
 
     files = find_coco_files(data_path("car_parts")) + find_coco_files(data_path("car_damage"))
     assert len(files) >= 9

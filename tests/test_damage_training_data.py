@@ -10,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from carcheck.data.coco import CocoInstance, CocoSegmentationDataset, category_map_for, negatives_coco, semantic_mask
+from carcheck.data.coco import CocoInstance, negatives_coco
+
+from carcheck.data.coco_dataset import CocoSegmentationDataset, category_map_for, semantic_mask
 from carcheck.data.taxonomy import IGNORE, get_mapping, get_taxonomy
 
 

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from carcheck.data.check import check_dataset
-from carcheck.data.coco import CocoFormatError, CocoSource, coco_schema_problems
+from carcheck.data.coco import CocoSource
+from carcheck.data.coco_schema import CocoFormatError, coco_schema_problems
 from carcheck.data.folder import FolderFormatError
 from carcheck.data.images import ImageLoadError, load_image
 from carcheck.data.labels import read_label_csv

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from carcheck.data.taxonomy import (PLAUSIBILITY, PlausibilityTable, Taxonomy, TaxonomyError, get_mapping,
-                                    get_plausibility, get_taxonomy)
+from carcheck.data.plausibility import PLAUSIBILITY, PlausibilityTable, get_plausibility
+from carcheck.data.taxonomy import Taxonomy, TaxonomyError, get_mapping, get_taxonomy
 from carcheck.pipeline.fusion import damaged_parts
 from carcheck.schema import FusionConfig
 from carcheck.pipeline.plausibility import apply_plausibility, neighbouring_parts, resolve_region

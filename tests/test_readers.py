@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from carcheck.data.coco import CocoSegmentationDataset, CocoSource, semantic_mask, CocoInstance
+from carcheck.data.coco import CocoSource, CocoInstance
+
+from carcheck.data.coco_dataset import CocoSegmentationDataset, semantic_mask
 from carcheck.data.folder import ImageFolderDataset, PairsDataset
 from carcheck.data.taxonomy import get_taxonomy
 from carcheck.data.yolo import YoloDataset, YoloFormatError, parse_label_file
@@ -50,7 +52,7 @@ def test_polygon_multipolygon_and_rle_masks(tmp_path):
 def test_coco_source_is_indexed_by_pycocotools_quietly(tmp_path, capsys):
     from pycocotools.coco import COCO
 
-    from carcheck.data.coco import CocoFormatError
+    from carcheck.data.coco_schema import CocoFormatError
 
     anns = [{"id": 7, "image_id": 1, "category_id": 2, "segmentation": [[0, 0, 10, 0, 10, 10]], "bbox": [0, 0, 10, 10]}]
     src = CocoSource(_write_coco(tmp_path, anns, [{"id": 1, "name": "door"}, {"id": 2, "name": "hood"}]))

@@ -69,7 +69,7 @@ def test_segmentation_holdout_is_the_split_the_shipped_parts_models_used():
     shuffle picked before (random.Random(seed) over the indices, the first round(n * fraction))."""
     import random
 
-    from carcheck.data.coco import CocoSegmentationDataset
+    from carcheck.data.coco_dataset import CocoSegmentationDataset
     from carcheck.train.segmentation import _holdout
 
     ds = CocoSegmentationDataset([data_path("car_parts") / "trainingset" / "annotations.json"], "dsmlr_parts")

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from _common import median_time  # noqa: E402  (bench/ is on sys.path: see the top)
-from carcheck.data.coco import CocoSegmentationDataset
+from carcheck.data.coco_dataset import CocoSegmentationDataset
 from carcheck.data.images import load_image
 from carcheck.data.taxonomy import get_taxonomy
 from carcheck.data.yolo import annotation_file

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from _common import median_time  # noqa: E402  (bench/ is on sys.path: see the top)
-from carcheck.data.coco import CocoSegmentationDataset
+from carcheck.data.coco_dataset import CocoSegmentationDataset
 from carcheck.data.taxonomy import get_mapping, get_taxonomy
 from carcheck.evaluate.segmentation import evaluate_segmentation
 from carcheck.models.backbone import inference_context

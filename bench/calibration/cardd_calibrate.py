@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from carcheck.data.coco import CocoSegmentationDataset
+from carcheck.data.coco_dataset import CocoSegmentationDataset
 from carcheck.data.images import load_image
 from carcheck.data.yolo import annotation_file
 from carcheck.evaluate.metrics import confusion_matrix, iou_from_confusion, miou

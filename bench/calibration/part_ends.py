@@ -30,7 +30,7 @@ BOTH = 0.03
 
 
 def predict(model, ann: Path, bf16: bool):
-    from carcheck.data.coco import CocoSegmentationDataset
+    from carcheck.data.coco_dataset import CocoSegmentationDataset
     from carcheck.models.inference import segment
 
     ds = CocoSegmentationDataset([str(ann)], "dsmlr_parts")

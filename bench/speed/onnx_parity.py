@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from carcheck.data.coco import CocoSegmentationDataset
+from carcheck.data.coco_dataset import CocoSegmentationDataset
 from carcheck.data.images import ImageLoadError, load_image
 from carcheck.data.recipes import build_recipe
 from carcheck.evaluate.metrics import confusion_matrix, miou

@@ -39,7 +39,7 @@ TARGET = 0.68  # issue 15: parts mIoU on car_parts/testset
 
 def per_image_cms(model, bf16: bool, end_dominance: float | None) -> np.ndarray:
     """(N, 19, 19) confusion matrices on car_parts/testset; the one-end rule applied when given."""
-    from carcheck.data.coco import CocoSegmentationDataset
+    from carcheck.data.coco_dataset import CocoSegmentationDataset
     from carcheck.data.taxonomy import get_taxonomy
     from carcheck.evaluate.metrics import confusion_matrix
     from carcheck.models.inference import segment

@@ -27,7 +27,9 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from .coco import CocoFormatError, CocoInstance, CocoSource, find_coco_files
+from .coco import CocoInstance, CocoSource, find_coco_files
+
+from .coco_schema import CocoFormatError
 from .folder import FolderFormatError, PairsDataset, find_class_folders, find_pairs_csvs
 from .images import ImageLoadError, decode_image, display_name, is_image_path
 from .yolo import YoloFormatError, YoloSource, find_yolo_configs, label_path_for

@@ -11,7 +11,8 @@ from pathlib import Path
 from pycocotools import mask as mask_utils
 
 from .check import Track, _no_track, discover, size_bucket
-from .coco import CocoFormatError, CocoSource
+from .coco import CocoSource
+from .coco_schema import CocoFormatError
 from .folder import FolderFormatError, PairsDataset
 from .image_header import image_size
 from .images import ImageLoadError, is_image_path

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.coco import CocoSegmentationDataset
+from ..data.coco_dataset import CocoSegmentationDataset
 
 __all__ = ["damaged_parts_ground_truth"]
 

@@ -29,7 +29,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..data.check import MEDIUM_AREA, SMALL_AREA
-from ..data.coco import CocoSegmentationDataset
+from ..data.coco_dataset import CocoSegmentationDataset
 from ..data.taxonomy import get_taxonomy
 from ..models.inference import segment
 from ..models.segmentation import CarSegmenter

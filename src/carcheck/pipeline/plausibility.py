@@ -1,6 +1,6 @@
 """Damage x part plausibility in the fusion: a damage type segmented on a part it cannot occur on
 (a flat tyre on a door, a broken lamp on the hood; the declared table is
-:data:`~carcheck.data.taxonomy.PLAUSIBILITY`) is moved to the plausible part touching the region,
+:data:`~carcheck.data.plausibility.PLAUSIBILITY`) is moved to the plausible part touching the region,
 or flagged for review when no plausible part touches it.
 
 "Touching": the region's mask dilated by ``dilation_px`` (network-resolution px, a square
@@ -18,7 +18,7 @@ from typing import Literal, Sequence
 import cv2
 import numpy as np
 
-from ..data.taxonomy import PlausibilityTable
+from ..data.plausibility import PlausibilityTable
 from .fusion import Region
 from .review import UNASSIGNED, implausible_reason
 

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..data.images import DecodedImage, ImageLoadError, decode_image
-from ..data.taxonomy import get_plausibility, get_taxonomy
+from ..data.plausibility import get_plausibility
+from ..data.taxonomy import get_taxonomy
 from ..models.backbone import inference_context
 from ..models.inference import DEFAULT_SEGMENTERS, load_segmenters, to_input_tensor
 from ..models.runtime import resolve_runtime, set_threads

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.coco import CocoSegmentationDataset
+from ..data.coco_dataset import CocoSegmentationDataset
 from ..data.labels import LabelRow, assign_splits
 from ..data.taxonomy import get_taxonomy
 from ..evaluate.metrics import confusion_matrix, miou
