@@ -80,7 +80,7 @@ def check(path: Path = typer.Argument(..., help="Dataset folder (or a folder of 
 
 
 @app.command("recipe")
-def recipe(name: str = typer.Argument(..., help="presence, damaged, severity, make_model, part_crops or verification."),
+def recipe(name: str = typer.Argument(..., help="presence, damaged, severity, make_model, make_model196, part_crops or verification."),
            root: Path = typer.Option(Path("../shared/data"), help="Data root (holds car_parts, car_damage, ...)."),
            out: Path = typer.Option(..., help="Label CSV to write.")) -> None:
     """Write the label CSV (with its fixed, seeded split) that a shipped classifier was trained on."""

@@ -98,6 +98,30 @@ def make_model(root: Path) -> list[LabelRow]:
     return assign_splits(_stanford(root))
 
 
+#: Where ``scripts/build_stanford196.py`` writes the 196-class set under a data root.
+STANFORD196 = Path("car_models") / "stanford196"
+
+
+def make_model196(root: Path) -> list[LabelRow]:
+    """All 196 Stanford Cars classes, built by ``scripts/build_stanford196.py`` into
+    ``root/car_models/stanford196`` (the shared set's held-out photos are not in it).
+
+    Split 80/10/10 per class, seed 0; photos within 6 bits of dHash (``groups.csv``) share a group,
+    so near-duplicates never straddle train and test.
+
+    Raises:
+        FolderFormatError: the built folder or its ``groups.csv`` is missing.
+    """
+    base = root / STANFORD196
+    gfile = base / "groups.csv"
+    if not gfile.is_file():
+        raise FolderFormatError(f"{gfile}: missing; build the set with scripts/build_stanford196.py")
+    with open(gfile, newline="", encoding="utf-8") as f:
+        groups = {r["file"]: r["group"] for r in csv.DictReader(f)}
+    rows = [LabelRow(base / rel, rel.split("/")[0], "stanford196", None, g) for rel, g in sorted(groups.items())]
+    return assign_splits(rows, (0.8, 0.1, 0.1), strata=("label",))
+
+
 def part_crops(root: Path) -> list[LabelRow]:
     """Interior part crops (console, dashboard, gear_lever, steering_wheel); crops of one source
     photo share a group, so a photo never straddles splits."""
@@ -132,6 +156,7 @@ def unknown_vehicles(root: Path) -> list[LabelRow]:
 
 RECIPES: dict[str, Callable[[Path], list[LabelRow]]] = {
     "presence": presence, "damaged": damaged, "severity": severity, "make_model": make_model,
+    "make_model196": make_model196,
     "part_crops": part_crops, "verification": verification, "unknown_vehicles": unknown_vehicles,
 }
 
