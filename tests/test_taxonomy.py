@@ -53,3 +53,13 @@ def test_lut_maps_masks_and_drops_to_background():
     assert out.tolist() == [0, dst.index("dent") + 1, dst.index("scratch") + 1, dst.index("broken") + 1]
     drop = np.array(get_mapping("dsmlr_parts", "lplenka_parts").lut())
     assert drop[get_taxonomy("dsmlr_parts").index("wheel") + 1] == 0
+
+
+def test_make_of_keeps_two_word_makes_whole():
+    from carcheck.data.taxonomy import make_of
+
+    assert make_of("Audi_A5_Coupe_2012") == "Audi"
+    assert make_of("Mercedes-Benz_C-Class_Sedan_2012") == "Mercedes-Benz"
+    assert make_of("Land_Rover_LR2_SUV_2012") == "Land Rover"
+    assert make_of("Aston_Martin_V8_Vantage_Coupe_2012") == "Aston Martin"
+    assert make_of("AM_General_Hummer_SUV_2000") == "AM General"

@@ -391,7 +391,15 @@ def get_mapping(source: str, target: str) -> TaxonomyMapping:
         ) from None
 
 
+#: Stanford Cars makes spelled with two words (the class folder names join words with ``_``).
+TWO_WORD_MAKES = ("AM_General", "Aston_Martin", "Land_Rover")
+
+
 def make_of(model_class: str) -> str:
     """The make of a Stanford Cars model class name: its first ``_``-separated token
-    (``"Audi_A5_Coupe_2012"`` -> ``"Audi"``)."""
+    (``"Audi_A5_Coupe_2012"`` -> ``"Audi"``), or the two-word makes of :data:`TWO_WORD_MAKES`
+    with a space (``"Land_Rover_LR2_SUV_2012"`` -> ``"Land Rover"``)."""
+    for m in TWO_WORD_MAKES:
+        if model_class.startswith(m + "_"):
+            return m.replace("_", " ")
     return model_class.split("_", 1)[0]
