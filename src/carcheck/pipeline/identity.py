@@ -4,8 +4,11 @@
   the OOD rule keeps in scope (all assessed photos when none is); top-3 models, and top-3 makes
   (a make's probability is the sum over its models). The case is in scope when more than half of
   its assessed photos are.
-- same vehicle: :func:`~.consistency.case_consistency` (the verification model's pair distance to
-  the case's medoid photo); a photo farther than the threshold is flagged "different vehicle?"
+- same vehicle, with a calibration (:data:`~.same_vehicle.DEFAULT_CALIBRATION`):
+  :func:`evidence_same_vehicle_check`, one decision per exterior photo from the re-id embedding,
+  make/model agreement and body colour (:mod:`.same_vehicle`); other photo types are not compared.
+  Without one: :func:`~.consistency.case_consistency` (the verification model's pair distance to
+  the case's medoid photo, every vehicle photo). A flagged photo is "different vehicle?"
   (:mod:`.review` words the reason).
 """
 
@@ -19,8 +22,9 @@ import torch
 from ..data.taxonomy import make_of
 from ..schema import ClassScore, Consistency, VehicleIdentity, VehicleMatch
 from .consistency import case_consistency
+from .same_vehicle import PhotoIdentity, SameVehicleModel
 
-__all__ = ["make_model_vote", "SameVehicle", "same_vehicle_check"]
+__all__ = ["make_model_vote", "SameVehicle", "same_vehicle_check", "evidence_same_vehicle_check"]
 
 
 def make_model_vote(logits: torch.Tensor, classes: Sequence[str], in_scope: Sequence[bool]) -> VehicleIdentity:
@@ -83,4 +87,39 @@ def same_vehicle_check(names: Sequence[str], embeddings: torch.Tensor,
             out.matches[name] = VehicleMatch(distance=round(d, 4), same_vehicle=same, reference=ref)
         if not same:
             out.consistency.different_vehicle.append(name)
+    return out
+
+
+def evidence_same_vehicle_check(photos: dict[str, PhotoIdentity], model: SameVehicleModel,
+                                distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> SameVehicle:
+    """Same vehicle from several kinds of evidence (:mod:`.same_vehicle`), exterior photos only.
+
+    Each exterior photo's score is its median P(same car) against the case's other exterior photos
+    (:meth:`~.same_vehicle.SameVehicleModel.photo_scores`); below ``model.threshold`` it is flagged.
+    The reference is the photo with the highest score; ``VehicleMatch.distance`` is ``1 - score``.
+    Photos not typed exterior get no match: they are never a different vehicle by appearance.
+
+    Args:
+        photos: photo name -> its :class:`~.same_vehicle.PhotoIdentity` (every assessed photo).
+        model: the fitted calibration.
+        distance: the verification model's pair distance (``(B, dim), (B, dim) -> (B,)``).
+    """
+    scores = model.photo_scores(photos, distance)
+    n_ext = sum(v.exterior for v in photos.values())
+    skipped = len(photos) - n_ext
+    if not scores:
+        return SameVehicle(Consistency(checked_photos=n_ext, threshold=model.threshold, reference=None,
+                                       note=f"fewer than 2 exterior photos: nothing to compare ({skipped} other "
+                                            "photos are not compared by appearance)"))
+    ref = max(scores, key=lambda k: scores[k])
+    out = SameVehicle(Consistency(checked_photos=len(scores), threshold=model.threshold, reference=ref, note=""))
+    for name, sc in scores.items():
+        same = sc >= model.threshold
+        out.matches[name] = VehicleMatch(distance=round(1 - sc, 4), same_vehicle=same, reference=ref)
+        if not same:
+            out.consistency.different_vehicle.append(name)
+    k = len(scores) - len(out.consistency.different_vehicle)
+    out.consistency.note = (f"{k} of {len(scores)} exterior photos agree on one car (re-id, make/model, body colour; "
+                            f"P(same) >= {model.threshold:.2f})"
+                            + (f"; {skipped} interior / document / no-vehicle photos not compared" if skipped else ""))
     return out
