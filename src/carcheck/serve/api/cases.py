@@ -21,6 +21,7 @@ from ..db.models import AuditEvent, Case, Job, Photo
 from ..deps import get_principal, get_session
 from ..errors import ApiError
 from ..limits import receive_file
+from ..reports import stored_report
 from ..storage import safe_filename
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
@@ -68,8 +69,9 @@ class CaseOut(BaseModel):
     callback_url: str | None = None
     photos: list[PhotoOut] = []
     job: JobOut | None = None
-    report: dict | None = Field(None, description="The report of `carcheck assess` (schema/report.py CaseReport) "
-                                                  "when the case is assessed.")
+    report: dict | None = Field(None, description="The report of `carcheck assess` (schema/report.py CaseReport, "
+                                                  "validated when read: 500 report_invalid if the stored one is "
+                                                  "not) when the case is assessed.")
     report_html_url: str | None = None
     review: dict | None = Field(None, description="The reviewed state of the report (issue 18, "
                                                   "serve/review/schemas.py CaseReviewState) when assessed.")
@@ -117,7 +119,7 @@ def case_out(session: Session, case: Case, full: bool = True, photos_limit: int 
         if len(rows) > photos_limit:
             out.photos_next_cursor = encode_cursor(rows[photos_limit - 1].public_id)
         if case.status == "assessed" and case.report_json is not None:
-            out.report = case.report_json
+            out.report = stored_report(case).model_dump(mode="json")  # validated: 500 report_invalid if not
             from ..review.logic import review_state  # the reviewed state beside the stored report
 
             out.review = review_state(session, case).model_dump(mode="json")

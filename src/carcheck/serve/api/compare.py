@@ -46,14 +46,15 @@ def assessed_report(case: Case):
 
     Raises:
         ApiError: 409 ``not_assessed`` when the case has no current report (open, queued, running, failed).
+        StoredReportError: 500 ``report_invalid`` when the stored report is not a valid report.
     """
-    from ...schema import CaseReport
+    from ..reports import stored_report
 
     if case.status != "assessed" or case.report_json is None:
         raise ApiError(409, "not_assessed", f"case {case.public_id} is {case.status}, not assessed: compare needs "
                        "the reports of two assessed cases (POST /v1/cases/{id}/assessments, then wait for it)",
                        {"case_id": case.public_id, "status": case.status})
-    return CaseReport.model_validate(case.report_json)
+    return stored_report(case)
 
 
 def compare_stored(before, after) -> CompareReport:

@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..db.models import Case, Finding, Photo
+from ..reports import stored_report
 from .logic import case_taxonomy, model_version
 from .media import finding_boxes, report_photos
 from .models import AddedDamage, CaseReview, FindingReview
@@ -54,6 +55,7 @@ def export_coco(session: Session, store, out: str | Path, tenant_id: int | None 
         summary ``{"annotations": path, "images": n, "annotations_count": n, "negatives": n, "cases": n}``.
     Raises:
         ValueError: reviewed cases whose reports use different damage taxonomies (one export, one taxonomy).
+        StoredReportError: a reviewed case's stored report is not a valid report (a ValueError too).
     """
     from PIL import Image
 
@@ -93,8 +95,8 @@ def export_coco(session: Session, store, out: str | Path, tenant_id: int | None 
         return [round(x * sx, 2), round(y * sy, 2), round(w * sx, 2), round(h * sy, 2)]
 
     for case in cases:
-        report = case.report_json
-        tax = (report.get("taxonomies") or {}).get("damage", "damage_type")
+        report = stored_report(case)
+        tax = report.taxonomies.get("damage", "damage_type")
         if taxonomy is None:
             taxonomy, damage_names = tax, case_taxonomy(report)[0]
         elif tax != taxonomy:
@@ -103,7 +105,7 @@ def export_coco(session: Session, store, out: str | Path, tenant_id: int | None 
         cat = {n: i + 1 for i, n in enumerate(damage_names)}
         photos = report_photos(session, case)
         for p, entry in photos:
-            if entry.get("status") == "assessed":
+            if entry.status == "assessed":
                 image_of(p)
         version = model_version(report)
         for f, fr in session.execute(select(Finding, FindingReview).join(FindingReview, FindingReview.finding_id == Finding.id)

@@ -23,7 +23,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..db.models import AuditEvent, Case, Finding, Photo, utcnow
+from ...schema import CaseReport
 from ..errors import ApiError
+from ..reports import stored_report
 from .models import AddedDamage, CaseReview, FindingReview, ReviewDecision
 from .schemas import AddDamageIn, AddedDamageOut, AuditEventOut, CaseReviewState, FindingDecisionIn, FindingReviewOut
 
@@ -43,20 +45,20 @@ class Actor:
     reviewer_id: int | None = None
 
 
-def model_version(report: dict | None) -> str | None:
+def model_version(report: CaseReport | None) -> str | None:
     """The model version a report's findings come from: carcheck's version and the first 12 hex
     digits of the SHA-256 of each segmenter file (the networks that make the findings)."""
-    if not report:
+    if report is None:
         return None
-    segs = [m.get("sha256", "")[:12] for m in report.get("model_files", []) if m.get("role") == "segmenter"]
-    return f"carcheck {report.get('carcheck_version', '?')} seg {'+'.join(segs) or '?'}"
+    segs = [m.sha256[:12] for m in report.model_files if m.role == "segmenter"]
+    return f"carcheck {report.carcheck_version or '?'} seg {'+'.join(segs) or '?'}"
 
 
-def case_taxonomy(report: dict) -> tuple[list[str], list[str]]:
+def case_taxonomy(report: CaseReport) -> tuple[list[str], list[str]]:
     """(damage types, parts) a reviewer may choose for this report (parts include ``unassigned``)."""
     from ...data.taxonomy import get_taxonomy
 
-    tax = report.get("taxonomies") or {}
+    tax = report.taxonomies
     damage = list(get_taxonomy(tax.get("damage", "damage_type")).classes)
     parts = list(get_taxonomy(tax.get("parts", "dsmlr_parts")).classes) + ["unassigned"]
     return damage, parts
@@ -79,7 +81,7 @@ def _open_review(session: Session, case: Case) -> CaseReview:
     return rv
 
 
-def _check_names(report: dict, damage: str | None, part: str | None) -> None:
+def _check_names(report: CaseReport, damage: str | None, part: str | None) -> None:
     damages, parts = case_taxonomy(report)
     if damage is not None and damage not in damages:
         raise ApiError(422, "invalid_damage", f"damage type {damage!r} is not one of {', '.join(damages)}")
@@ -95,7 +97,7 @@ def _state_dict(fr: FindingReview | None, f: Finding) -> dict[str, Any]:
 
 def _record(session: Session, case: Case, actor: Actor, action: str, before, after, finding: Finding | None = None,
             extra: dict | None = None) -> None:
-    version = model_version(case.report_json)
+    version = model_version(stored_report(case))
     session.add(ReviewDecision(tenant_id=case.tenant_id, case_id=case.id, finding_id=finding.id if finding else None,
                                job_id=finding.job_id if finding else case.report_job_id,
                                finding_index=finding.index if finding else None, reviewer_id=actor.reviewer_id,
@@ -123,7 +125,7 @@ def decide_finding(session: Session, case: Case, finding_id: int, body: FindingD
     """
     _open_review(session, case)
     f = _finding(session, case, finding_id)
-    _check_names(case.report_json, body.damage, body.part)
+    _check_names(stored_report(case), body.damage, body.part)
     fr = session.scalar(select(FindingReview).where(FindingReview.finding_id == f.id))
     before = _state_dict(fr, f)
     after = dict(before)
@@ -157,7 +159,7 @@ def add_damage(session: Session, case: Case, body: AddDamageIn, actor: Actor) ->
             422 unknown damage type / part, or a box with no area inside the photo.
     """
     _open_review(session, case)
-    _check_names(case.report_json, body.damage, body.part)
+    _check_names(stored_report(case), body.damage, body.part)
     photo = session.scalar(select(Photo).where(Photo.case_id == case.id, Photo.public_id == body.photo_id,
                                                Photo.status == "stored"))
     if photo is None:
@@ -255,7 +257,8 @@ def review_state(session: Session, case: Case) -> CaseReviewState:
                                            .where(AddedDamage.case_id == case.id).order_by(AddedDamage.id)).all()]
     return CaseReviewState(state="reviewed" if closed else "in_review",
                            reviewed_at=rv.reviewed_at.isoformat() if closed and rv.reviewed_at else None,
-                           reviewed_by=rv.reviewed_by if closed else None, model_version=model_version(case.report_json),
+                           reviewed_by=rv.reviewed_by if closed else None,
+                           model_version=model_version(stored_report(case)),
                            findings=findings, added=added, counts=_counts(session, case))
 
 

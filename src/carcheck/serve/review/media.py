@@ -11,37 +11,48 @@ from pathlib import Path, PurePosixPath
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ...schema import PhotoDetection, PhotoReport
 from ..db.models import Case, Photo
+from ..reports import stored_report
 
 __all__ = ["report_photos", "finding_boxes", "overlay_path", "crop_path"]
 
 _IMG = re.compile(r'<img src="data:image/jpeg;base64,([A-Za-z0-9+/=]+)" alt="(parts|damage)">')
 
 
-def report_photos(session: Session, case: Case) -> list[tuple[Photo, dict]]:
-    """(stored photo, its entry in report.photos) in report order. The worker names a photo by its
-    public id (``photo_….jpg``), so an entry's file stem is the photo's id."""
+def report_photos(session: Session, case: Case) -> list[tuple[Photo, PhotoReport]]:
+    """(stored photo, its entry in the validated report's photos) in report order; empty when the case has
+    no report. The worker names a photo by its public id (``photo_….jpg``), so an entry's file stem is the
+    photo's id.
+
+    Raises:
+        StoredReportError: the stored report is not a valid report (:func:`~carcheck.serve.reports.stored_report`).
+    """
+    report = stored_report(case)
+    if report is None:
+        return []
     photos = {p.public_id: p for p in session.scalars(select(Photo).where(Photo.case_id == case.id,
                                                                           Photo.status == "stored"))}
     out = []
-    for entry in (case.report_json or {}).get("photos", []):
-        p = photos.get(PurePosixPath(str(entry.get("path", "")).replace("\\", "/")).stem)
+    for entry in report.photos:
+        p = photos.get(PurePosixPath(entry.path.replace("\\", "/")).stem)
         if p is not None:
             out.append((p, entry))
     return out
 
 
-def finding_boxes(finding: dict, photos: list[tuple[Photo, dict]]) -> list[tuple[Photo, list[float], dict]]:
-    """Every detection of ``finding`` (same part and damage, in the photos the finding names):
-    ``(photo, bbox_xywh in original-photo px, detection)``, largest first."""
+def finding_boxes(finding: dict, photos: list[tuple[Photo, PhotoReport]]
+                  ) -> list[tuple[Photo, list[float], PhotoDetection]]:
+    """Every detection of ``finding`` (a finding row's data: same part and damage, in the photos the finding
+    names): ``(photo, bbox_xywh in original-photo px, detection)``, largest first."""
     names = set(finding.get("photos", []))
     out = []
     for p, entry in photos:
-        if entry.get("path") not in names:
+        if entry.path not in names:
             continue
-        for d in entry.get("detections", []):
-            if d.get("part") == finding.get("part") and d.get("damage") == finding.get("damage"):
-                out.append((p, list(d["bbox_xywh"]), d))
+        for d in entry.detections:
+            if d.part == finding.get("part") and d.damage == finding.get("damage"):
+                out.append((p, list(d.bbox_xywh), d))
     out.sort(key=lambda t: -t[1][2] * t[1][3])
     return out
 
@@ -68,10 +79,11 @@ def overlay_path(store, session: Session, case: Case, photo: Photo, kind: str) -
         return None
     html = html_path.read_text(encoding="utf-8", errors="replace")
     chunks = html.split('<div class="photo ')[1:]
-    entries = (case.report_json or {}).get("photos", [])
-    by_path = {e.get("path"): pid for pid, e in ((p.public_id, e) for p, e in report_photos(session, case))}
+    report = stored_report(case)
+    entries = report.photos if report is not None else []
+    by_path = {e.path: p.public_id for p, e in report_photos(session, case)}
     for chunk, entry in zip(chunks, entries):
-        pid = by_path.get(entry.get("path"))
+        pid = by_path.get(entry.path)
         if pid is None:
             continue
         for data, k in _IMG.findall(chunk):

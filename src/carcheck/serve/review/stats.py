@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..db.models import Case, Finding
+from ..reports import validate_stored_report
 from .logic import model_version
 from .models import CaseReview, FindingReview
 from .schemas import GroupStats, ReviewStats, ThresholdSuggestion
@@ -26,7 +27,7 @@ __all__ = ["review_stats", "group_stats", "suggest_threshold", "reviewed_finding
 
 def reviewed_findings(session: Session, tenant_id: int | None = None) -> list[dict]:
     """Decided findings of closed reviews: ``{damage (predicted), state, c_refined, model_version}``."""
-    q = (select(Finding, FindingReview.state, Case.report_json)
+    q = (select(Finding, FindingReview.state, Case.public_id, Case.report_json)
          .join(FindingReview, FindingReview.finding_id == Finding.id)
          .join(Case, Case.id == Finding.case_id)
          .join(CaseReview, (CaseReview.case_id == Case.id) & (CaseReview.job_id == Case.report_job_id))
@@ -35,9 +36,10 @@ def reviewed_findings(session: Session, tenant_id: int | None = None) -> list[di
         q = q.where(Case.tenant_id == tenant_id)
     versions: dict[int, str | None] = {}
     out = []
-    for f, state, report in session.execute(q).all():
+    for f, state, case_public_id, report in session.execute(q).all():
         if f.case_id not in versions:
-            versions[f.case_id] = model_version(report)
+            versions[f.case_id] = model_version(validate_stored_report(case_public_id, report)
+                                                if report is not None else None)
         out.append({"damage": f.damage, "state": state, "c_refined": float(f.c_refined),
                     "model_version": versions[f.case_id] or "unknown", "case_id": f.case_id})
     return out

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from ..db.models import Case, Finding, Photo
 from ..deps import RowIdPath, RowIdQuery, get_session
 from ..errors import ApiError
+from ..reports import StoredReportError, stored_report
 from ..review import accounts, logic, throttle
 from ..review.media import crop_path, finding_boxes, overlay_path, report_photos
 from ..review.models import CaseReview, FindingReview, SEVERITIES
@@ -189,10 +190,20 @@ def queue(request: Request, status: str = "to_review", damage: str = "", session
     damages = sorted({d for (d,) in session.execute(select(Finding.damage).join(Case, Case.id == Finding.case_id)
                                                      .where(Case.tenant_id == user.tenant_id).distinct())})
     items = [{"case": c, "reviewed": bool(rv and rv.state == "reviewed" and rv.job_id == c.report_job_id),
-              "verdict": (c.report_json or {}).get("summary", {}).get("verdict", ""),
+              "verdict": _verdict(c),
               "n": counts.get(c.id, [0, 0, 0])} for c, rv in rows]
     return _html("queue.html", user=user, items=items, status=status, damage=damage, damages=damages,
                  statuses=QUEUE_STATUSES)
+
+
+def _verdict(case) -> str:
+    """The queue's verdict line of a case: its validated report's, '' without a report, or a note that the
+    stored report is invalid (the queue still lists the case; its page answers the full error)."""
+    try:
+        report = stored_report(case)
+    except StoredReportError:
+        return "stored report invalid (open the case for the error)"
+    return report.summary.verdict if report is not None else ""
 
 
 # ------------------------------------------------------------------ one case
@@ -225,8 +236,8 @@ def _case_html(session: Session, user: accounts.ReviewUser, case_id: str, sel: i
     """The case page (``form_error``: shown above it, with HTTP ``status``)."""
     case = _case(session, user, case_id)
     state = logic.review_state(session, case)
-    report = case.report_json or {}
-    photos = report_photos(session, case) if report else []
+    report = stored_report(case)  # validated: 500 report_invalid, naming the case, if the stored one is not
+    photos = report_photos(session, case) if report is not None else []
     boxes: dict[str, list] = {p.public_id: [] for p, _ in photos}
     crops = {}
     fdata = {f.id: f.data for f in session.scalars(select(Finding).where(Finding.case_id == case.id))}
@@ -241,17 +252,13 @@ def _case_html(session: Session, user: accounts.ReviewUser, case_id: str, sel: i
                                                  "label": f"{a.damage} · {a.part} (added)", "state": "added"})
     if sel is None or all(f.id != sel for f in state.findings):
         sel = _next_pending(state, None) or (state.findings[0].id if state.findings else None)
-    damages, parts = logic.case_taxonomy(report) if report else ([], [])
+    damages, parts = logic.case_taxonomy(report) if report is not None else ([], [])
     names = {p.public_id: p.filename for p, _ in photos}
     diagram = None
-    if report:
+    if report is not None:
         from ...report.diagram import car_diagram_svg, part_states
-        from ...schema import CaseReport
 
-        try:
-            diagram = car_diagram_svg(part_states(CaseReport.model_validate(report)))
-        except ValueError:  # a stored report this version cannot read: the page works without the diagram
-            diagram = None
+        diagram = car_diagram_svg(part_states(report))
     return _html("case.html", status, user=user, case=case, report=report, state=state, photos=photos, boxes=boxes,
                  crops=crops, sel=sel, damages=damages, parts=parts, severities=SEVERITIES, names=names,
                  closed=state.state == "reviewed", diagram=diagram, form_error=form_error)
