@@ -15,8 +15,13 @@ repository root; bench/ itself is put on ``sys.path`` by the two lines below)::
 - :data:`DATA`: the shared data folder: ``$CARCHECK_DATA``, default ``../shared/data`` beside the repository.
 - :data:`ROOT` (the repository), :data:`RESULTS` (bench/results), :data:`RUNS` (runs/, git-ignored).
 - :func:`timed`: median and p95 seconds over ``runs`` calls after ``warmup`` untimed calls;
+  :func:`timed_each` the same over one call per item (each photo once, after ``warmup`` untimed items),
+  returning the calls' results too; :func:`clock` one call's result and seconds (a cold first request);
+  :func:`stopwatch` a phase's wall seconds; :func:`time_stats` the statistics of given durations;
   :func:`median_time` the median alone (the older helper of bench/_timing.py); :func:`head_ms` the
-  image-level heads' ms per photo.
+  image-level heads' ms per photo. No script reads the clock itself.
+- :data:`CARDD_TARGETS` (issue 15's targets on CarDD test) and :func:`quick_coco` (the ``--quick`` subset
+  of a COCO file) for the CarDD benchmarks.
 - :func:`results_header`: ``{"machine": cpu_info(), "date", "git_commit", "git_dirty", "command"}``;
   :func:`write_results` writes a JSON with that header first (a result without the machine and the
   commit it ran on is not a result).
@@ -33,10 +38,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Sequence, TypeVar
 
-__all__ = ["ROOT", "DATA", "RESULTS", "RUNS", "TESTS", "timed", "median_time", "head_ms", "git_commit",
-           "results_header", "write_results"]
+T = TypeVar("T")
+R = TypeVar("R")
+
+__all__ = ["ROOT", "DATA", "RESULTS", "RUNS", "TESTS", "timed", "timed_each", "clock", "stopwatch", "time_stats",
+           "median_time", "head_ms", "CARDD_TARGETS", "quick_coco", "git_commit", "results_header", "write_results"]
 
 #: the repository root
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,9 +58,19 @@ RUNS = ROOT / "runs"
 TESTS = ROOT / "tests"
 
 
+def time_stats(seconds: Sequence[float], warmup: int = 0) -> dict:
+    """``{"median_s", "p95_s", "min_s", "max_s", "mean_s", "runs", "warmup"}`` of measured durations (p95: nearest
+    rank, the slowest call when fewer than 20); ``warmup``: how many untimed calls preceded them (recorded)."""
+    ts = sorted(seconds)
+    if not ts:
+        raise ValueError("no durations to summarise")
+    p95 = ts[min(len(ts) - 1, max(0, -(-95 * len(ts) // 100) - 1))]
+    return {"median_s": statistics.median(ts), "p95_s": p95, "min_s": ts[0], "max_s": ts[-1],
+            "mean_s": statistics.fmean(ts), "runs": len(ts), "warmup": warmup}
+
+
 def timed(fn: Callable[[], object], runs: int = 20, warmup: int = 3) -> dict:
-    """Wall-clock seconds of ``fn()``: ``{"median_s", "p95_s", "min_s", "runs", "warmup"}`` over ``runs``
-    timed calls after ``warmup`` untimed ones (p95: nearest rank, the slowest call when ``runs`` < 20)."""
+    """Wall-clock seconds of ``fn()``: :func:`time_stats` over ``runs`` timed calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     ts = []
@@ -60,9 +78,37 @@ def timed(fn: Callable[[], object], runs: int = 20, warmup: int = 3) -> dict:
         t = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t)
-    ts.sort()
-    p95 = ts[min(len(ts) - 1, max(0, -(-95 * len(ts) // 100) - 1))]
-    return {"median_s": statistics.median(ts), "p95_s": p95, "min_s": ts[0], "runs": runs, "warmup": warmup}
+    return time_stats(ts, warmup)
+
+
+def timed_each(fn: Callable[[T], R], items: Iterable[T], warmup: int = 0) -> tuple[list[R], list[float]]:
+    """``fn(item)`` once per item, each call timed: ``(results in item order, seconds of each call)``
+    (:func:`time_stats` of the seconds gives median / p95). The first ``warmup`` items are first run once
+    untimed (then timed like the rest)."""
+    items = list(items)
+    for item in items[:warmup]:
+        fn(item)
+    out, ts = [], []
+    for item in items:
+        t = time.perf_counter()
+        out.append(fn(item))
+        ts.append(time.perf_counter() - t)
+    return out, ts
+
+
+def clock(fn: Callable[..., R], *args, **kwargs) -> tuple[R, float]:
+    """``(fn(*args, **kwargs), its wall-clock seconds)``: one call, for what is measured once (a cold first
+    request, writing one report)."""
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t
+
+
+def stopwatch() -> Callable[[], float]:
+    """A function giving the wall-clock seconds since this call: a phase's or the whole run's duration
+    (``elapsed = stopwatch(); ...; res["wall_s"] = round(elapsed(), 1)``), progress lines."""
+    t0 = time.perf_counter()
+    return lambda: time.perf_counter() - t0
 
 
 def median_time(fn: Callable[[], object], runs: int = 20, warmup: int = 3) -> float:
@@ -94,6 +140,23 @@ def head_ms(head_files: dict, size: tuple[int, int] = (384, 512), runs: int = 20
             with torch.inference_mode():
                 res[f"{name}_head_ms"] = 1000 * median_time(lambda: head(out), runs, warmup=10)
     return res
+
+
+#: issue 15's targets on CarDD test (bench/accuracy/cardd.py adds its per-class and parts targets)
+CARDD_TARGETS = {"segm_AP": 0.35, "bbox_AP": 0.38, "binary_iou": 0.60, "F_beta": 0.70, "added_ms_per_photo": 60.0}
+
+
+def quick_coco(path: str | Path, n: int = 30, out: str | Path | None = None) -> Path:
+    """The ``--quick`` subset of a COCO file: its first ``n`` images and their annotations, written to ``out``
+    (default ``runs/quick/<name>``, git-ignored); returns that path. A smoke run, not a result."""
+    raw = json.loads(Path(path).read_text())
+    keep = {im["id"] for im in raw["images"][:n]}
+    raw["images"] = [im for im in raw["images"] if im["id"] in keep]
+    raw["annotations"] = [a for a in raw["annotations"] if a["image_id"] in keep]
+    out = Path(out) if out is not None else RUNS / "quick" / Path(path).name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(raw))
+    return out
 
 
 def git_commit(path: Path = ROOT) -> tuple[str | None, bool | None]:

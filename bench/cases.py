@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/
-from _common import DATA, RESULTS, ROOT, RUNS, write_results  # noqa: E402
+from _common import DATA, RESULTS, ROOT, RUNS, clock, write_results  # noqa: E402
 
 DEV_BUILT = Path(os.environ.get("CARCHECK_CASES_DEV", ROOT / "data" / "cases_dev"))
 DEV_EXP = DATA / "cases_dev" / "expectations"
@@ -84,12 +84,11 @@ def run_set(name: str, weights: list[Path], cases, use_cache: bool, log=print, c
             except ImportError:  # before the schema package
                 from carcheck.report.schema import AssessConfig
             assessor = Assessor(AssessConfig(threads=2, gradcam=False, **config), weights=weights)
-        t0 = time.perf_counter()
-        report, _ = assessor.assess(photos, case_id=case)
+        (report, _), seconds = clock(assessor.assess, photos, case_id=case)
         d = report.model_dump(mode="json")
         f.write_text(json.dumps(d))
         reports[case] = d
-        log(f"  {name}: {case} ({len(photos)} photos) {time.perf_counter() - t0:.1f} s")
+        log(f"  {name}: {case} ({len(photos)} photos) {seconds:.1f} s")
     return reports
 
 

@@ -45,3 +45,36 @@ def test_common_header_and_timing():
     h = _common.results_header("python bench/x.py")
     assert {"machine", "date", "git_commit", "git_dirty", "command"} <= set(h) and h["command"] == "python bench/x.py"
     assert h["machine"]["cores"] >= 1
+
+
+def test_timing_and_shared_definitions_come_from_common():
+    """No script reads the clock itself (median / p95 with warm-up live in _common), and the CarDD --quick
+    subset and targets are defined once."""
+    for p in sorted(BENCH.rglob("*.py")):
+        if p.name == "_common.py":
+            continue
+        text = p.read_text()
+        assert "perf_counter" not in text, f"{p}: time with _common.timed / timed_each / clock / stopwatch"
+        assert 'raw["images"][:' not in text, f"{p}: the --quick subset of a COCO file is _common.quick_coco"
+        assert '"segm_AP": 0.35' not in text, f"{p}: issue 15's CarDD targets are _common.CARDD_TARGETS"
+
+
+def test_common_timing_helpers(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import _common
+    finally:
+        sys.path.remove(str(BENCH))
+    calls = []
+    out, ts = _common.timed_each(lambda x: calls.append(x) or 2 * x, [1, 2, 3], warmup=1)
+    assert out == [2, 4, 6] and len(ts) == 3 and calls == [1, 1, 2, 3]  # item 1 once untimed first
+    st = _common.time_stats([3.0, 1.0, 2.0], warmup=1)
+    assert (st["median_s"], st["min_s"], st["max_s"], st["p95_s"], st["runs"], st["warmup"]) == (2.0, 1.0, 3.0, 3.0, 3, 1)
+    assert _common.clock(sum, [1, 2])[0] == 3 and _common.stopwatch()() >= 0
+    coco = tmp_path / "instances_test.json"
+    coco.write_text(json.dumps({"images": [{"id": i} for i in range(5)], "categories": [],
+                                "annotations": [{"id": i, "image_id": i} for i in range(5)]}))
+    q = json.loads(_common.quick_coco(coco, 2, tmp_path / "q.json").read_text())
+    assert [im["id"] for im in q["images"]] == [0, 1] and [a["image_id"] for a in q["annotations"]] == [0, 1]

@@ -23,11 +23,10 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared _common module
-from _common import DATA, RESULTS, ROOT, write_results  # noqa: E402,F401
+from _common import DATA, RESULTS, ROOT, clock, time_stats, timed_each, write_results  # noqa: E402,F401
 
 import numpy as np
 import torch
@@ -52,11 +51,9 @@ def main() -> None:
         gt = damaged_parts_ground_truth(root / split / "COCO_merged_annos.json")
         s_tp = s_fn = s_fp = 0
         files = sorted(gt)
-        assessor.assess_photo(Path(files[0]))  # warm-up
-        for f in files:
-            t = time.perf_counter()
-            rep, fnd, vis = assessor.assess_photo(Path(f))
-            times.append(time.perf_counter() - t)
+        outs, ts = timed_each(lambda f: assessor.assess_photo(Path(f)), files, warmup=1)  # warm-up: the first photo
+        times += ts
+        for f, (rep, _, _) in zip(files, outs):
             if rep.status != "assessed":
                 skipped += 1
                 pred = set()
@@ -70,18 +67,16 @@ def main() -> None:
         tp, fn, fp = tp + s_tp, fn + s_fn, fp + s_fp
     # report writing cost on the val case
     files = sorted((root / "val").glob("*.jpg"))
-    t = time.perf_counter()
-    report, visuals = assessor.assess(files, "bench")
-    case_s = time.perf_counter() - t
+    (report, visuals), case_s = clock(assessor.assess, files, "bench")
     gradcams = sum(1 for v in visuals.values() if v.gradcam is not None)
     with tempfile.TemporaryDirectory() as d:
-        t = time.perf_counter()
-        write_report(report, visuals, d, assessor.part_names, assessor.damage_names)
-        report_s = (time.perf_counter() - t) / max(1, len(visuals))
+        _, write_s = clock(write_report, report, visuals, d, assessor.part_names, assessor.damage_names)
+        report_s = write_s / max(1, len(visuals))
     res["summary"] = {
         "damaged_part_recall": tp / max(1, tp + fn), "damaged_part_precision": tp / max(1, tp + fp),
         "photos": len(times), "skipped_by_gate": skipped,
         "seconds_per_photo_median": statistics.median(times), "seconds_per_photo_p90": float(np.percentile(times, 90)),
+        "seconds_per_photo_p95": time_stats(times)["p95_s"],
         "report_writing_seconds_per_photo": report_s,
         "val_case_seconds_total": case_s, "val_case_photos": len(files), "val_case_gradcam_maps": gradcams,
         "val_case_photos_flagged_different_vehicle": len(report.consistency.different_vehicle) if report.consistency else None,

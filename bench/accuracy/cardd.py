@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared _common module
-from _common import DATA, RESULTS, ROOT, write_results  # noqa: E402,F401
+from _common import CARDD_TARGETS, DATA, RESULTS, ROOT, quick_coco, write_results  # noqa: E402,F401
 
 import numpy as np
 import torch
@@ -63,8 +62,7 @@ PAPER = {
     "sgl_krn": {"F_beta": 0.791, "weighted_F_beta": 0.744, "S_measure": 0.809, "E_measure": 0.884, "MAE": 0.071},
     "u2net": {"F_beta": 0.679, "weighted_F_beta": 0.663, "S_measure": 0.752, "E_measure": 0.842, "MAE": 0.089},
 }
-TARGETS = {"segm_AP": 0.35, "bbox_AP": 0.38, "binary_iou": 0.60, "F_beta": 0.70, "AP_glass_shatter": 0.75,
-           "AP_tire_flat": 0.75, "added_ms_per_photo": 60.0, "parts_miou": 0.68}
+TARGETS = {**CARDD_TARGETS, "AP_glass_shatter": 0.75, "AP_tire_flat": 0.75, "parts_miou": 0.68}
 
 
 def probe_photos(limit: int) -> list[Path]:
@@ -171,13 +169,7 @@ def main() -> None:
     files = [test_file]
     probes = probe_photos(20 if args.quick else args.probes)
     if args.quick:
-        raw = json.loads(Path(test_file).read_text())
-        keep = {im["id"] for im in raw["images"][:30]}
-        raw["images"] = [im for im in raw["images"] if im["id"] in keep]
-        raw["annotations"] = [a for a in raw["annotations"] if a["image_id"] in keep]
-        q = Path("/tmp/cardd_quick.json")
-        q.write_text(json.dumps(raw))
-        files = [str(q)]
+        files = [str(quick_coco(test_file, 30, "/tmp/cardd_quick.json"))]
     print(f"CarDD test: {files[0]}; {len(probes)} undamaged probes; precision {resolve_precision('auto')}")
     r = run_cardd(seg, heads, files, probes, args.longest, bf16)
     classes = ["background", *r["classes"]]

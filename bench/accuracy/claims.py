@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared _common module
-from _common import DATA, RESULTS, ROOT, write_results  # noqa: E402,F401
+from _common import DATA, RESULTS, ROOT, clock, stopwatch, write_results  # noqa: E402,F401
 
 FFI = ROOT / "data" / "ffi"
 FFI_REPORTS = ROOT / "data" / "ffi_reports"
@@ -80,14 +80,14 @@ def ffi_assess(ffi: Path, out: Path = FFI_REPORTS) -> dict:
                 and cached.get("config") == config)
 
     todo = [r for r in rows if not fresh(out / (Path(r["image"]).stem + ".json"))]
-    t0 = time.perf_counter()
+    elapsed = stopwatch()
     if todo:
         for i, r in enumerate(todo):
             rep, _ = assessor.assess([ffi / "dataset" / "trainImages" / r["image"]], case_id=Path(r["image"]).stem)
             (out / (Path(r["image"]).stem + ".json")).write_text(rep.model_dump_json(), encoding="utf-8")
             if i % 100 == 0:
-                print(f"ffi-assess {i}/{len(todo)} {time.perf_counter() - t0:.0f} s", flush=True)
-    return {"photos": len(rows), "assessed_now": len(todo), "seconds": round(time.perf_counter() - t0, 1)}
+                print(f"ffi-assess {i}/{len(todo)} {elapsed():.0f} s", flush=True)
+    return {"photos": len(rows), "assessed_now": len(todo), "seconds": round(elapsed(), 1)}
 
 
 TARGETS = {"estimate_spearman": 0.5, "estimate_beats_median_baseline": True, "reuse_detection": 0.95,
@@ -299,14 +299,13 @@ def reuse_stage(data: Path) -> dict:
     from carcheck.pipeline.reuse import MAX_DHASH, MAX_PHASH, ReuseIndex, photo_hashes
 
     pool, chosen = _shared_photos(data)
-    t0 = time.perf_counter()
-    hashes = {str(p): photo_hashes(load_image(p)) for p in pool}
-    hash_s = (time.perf_counter() - t0) / len(pool)
+    hashes, hash_total_s = clock(lambda: {str(p): photo_hashes(load_image(p)) for p in pool})
+    hash_s = hash_total_s / len(pool)
     # false matches: every photo its own case, each checked against the index of all others
     index = ReuseIndex()
     for p in pool:
         index.add_case(str(p), [(str(p), hashes[str(p)])])
-    t0 = time.perf_counter()
+    check_elapsed = stopwatch()
     flagged, pairs = [], set()
     for p in pool:
         ms = index.check_case(str(p), [(str(p), hashes[str(p)])])
@@ -315,7 +314,7 @@ def reuse_stage(data: Path) -> dict:
                             "matches": [str(Path(m.matched_photo).relative_to(data)) + f" ({m.how}, {m.distance})"
                                         for m in ms]})
             pairs |= {tuple(sorted((str(p), m.matched_photo))) for m in ms}
-    check_ms = (time.perf_counter() - t0) / len(pool) * 1000
+    check_ms = check_elapsed() / len(pool) * 1000
     n_pairs = len(pool) * (len(pool) - 1) // 2
     # detection: each edited copy checked as a new case against the index of the 2,000 originals
     rng = random.Random(SEED)
@@ -365,7 +364,7 @@ def compare_stage(data: Path) -> dict:
     cases.update({f"lensor_test_{i // 5}": lensor[i:i + 5] for i in range(0, min(len(lensor), 20), 5)})
     cases.update({f"car_parts_test_{i // 4}": clean[i:i + 4] for i in range(0, min(len(clean), 16), 4)})
     damage_add = cardd[:40]  # added damage photos (CarDD test: another source than every case)
-    t0 = time.perf_counter()
+    elapsed = stopwatch()
     reps = {k: assessor.assess(v, k)[0] for k, v in cases.items()}
     res = {"cases": {k: len(v) for k, v in cases.items()}, "identical": {}, "reencoded": {}, "added": {},
            "unseen": {}}
@@ -434,7 +433,7 @@ def compare_stage(data: Path) -> dict:
         nc_total += 1
         res["unseen"][f] = {"before_photos": len(keep), "unseen_damaged": sorted(unseen_damaged), "ok": good}
     res["unseen_cases_correct"] = f"{nc_ok}/{nc_total}"
-    res["seconds"] = round(time.perf_counter() - t0, 1)
+    res["seconds"] = round(elapsed(), 1)
     return res
 
 

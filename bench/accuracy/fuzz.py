@@ -37,12 +37,11 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared _common module
-from _common import DATA, RESULTS, ROOT, write_results  # noqa: E402,F401
+from _common import DATA, RESULTS, ROOT, stopwatch, write_results  # noqa: E402,F401
 
 import numpy as np
 from PIL import Image
@@ -513,7 +512,7 @@ def run_cli(args: list[str], timeout: float, log: Path) -> dict:
     """Run ``carcheck ARGS`` in a child process: exit code, wall seconds, peak RSS (MB), hang, traceback."""
     rss_file = log.with_suffix(".rss")
     env = dict(os.environ, FUZZ_RSS=str(rss_file), PYTHONUNBUFFERED="1")
-    t = time.perf_counter()
+    elapsed = stopwatch()
     with open(log, "wb") as out:
         try:
             proc = subprocess.run([sys.executable, "-c", _CHILD, *args], stdout=out, stderr=subprocess.STDOUT,
@@ -521,7 +520,7 @@ def run_cli(args: list[str], timeout: float, log: Path) -> dict:
             code, hang = proc.returncode, False
         except subprocess.TimeoutExpired:
             code, hang = None, True
-    wall = time.perf_counter() - t
+    wall = elapsed()
     text = log.read_bytes().decode("utf-8", "replace")
     rss = int(rss_file.read_text()) / 1024 if rss_file.exists() else None
     return {"args": [a if len(a) < 200 else a[:200] + "..." for a in args], "exit": code, "hang": hang,
@@ -574,7 +573,7 @@ def main() -> int:
     ap.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "fuzz.json")
     ap.add_argument("--build-only", action="store_true", help="build the corpus and stop")
     a = ap.parse_args()
-    t0 = time.perf_counter()
+    bench_elapsed = stopwatch()
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
@@ -587,7 +586,7 @@ def main() -> int:
     ignored = [p for p in entries if _is_ignored(p, corpus_dir)]
     expected = [p for p in entries if not _is_ignored(p, corpus_dir)]
     kinds = Counter(p.relative_to(corpus_dir).parts[0] for p in entries)
-    print(f"corpus: {len(entries)} entries ({len(ignored)} hidden / OS clutter) in {time.perf_counter() - t0:.0f} s: "
+    print(f"corpus: {len(entries)} entries ({len(ignored)} hidden / OS clutter) in {bench_elapsed():.0f} s: "
           + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())), flush=True)
     real_set = {k for k, v in c.manifest.items() if v["real"]}
     if a.build_only:
@@ -702,7 +701,7 @@ def main() -> int:
         "peak_rss_mb_small_cases": max((r["rss_mb"] for r in every[1:] if r["rss_mb"] is not None), default=None),
         "malformed_files": len(ann) + len(csvs),
         "malformed_without_clear_error": sum(not r["clear"] for r in ann + csvs),
-        "bench_wall_s": round(time.perf_counter() - t0, 1),
+        "bench_wall_s": round(bench_elapsed(), 1),
     }
     met = {k: (totals[k] is not None and totals[k] <= v) for k, v in TARGETS.items()}
     from carcheck.models.runtime import cpu_info

@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared _common module
-from _common import DATA, RESULTS, ROOT, write_results  # noqa: E402,F401
+from _common import DATA, RESULTS, ROOT, timed, write_results  # noqa: E402,F401
 
 import torch
 
@@ -98,12 +98,8 @@ def main() -> None:
     # head time on top of the shared pass
     x = feats[:1, 0]
     with torch.no_grad():
-        for _ in range(10):
-            head.head(x)
-        t = time.perf_counter()
-        for _ in range(200):
-            head.head(x)
-        ms = (time.perf_counter() - t) / 200 * 1000
+        head_t = timed(lambda: head.head(x), runs=200, warmup=10)
+    ms = 1000 * head_t["median_s"]
     result = {
         "what": "photo type: shipped head + rule on the held-out test split of bench/accuracy/photo_type_labels.py",
         "head": args.head.name, "labels": str(args.labels.relative_to(ROOT) if args.labels.is_relative_to(ROOT) else args.labels),
@@ -115,6 +111,7 @@ def main() -> None:
         "per_source_accuracy": {s: {"accuracy": round(a / n, 4), "n": n} for s, (a, n) in sorted(per_source.items())},
         "case_panamera": case, "case_correct": f"{sum(v['correct'] for v in case.values())}/{len(case)}",
         "held_out_damage_photos": damage, "head_ms_per_image": round(ms, 3),
+        "head_ms_p95": round(1000 * head_t["p95_s"], 3),
         "target_per_type_accuracy": TARGET,
         "met": all(v["accuracy"] >= TARGET for v in per_type.values()),
         "seconds": round(time.time() - t0, 1), "cpu": cpu_info(), "command": "python bench/accuracy/photo_type.py",

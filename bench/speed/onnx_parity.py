@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared _common module
-from _common import DATA, RESULTS, ROOT, write_results  # noqa: E402,F401
+from _common import DATA, RESULTS, ROOT, clock, write_results  # noqa: E402,F401
 
 import numpy as np
 import torch
@@ -243,19 +243,15 @@ def latency(photos: list[torch.Tensor], shared: dict, standalone: dict, rounds: 
     def shared_fn(seg, bf16):
         def run(x):
             with inference_context(bf16):
-                t0 = time.perf_counter()
-                out = seg.backbone(x, with_logits=True, with_pooled=True)
-                t1 = time.perf_counter()
-                seg.decode(out.features, tuple(x.shape[-2:]), ["parts", "damage"])
-                return t1 - t0, time.perf_counter() - t1
+                out, backbone_s = clock(seg.backbone, x, with_logits=True, with_pooled=True)
+                _, decoders_s = clock(seg.decode, out.features, tuple(x.shape[-2:]), ["parts", "damage"])
+                return backbone_s, decoders_s
         return run
 
     def net_fn(net, bf16):
         def run(x):
             with inference_context(bf16):
-                t0 = time.perf_counter()
-                net(x)
-                return time.perf_counter() - t0, 0.0
+                return clock(net, x)[1], 0.0
         return run
 
     fns = {f"shared/{name}": shared_fn(seg, bf16) for name, (seg, bf16) in shared.items()}
@@ -341,10 +337,8 @@ def main() -> None:
     with torch.inference_mode():
         ts = []
         for x in photos[:5]:
-            dyn_bb(x)
-            t = time.perf_counter()
-            dyn_bb(x, with_logits=True, with_pooled=True)
-            ts.append(time.perf_counter() - t)
+            dyn_bb(x)  # warm-up at this photo's size
+            ts.append(clock(dyn_bb, x, with_logits=True, with_pooled=True)[1])
     res["latency_ms"]["backbone/ort_dynamic_int8"] = {"median_ms": round(1000 * statistics.median(ts), 2),
                                                       "photos": 5}
     res["latency_seconds"] = round(time.time() - t0, 1)

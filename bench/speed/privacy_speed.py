@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared _common module
-from _common import DATA, RESULTS, ROOT, write_results  # noqa: E402,F401
+from _common import DATA, RESULTS, ROOT, time_stats, timed_each, write_results  # noqa: E402,F401
 
 import numpy as np
 
@@ -64,10 +63,11 @@ def main() -> None:
     for name, scale in candidates.items():
         privacy._CASCADES.clear()
         privacy._CASCADES.update({k: (fn, scale, nb, ms) for k, (fn, _, nb, ms) in reference.items()})
-        privacy.detect_private_regions(images[0])  # warm-up (cascade load)
-        t = time.perf_counter()
-        masks[name] = [mask_of(privacy.detect_private_regions(im), im.shape) for im in images]
-        rows[name] = {"scale_factor": scale, "s_per_photo": (time.perf_counter() - t) / len(images)}
+        masks[name], ts = timed_each(lambda im: mask_of(privacy.detect_private_regions(im), im.shape), images,
+                                     warmup=1)  # warm-up (cascade load)
+        st = time_stats(ts, warmup=1)
+        rows[name] = {"scale_factor": scale, "s_per_photo": st["mean_s"], "median_s_per_photo": st["median_s"],
+                      "p95_s_per_photo": st["p95_s"]}
     privacy._CASCADES.clear()
     privacy._CASCADES.update(reference)
     ref = masks["reference 1.1"]

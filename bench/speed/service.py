@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared _common module
-from _common import DATA, RESULTS, ROOT, write_results  # noqa: E402,F401
+from _common import DATA, RESULTS, ROOT, stopwatch, write_results  # noqa: E402,F401
 
 REPO = ROOT
 sys.path.insert(0, str(ROOT / "tests"))  # tests/support/harness.py: the real server process
@@ -63,7 +63,7 @@ def fault_run(root: Path, database_url: str | None, photos: list[Path], workers:
 
     srv = ServerProcess(data, database_url, workers=workers, args=args, log=root / "fault-serve1.log")
     srv2 = None
-    t0 = time.perf_counter()
+    elapsed = stopwatch()
     try:
         srv.start()
         c = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
@@ -101,7 +101,7 @@ def fault_run(root: Path, database_url: str | None, photos: list[Path], workers:
         return {"cases": n_cases, "completed_exactly_once": once, "lost": n_cases - once,
                 "killed_jobs": 2, "killed_jobs_finished": sum(j.status == "done" for j in killed),
                 "killed_job_attempts": [j.attempts for j in killed], "lease_seconds": 5,
-                "wall_s": round(time.perf_counter() - t0, 1)}
+                "wall_s": round(elapsed(), 1)}
 
 
 def main() -> None:

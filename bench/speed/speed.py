@@ -27,7 +27,6 @@ Run: ``python bench/speed/speed.py`` (about 10 minutes) -> table + ``bench/resul
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -38,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared _common module
-from _common import DATA, RESULTS, ROOT, write_results  # noqa: E402,F401
+from _common import DATA, RESULTS, ROOT, clock, time_stats, timed, timed_each, write_results  # noqa: E402,F401
 
 REPO = ROOT
 
@@ -51,24 +50,24 @@ def _photos(n: int = 20) -> list[Path]:
 
 
 def _median_wall(cmd: list[str], runs: int = 5, env=None) -> float:
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, env=env)
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    """Median wall seconds of ``runs`` fresh processes (no warm-up: each start is what is measured)."""
+    return timed(lambda: subprocess.run(cmd, check=True, capture_output=True, env=env), runs=runs, warmup=0)["median_s"]
 
 
-def _run_measured(cmd: list[str], env=None) -> tuple[float, float, int]:
-    """(wall s, peak RSS GB of the child, exit code) of one fresh process."""
-    t = time.perf_counter()
+def _fork_wait(cmd: list[str], env=None):
     pid = os.fork()
     if pid == 0:  # the child: exec the command (its own rusage)
         if env is not None:
             os.execvpe(cmd[0], cmd, env)
         os.execvp(cmd[0], cmd)
     _, status, usage = os.wait4(pid, 0)
-    return time.perf_counter() - t, usage.ru_maxrss / 1024 ** 2, os.waitstatus_to_exitcode(status)
+    return status, usage
+
+
+def _run_measured(cmd: list[str], env=None) -> tuple[float, float, int]:
+    """(wall s, peak RSS GB of the child, exit code) of one fresh process."""
+    (status, usage), wall = clock(_fork_wait, cmd, env)
+    return wall, usage.ru_maxrss / 1024 ** 2, os.waitstatus_to_exitcode(status)
 
 
 def per_photo(engine: str, precision: str, photos: list[Path], report: bool = False) -> dict:
@@ -78,24 +77,19 @@ def per_photo(engine: str, precision: str, photos: list[Path], report: bool = Fa
 
     a = Assessor(AssessConfig(engine=engine, precision=precision, threads=2))
     images = [(p, a.read_photo(p)) for p in photos]
-    for p, im in images[:3]:  # warm-up
-        a.assess_photo(p, im)
-    ts = []
-    for p, im in images:
-        t = time.perf_counter()
-        rep, _, _ = a.assess_photo(p, im)
-        ts.append(time.perf_counter() - t)
+    outs, ts = timed_each(lambda pi: a.assess_photo(*pi), images, warmup=3)  # warm-up: the first 3 photos
+    for (p, _), (rep, _, _) in zip(images, outs):
         assert rep.status == "assessed", (p, rep.reason)
-    out = {"engine": a.engine, "precision": a.precision, "median_s": statistics.median(ts), "max_s": max(ts),
-           "photos": len(ts)}
+    st = time_stats(ts, warmup=3)
+    out = {"engine": a.engine, "precision": a.precision, "median_s": st["median_s"], "p95_s": st["p95_s"],
+           "max_s": st["max_s"], "photos": len(ts)}
     if report:  # report writing (privacy blur, overlays, Grad-CAM maps of flagged photos, HTML) per photo
         from carcheck.report.html import write_report
 
         with tempfile.TemporaryDirectory() as tmp:
             rep, visuals = a.assess(photos[:10], "speed")
-            t = time.perf_counter()
-            write_report(rep, visuals, tmp, a.part_names, a.damage_names)
-            out["report_writing_s_per_photo"] = (time.perf_counter() - t) / len(rep.photos)
+            _, write_s = clock(write_report, rep, visuals, tmp, a.part_names, a.damage_names)
+            out["report_writing_s_per_photo"] = write_s / len(rep.photos)
     return out
 
 
@@ -127,13 +121,8 @@ def reference(photos: list[Path]) -> dict:
     out = {}
     with torch.inference_mode():
         for name, fn in (("paper_mobilenet_2x_deeplabv3plus_b5", paper), ("maskrcnn_r50_fpn_v2", lambda x: mrcnn([x[0]]))):
-            fn(xs[0])
-            ts = []
-            for x in xs:
-                t = time.perf_counter()
-                fn(x)
-                ts.append(time.perf_counter() - t)
-            out[name] = {"median_s": statistics.median(ts), "photos": len(ts)}
+            _, ts = timed_each(fn, xs, warmup=1)
+            out[name] = {"median_s": time_stats(ts, warmup=1)["median_s"], "photos": len(ts)}
     out["note"] = ("random weights, fp32, torch.set_flush_denormal(True), 2 threads; paper: MobileNetV2 at 224 px + "
                    "two DeepLabV3+/EfficientNet-B5 (19 and 4 classes) at the 512 px photo padded to /32; Mask R-CNN "
                    "with its own transform (shorter side 800 px), 7 classes (CarDD's 6 + background)")
@@ -247,7 +236,7 @@ def main() -> None:
         print(f"{r[0]:{w}}  {r[1]:>16}  {r[2]}")
     res["load_average_at_end"] = os.getloadavg()  # other processes on these 2 cores inflate every timing
     print(f"load average at start {res['load_average_at_start']}, at end {res['load_average_at_end']}")
-    Path(args.out).write_text(json.dumps(res, indent=2))
+    write_results(args.out, res, indent=2)  # with the header: machine, date, commit, command
 
 
 if __name__ == "__main__":

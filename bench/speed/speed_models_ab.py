@@ -14,13 +14,11 @@ Run: python bench/speed/speed_models_ab.py   (about a minute; writes bench/resul
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared _common module
-from _common import DATA, RESULTS, ROOT, write_results  # noqa: E402,F401
+from _common import DATA, RESULTS, ROOT, time_stats, timed_each, write_results  # noqa: E402,F401
 
 import torch
 
@@ -44,19 +42,18 @@ def main() -> None:
     models = {"fine_tuned": Assessor(AssessConfig(threads=2), weights=DEFAULT_SEGMENTERS),
               "frozen": Assessor(AssessConfig(threads=2), weights=FROZEN)}
     images = {n: [(p, a.read_photo(p)) for p in photos] for n, a in models.items()}
-    for n, a in models.items():
+    for n, a in models.items():  # warm-up: 3 photos each
         for p, im in images[n][:3]:
             a.assess_photo(p, im)
     ts: dict[str, list[float]] = {n: [] for n in models}
-    for _ in range(2):
+    for _ in range(2):  # the two models alternate, so a load change hits both
         for n, a in models.items():
-            for p, im in images[n]:
-                t = time.perf_counter()
-                a.assess_photo(p, im)
-                ts[n].append(time.perf_counter() - t)
+            ts[n] += timed_each(lambda pi, a=a: a.assess_photo(*pi), images[n])[1]
+    stats = {n: time_stats(v, warmup=3) for n, v in ts.items()}
     res = {"machine": cpu_info(), "precision": models["frozen"].precision, "engine": models["frozen"].engine,
            "photos": len(photos), "rounds": 2,
-           "median_ms": {n: round(1000 * statistics.median(v), 1) for n, v in ts.items()}}
+           "median_ms": {n: round(1000 * s["median_s"], 1) for n, s in stats.items()},
+           "p95_ms": {n: round(1000 * s["p95_s"], 1) for n, s in stats.items()}}
     res["difference_ms"] = round(res["median_ms"]["fine_tuned"] - res["median_ms"]["frozen"], 1)
     for n, v in res["median_ms"].items():
         print(f"{n:>10}: {v:.1f} ms per photo (median of {len(ts[n])})")
