@@ -188,3 +188,28 @@ def test_worker_flags_a_photo_of_another_case_of_the_tenant(tmp_path, database_u
     assert [(x["photo"], x["case_id"], x["same_case"]) for x in rep3["reuse"]] == [(p3, parallel, False)]
     reasons3 = next(p["review_reasons"] for p in rep3["photos"] if p["path"] == p3)
     assert sum(f"photo used before: matches same.jpg of case {parallel}" in x for x in reasons3) == 1
+
+
+def test_late_matches_make_a_new_report_and_leave_the_built_one_unchanged(photos):
+    """The worker's second check (after indexing) never edits the report the pipeline built (issue 29): a late
+    match gives a new report with the match and its review reason; no match gives the same report back."""
+    from test_review_support import fixture_report
+
+    from carcheck.pipeline.reuse import HashEntry, MemoryHashStore, ReuseIndex, photo_hashes
+    from carcheck.pipeline.review import reused_photo_reason
+    from carcheck.schema import CaseReport
+    from carcheck.serve.reuse_index import with_late_matches
+
+    report = CaseReport.model_validate({**fixture_report(), "case_id": "case-b", "reuse": []})
+    path = report.photos[0].path
+    before = report.model_dump(mode="json")
+    h = photo_hashes(_rgb(photos[0]))
+    store = MemoryHashStore()
+    store.add([HashEntry("case-b", path, h)])
+    assert with_late_matches(ReuseIndex(store), report) is report  # nothing late: the same report
+    store.add([HashEntry("case-a", "earlier.jpg", h)])  # indexed by another worker meanwhile
+    late = with_late_matches(ReuseIndex(store), report)
+    assert report.model_dump(mode="json") == before  # the built report is not edited
+    assert [(m.photo, m.case_id) for m in late.reuse] == [(path, "case-a")]
+    assert late.photos[0].review_reasons == [*report.photos[0].review_reasons, reused_photo_reason(late.reuse[0])]
+    assert late.photos[1:] == report.photos[1:] and late.findings == report.findings

@@ -321,13 +321,13 @@ class Worker:
         cwd = os.getcwd()
         os.chdir(work)  # the report names photos by these relative names (one job at a time per process)
         try:
-            from .reuse_index import add_late_matches, tenant_reuse_index
+            from .reuse_index import tenant_reuse_index, with_late_matches
 
             # reused-photo check against the tenant's other cases (issue 19); the case's photos are indexed,
             # then checked again for cases another worker indexed meanwhile
             self.assessor.reuse_index = index = tenant_reuse_index(self.sessions, tenant_id)
             report, visuals = self.assessor.assess(names, case_pid)
-            add_late_matches(index, report)
+            report = with_late_matches(index, report)  # a new report when another worker's case matches
             write_report(report, visuals, out, self.assessor.part_names, self.assessor.damage_names)
         finally:
             os.chdir(cwd)

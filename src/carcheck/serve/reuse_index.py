@@ -13,7 +13,7 @@ fact of a claim) of another; a photo reused between two insurers' claims is not 
 Each worker job builds a new :class:`ReuseIndex` over :func:`tenant_reuse_index` (the index caches the rows it
 read, and other workers write the table between jobs). The pipeline checks a case's photos against the rows
 committed at that moment and then indexes them; two cases of one tenant assessed at the same moment by two
-workers would miss each other, so the worker checks once more after indexing (:func:`add_late_matches`):
+workers would miss each other, so the worker checks once more after indexing (:func:`with_late_matches`):
 of two cases indexed one after the other, the later one's second check sees the earlier.
 """
 
@@ -25,10 +25,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..pipeline.reuse import HASH_SIZE, HashEntry, MemoryHashStore, ReuseIndex
-from ..schema import ReuseMatch
+from ..schema import CaseReport
 from .db.models import Case, PhotoHash, utcnow
 
-__all__ = ["TenantHashStore", "tenant_reuse_index", "add_late_matches"]
+__all__ = ["TenantHashStore", "tenant_reuse_index", "with_late_matches"]
 
 
 class TenantHashStore:
@@ -99,22 +99,24 @@ def tenant_reuse_index(sessions: sessionmaker[Session], tenant_id: int, **kw) ->
     return ReuseIndex(TenantHashStore(sessions, tenant_id), **kw)
 
 
-def add_late_matches(index: ReuseIndex, report) -> list[ReuseMatch]:
+def with_late_matches(index: ReuseIndex, report: CaseReport) -> CaseReport:
     """After the case is indexed: match its photos, as stored, against every other case of the tenant
-    stored now, and add to ``report`` what the pipeline's check (before indexing) could not see yet, i.e.
-    cases indexed by another worker meanwhile: ``report.reuse`` entries and the photos' review reasons
+    stored now, and state what the pipeline's check (before indexing) could not see yet, i.e. cases
+    indexed by another worker meanwhile: ``reuse`` entries and the photos' review reasons
     (:func:`carcheck.pipeline.review.reused_photo_reason`, the pipeline's wording).
 
     Args:
         index: the job's index (its store a :class:`TenantHashStore`; its thresholds are used).
-        report: the case's :class:`~carcheck.schema.CaseReport`, changed in place.
+        report: the case's :class:`~carcheck.schema.CaseReport` as the pipeline built it (not changed: a
+            built report is never edited).
     Returns:
-        The matches added (usually none).
+        ``report`` itself when there is nothing to add (usually), else a new report with the late matches
+        appended to ``reuse`` and their reasons to the photos'.
     """
     from ..pipeline.review import reused_photo_reason
 
     if report.reuse is None:  # the check did not run
-        return []
+        return report
     entries = list(index.store.entries())  # one read of the tenant's rows, this case's included
     own = [(e.photo, e.hashes) for e in entries if e.case_id == report.case_id]
     others = MemoryHashStore()
@@ -122,10 +124,12 @@ def add_late_matches(index: ReuseIndex, report) -> list[ReuseMatch]:
     known = {(m.photo, m.case_id, m.matched_photo) for m in report.reuse}
     late = [m for m in ReuseIndex(others, index.max_phash, index.max_dhash).check_case(report.case_id, own)
             if not m.same_case and (m.photo, m.case_id, m.matched_photo) not in known]
-    report.reuse.extend(late)
-    by_path = {p.path: p for p in report.photos}
+    if not late:
+        return report
+    reasons: dict[str, list[str]] = {}
     for m in late:
-        reason = reused_photo_reason(m)
-        if m.photo in by_path and reason not in by_path[m.photo].review_reasons:
-            by_path[m.photo].review_reasons.append(reason)
-    return late
+        reasons.setdefault(m.photo, []).append(reused_photo_reason(m))
+    photos = [p.model_copy(update={"review_reasons": [*p.review_reasons, *(
+        r for r in dict.fromkeys(reasons[p.path]) if r not in p.review_reasons)]}) if p.path in reasons else p
+        for p in report.photos]
+    return report.model_copy(update={"reuse": [*report.reuse, *late], "photos": photos})
