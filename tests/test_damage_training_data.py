@@ -86,3 +86,27 @@ def test_negatives_state_the_upright_size_of_exif_rotated_photos(tmp_path):
     from carcheck.data.images import load_image
 
     assert load_image(img).shape[:2] == (32, 24)  # what the dataset loads: the declared size must match it
+
+
+def test_instance_evaluation_skips_ignore_labelled_objects(tmp_path):
+    """carcheck evaluate --instances on lensor data: an instance mapped to the ignore label is no ground-truth
+    object (it crashed with TaxonomyError '<ignore>' since the mapping gained IGNORE; bench/accuracy/segmentation.py)."""
+    from carcheck.evaluate.segmentation import evaluate_segmentation
+    from carcheck.models.segmentation import CarSegmenter
+
+    img = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(img)
+    f = tmp_path / "lensor.json"
+    f.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": str(img), "width": 64, "height": 64}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 20], "area": 400,
+                         "segmentation": _square(0, 0, 20, 20), "iscrowd": 0},
+                        {"id": 2, "image_id": 1, "category_id": 2, "bbox": [30, 30, 20, 20], "area": 400,
+                         "segmentation": _square(30, 30, 50, 50), "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "severe-broken"}, {"id": 2, "name": "minor-dent"}]}))
+    torch.manual_seed(0)
+    model = CarSegmenter({"damage": 7}).eval()
+    model.taxonomies = {"damage": "cardd_damage"}
+    r = evaluate_segmentation(model, [str(f)], "damage", instances=True, instances_from="components", longest=64,
+                              precision="fp32", on_error=pytest.fail)
+    assert r.to_dict()["instance_ap"]["segm"] is not None

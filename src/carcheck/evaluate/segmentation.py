@@ -30,7 +30,7 @@ from pycocotools.cocoeval import COCOeval
 
 from ..data.check import MEDIUM_AREA, SMALL_AREA
 from ..data.coco_dataset import CocoSegmentationDataset
-from ..data.taxonomy import get_taxonomy
+from ..data.taxonomy import IGNORE, get_taxonomy
 from ..models.inference import segment
 from ..models.segmentation import CarSegmenter
 from .metrics import confusion_matrix, iou_from_confusion, miou
@@ -260,7 +260,7 @@ def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task:
             objs = []
             for inst in insts:
                 c = ds.category_map.get(inst.category)
-                if c is not None:
+                if c is not None and c != IGNORE:  # an ignore-labelled instance is no object (as in training)
                     objs.append((tax.index(c) + 1, inst.to_mask(h, w)))
             gt_inst.append((i, objs))
             found = (fusion(probs, out["parts"].numpy() if use_parts else None, tax.classes, part_names)
