@@ -74,3 +74,12 @@ def test_calibration_round_trip_and_feature_check():
     assert m.p_same(x) == pytest.approx(MODEL.p_same(x))
     with pytest.raises(ValueError, match="features"):
         SameVehicleModel.from_dict({**d, "features": ["d_embedding"]})
+
+
+def test_flagged_photos_are_those_whose_distance_is_above_the_stated_threshold():
+    photos = {f"p{i}.jpg": _photo([1, 0.05 * i, 0], [60, 30, 20]) for i in range(4)}
+    photos["odd.jpg"] = _photo([0, 1, 0], [40, -20, -30], probs=(0.05, 0.15, 0.8))
+    res = evidence_same_vehicle_check(photos, MODEL, cosine)
+    t = res.consistency.threshold
+    assert t == pytest.approx(1 - MODEL.threshold)
+    assert {k for k, m in res.matches.items() if m.distance > t} == set(res.consistency.different_vehicle)

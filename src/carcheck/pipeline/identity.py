@@ -96,7 +96,8 @@ def evidence_same_vehicle_check(photos: dict[str, PhotoIdentity], model: SameVeh
 
     Each exterior photo's score is its median P(same car) against the case's other exterior photos
     (:meth:`~.same_vehicle.SameVehicleModel.photo_scores`); below ``model.threshold`` it is flagged.
-    The reference is the photo with the highest score; ``VehicleMatch.distance`` is ``1 - score``.
+    The reference is the photo with the highest score; ``VehicleMatch.distance`` is ``1 - score`` and
+    ``Consistency.threshold`` ``1 - model.threshold`` (a photo is flagged when its distance is above it).
     Photos not typed exterior get no match: they are never a different vehicle by appearance.
 
     Args:
@@ -108,11 +109,11 @@ def evidence_same_vehicle_check(photos: dict[str, PhotoIdentity], model: SameVeh
     n_ext = sum(v.exterior for v in photos.values())
     skipped = len(photos) - n_ext
     if not scores:
-        return SameVehicle(Consistency(checked_photos=n_ext, threshold=model.threshold, reference=None,
+        return SameVehicle(Consistency(checked_photos=n_ext, threshold=round(1 - model.threshold, 4), reference=None,
                                        note=f"fewer than 2 exterior photos: nothing to compare ({skipped} other "
                                             "photos are not compared by appearance)"))
     ref = max(scores, key=lambda k: scores[k])
-    out = SameVehicle(Consistency(checked_photos=len(scores), threshold=model.threshold, reference=ref, note=""))
+    out = SameVehicle(Consistency(checked_photos=len(scores), threshold=round(1 - model.threshold, 4), reference=ref, note=""))
     for name, sc in scores.items():
         same = sc >= model.threshold
         out.matches[name] = VehicleMatch(distance=round(1 - sc, 4), same_vehicle=same, reference=ref)

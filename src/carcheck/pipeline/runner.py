@@ -24,10 +24,11 @@ from ..schema import AssessConfig, ModelFile, PhotoReport
 from . import checks
 from .confidence import DEFAULT_PATH as PART_CONFIDENCE, load_part_confidence
 from .gate import part_coverage, vehicle_score
-from .identity import make_model_vote, same_vehicle_check
+from .identity import evidence_same_vehicle_check, make_model_vote, same_vehicle_check
 from .image_heads import ImageHeads, PhotoHeadOutputs
 from .photo import image_level
 from .photo_type import decide_photo_type, probabilities_from_logits
+from .same_vehicle import DEFAULT_CALIBRATION as SAME_VEHICLE, SameVehicleModel, photo_identity
 
 __all__ = ["ModelRunner", "Prediction", "PhotoVisual", "file_sha256"]
 
@@ -112,6 +113,14 @@ class ModelRunner:
             self.part_confidence = load_part_confidence(PART_CONFIDENCE)
             self.model_files.append(ModelFile(role="part_confidence", file=PART_CONFIDENCE.name,
                                               sha256=file_sha256(PART_CONFIDENCE), bytes=PART_CONFIDENCE.stat().st_size))
+        #: the calibrated same-vehicle evidence model (:mod:`.same_vehicle`); None: embedding distance only
+        self.same_vehicle = SameVehicleModel.load(SAME_VEHICLE)
+        shas = {m.role.removeprefix("head:"): m.sha256 for m in self.model_files}
+        if self.same_vehicle is not None and not self.same_vehicle.fits(shas):
+            self.same_vehicle = None  # fitted on other heads' outputs: their probabilities mean something else
+        if self.same_vehicle is not None:
+            self.model_files.append(ModelFile(role="same_vehicle", file=SAME_VEHICLE.name,
+                                              sha256=file_sha256(SAME_VEHICLE), bytes=SAME_VEHICLE.stat().st_size))
         #: the networks of the hot path: the torch models, or their ONNX Runtime versions (same
         #: interface); Grad-CAM always uses the torch backbone (it needs gradients)
         self.net = self.model
@@ -213,9 +222,16 @@ class ModelRunner:
                                       [p.make_model is not None and not p.make_model.out_of_scope for p in assessed])
         if self.heads.has("verification") and assessed:
             head, info = self.heads.get("verification")
-            res = same_vehicle_check([p.path for p in assessed],
-                                     torch.stack([visuals[p.path].heads.embedding for p in assessed]),
-                                     head.distance, float(info.threshold))
+            if self.same_vehicle is not None:
+                mm = self.heads.info("make_model").classes if self.heads.has("make_model") else None
+                ids = {p.path: photo_identity(p, visuals[p.path].image, visuals[p.path].part_label, self.part_names,
+                                              visuals[p.path].heads.embedding,
+                                              visuals[p.path].heads.logits.get("make_model"), mm) for p in assessed}
+                res = evidence_same_vehicle_check(ids, self.same_vehicle, head.distance)
+            else:
+                res = same_vehicle_check([p.path for p in assessed],
+                                         torch.stack([visuals[p.path].heads.embedding for p in assessed]),
+                                         head.distance, float(info.threshold))
             for p in assessed:
                 p.vehicle_match = res.matches.get(p.path)
             consistency = res.consistency

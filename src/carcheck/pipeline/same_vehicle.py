@@ -163,6 +163,12 @@ class SameVehicleModel:
                 p[i, j] = p[j, i] = self.p_same(pair_features(photos[names[i]], photos[names[j]], distance))[0]
         return {n: float(np.median(np.delete(p[i], i))) for i, n in enumerate(names)}
 
+    def fits(self, head_sha256: Mapping[str, str]) -> bool:
+        """Whether the heads it was fitted on (``source["heads"]``: task -> SHA-256) are the ones loaded
+        (``head_sha256``: task -> SHA-256); a calibration without that record fits any heads."""
+        fitted = self.source.get("heads", {})
+        return all(head_sha256.get(t) == h for t, h in fitted.items())
+
     def to_dict(self) -> dict:
         return {"features": list(FEATURES), "mean": self.mean, "scale": self.scale, "fill": self.fill,
                 "coef": self.coef, "intercept": self.intercept, "threshold": self.threshold, "source": self.source}
