@@ -13,7 +13,7 @@ runner = CliRunner()
 
 COMMANDS = [["dataset", "stats"], ["dataset", "check"], ["train", "segmentation"], ["train", "classifier"],
             ["train", "verification"], ["train", "standalone"], ["evaluate", "segmentation"], ["assess"], ["batch"],
-            ["export", "onnx"]]
+            ["export", "onnx"], ["privacy", "detect"]]
 
 
 def test_help_of_every_command_imports_no_heavy_module():

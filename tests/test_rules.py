@@ -17,6 +17,7 @@ from PIL import Image
 from carcheck.pipeline import checks, review
 from carcheck.pipeline.agreement import PhotoFindings, reconcile
 from carcheck.pipeline.identity import make_model_vote, same_vehicle_check
+from carcheck.models.privacy import PrivateRegion
 from carcheck.schema import DamageFilter, PhotoDetection, PhotoReport, VehicleMatch
 
 
@@ -30,11 +31,11 @@ def test_blur_changes_pixels_inside_a_detected_box_and_nowhere_else(monkeypatch)
 
     img = _noise()
     box = (40, 30, 40, 20)  # x, y, w, h
-    monkeypatch.setattr(privacy, "detect_private_regions", lambda image: [("plate", box)])
+    monkeypatch.setattr(privacy, "detect_private_regions", lambda image: [PrivateRegion("plate", box, 0.9)])
     out, n = privacy.blur_private_regions(img)
     assert n == 1 and out.shape == img.shape and out.dtype == np.uint8
     x, y, w, h = box
-    gx, gy = int(w * 0.15), int(h * 0.15)  # the box grown by 15 % on each side
+    gx, gy = 0, 0  # the detector grows its boxes; the blur covers exactly the region
     inside = np.zeros(img.shape[:2], bool)
     inside[y - gy:y + h + gy, x - gx:x + w + gx] = True
     changed = (out != img).any(axis=2)
@@ -56,7 +57,7 @@ def test_report_writes_the_blurred_photo(monkeypatch, tmp_path):
     from carcheck.schema import AssessConfig
 
     box = (40, 30, 40, 30)
-    monkeypatch.setattr(privacy, "detect_private_regions", lambda image: [("face", box)])
+    monkeypatch.setattr(privacy, "detect_private_regions", lambda image: [PrivateRegion("face", box, 0.9)])
     yy, xx = np.mgrid[:120, :160]
     img = np.repeat((((yy // 8 + xx // 8) % 2) * 255).astype(np.uint8)[..., None], 3, axis=2)  # 8 px checkerboard
 

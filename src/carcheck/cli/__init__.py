@@ -9,7 +9,7 @@ from .assess import assess_command
 from .batch import batch_command
 from .compare import compare_command
 from . import keys
-from . import review, users, webhooks
+from . import privacy, review, users, webhooks
 from .serve import serve_command
 
 app = typer.Typer(name="carcheck", help="Vehicle inspection from ordinary photos.", no_args_is_help=True,
@@ -42,6 +42,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(users.app, name="users")
 app.add_typer(review.app, name="review")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(privacy.app, name="privacy")
 
 
 #: Exit code of an unexpected exception (a bug), distinct from 1 ("some input had problems",

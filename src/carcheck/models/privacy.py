@@ -181,7 +181,7 @@ class PrivacyDetector:
         with inference_context(bf16=self.bf16):
             f = self.backbone(x).features
             logits = self.head(f[0], f[1], f[2])
-        return torch.sigmoid(logits[0]).numpy(), max(h, w) / max(x.shape[-2:])
+        return torch.sigmoid(logits[0].float()).numpy(), max(h, w) / max(x.shape[-2:])
 
     def regions_from_features(self, features, size: tuple[int, int]) -> list[PrivateRegion]:
         """The regions of one photo from a backbone pass that already ran (the assessment's own pass).

@@ -150,7 +150,8 @@ class Assessor(ModelRunner):
         self._image_level(report, pred.heads)
         report.seconds = round(time.perf_counter() - t0, 3)
         img_small = pred.x[0].permute(1, 2, 0).float().clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
-        return report, d.findings, PhotoVisual(img_small, d.part_label, d.damage_label, pred.heads)
+        return report, d.findings, PhotoVisual(img_small, d.part_label, d.damage_label, pred.heads,
+                                               private_regions=pred.private_regions)
 
     # ------------------------------------------------------------------ per case
     def assess(self, paths: Sequence[str | Path], case_id: str | None = None,

@@ -19,6 +19,7 @@ from ..data.plausibility import get_plausibility
 from ..data.taxonomy import get_taxonomy
 from ..models.backbone import inference_context
 from ..models.inference import DEFAULT_SEGMENTERS, load_segmenters, to_input_tensor
+from ..models.privacy import HEAD_FILE, PrivacyDetector
 from ..models.runtime import resolve_runtime, set_threads
 from ..schema import AssessConfig, ModelFile, PhotoReport
 from . import checks
@@ -61,6 +62,7 @@ class Prediction:
     parts: np.ndarray | None
     damage: np.ndarray | None
     skip_reason: str | None = None
+    private_regions: list | None = None  # faces / plates (PrivateRegion) in px of x, from the same pass
 
 
 @dataclass
@@ -72,6 +74,7 @@ class PhotoVisual:
     damage_label: np.ndarray  # (h, w) uint8
     heads: PhotoHeadOutputs | None = None
     gradcam: np.ndarray | None = None  # (h, w) float32 Grad-CAM map in [0, 1], for flagged photos
+    private_regions: list | None = None  # faces / plates in px of image (the blur's cache; None: detect)
 
 
 class ModelRunner:
@@ -102,11 +105,15 @@ class ModelRunner:
         self.plausibility = get_plausibility(self.model.taxonomies["damage"], self.model.taxonomies["parts"])
         self.head_paths = None if heads is None else {k: Path(v) for k, v in heads.items()}
         self.heads = ImageHeads(self.model.backbone, self.head_paths, extra_heads)
+        #: the face / plate head, on this pass's features (the report blurs with its regions)
+        self.privacy = PrivacyDetector(backbone=self.model.backbone)
         #: every model file with its SHA-256 (stated in each report)
         self.model_files = [ModelFile(role="segmenter", file=w.name, sha256=file_sha256(w), bytes=w.stat().st_size)
                             for w in self.weights]
         self.model_files += [ModelFile(role=f"head:{t}", file=f.name, sha256=file_sha256(f), bytes=f.stat().st_size)
                              for t, f in self.heads.paths.items()]
+        self.model_files.append(ModelFile(role="privacy", file=HEAD_FILE.name, sha256=file_sha256(HEAD_FILE),
+                                          bytes=HEAD_FILE.stat().st_size))
         #: the fitted P(part damaged) model that decides per-part review (:mod:`.confidence`); None: the paper's rule
         self.part_confidence = None
         if PART_CONFIDENCE.is_file():
@@ -183,6 +190,7 @@ class ModelRunner:
             out = self.net.backbone(x, with_logits=True, with_pooled=True)
             score = float(vehicle_score(out.logits)[0])
             heads = self.heads.run(out)
+            private = self.privacy.regions_from_features(out.features, tuple(x.shape[-2:]))
             p_vehicle = self.heads.probability(heads, "presence", "vehicle")
             skip = checks.presence_skip_reason(p_vehicle, cfg.presence_threshold, score, None,
                                                cfg.vehicle_threshold, cfg.part_coverage_threshold)
@@ -195,7 +203,7 @@ class ModelRunner:
                     skip = checks.presence_skip_reason(None, cfg.presence_threshold, score,
                                                        part_coverage(parts.argmax(0)), cfg.vehicle_threshold,
                                                        cfg.part_coverage_threshold)
-        return Prediction(x, score, p_vehicle, heads, parts, damage, skip)
+        return Prediction(x, score, p_vehicle, heads, parts, damage, skip, private)
 
     def _photo_type(self, heads: PhotoHeadOutputs):
         """The photo's :class:`~carcheck.schema.PhotoTypeDecision` from the photo-type head

@@ -274,7 +274,8 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
 
     def blurred_of(path: str) -> tuple[np.ndarray, int]:
         if path not in blurred:
-            blurred[path] = blur_private_regions(visuals[path].image)
+            v = visuals[path]
+            blurred[path] = blur_private_regions(v.image, getattr(v, "private_regions", None))
         return blurred[path]
 
     def photo_entries():
@@ -282,7 +283,8 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
             entry = {"report": p, "name": Path(p.path).name}
             v = visuals.get(p.path)
             if v is not None:
-                base, n_blurred = blurred.pop(p.path, None) or blur_private_regions(v.image)
+                base, n_blurred = blurred_of(p.path)  # the photo's cached regions (PhotoVisual.private_regions)
+                del blurred[p.path]
                 entry.update(original=_data_uri(base), parts=_data_uri(overlay(base, v.part_label, part_colours)),
                              damage=_data_uri(overlay(base, v.damage_label, damage_colours, 0.6)), blurred=n_blurred)
                 cam = getattr(v, "gradcam", None)

@@ -1,73 +1,71 @@
-"""Blur faces and licence plates in every image the report writes.
+"""The one privacy blur: every image carcheck writes goes through :func:`blur_private_regions`.
 
-Detection uses the Haar cascades shipped with opencv-python-headless (frontal faces,
-profile faces, plates). The SOCAR paper removed photos with people; CarDD blurred faces and
-plates. What this misses (stated in every report): faces turned away or smaller than
-~24 px, strongly tilted or non-European-format plates (the plate cascade was trained on
-Russian plates), plates smaller than ~40x13 px, and people's bodies, reflections and
-printed names. It is a safeguard for shared reports, not an anonymisation guarantee.
+Writers: the HTML report (photos, overlays, Grad-CAM, crops; the PDF prints that HTML), the compare page, the
+service's blurred derivatives (:mod:`carcheck.serve.storage`; review crops, review pages and the COCO export are
+cut from those derivatives unless ``--originals``). Regions come from the face and plate detector of
+:mod:`carcheck.models.privacy` (a mask head on the shared backbone's features). An assessment computes them
+once per photo from its own backbone pass and keeps them with the photo
+(``PhotoVisual.private_regions``); a writer given no regions runs the detector itself, once per photo.
+
+What the detector misses and its measured recall are stated in every report (:data:`carcheck.schema.report
+.PRIVACY_NOTE`) and measured by ``bench/accuracy/privacy.py``. It is a safeguard for shared reports, not an
+anonymisation guarantee.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from typing import Sequence
 
 import cv2
 import numpy as np
 
-__all__ = ["detect_private_regions", "blur_private_regions"]
+from ..models.privacy import PrivateRegion, detector
 
-_CASCADES = {
-    "face": ("haarcascade_frontalface_default.xml", 1.1, 5, (24, 24)),
-    "profile": ("haarcascade_profileface.xml", 1.1, 5, (24, 24)),
-    "plate": ("haarcascade_russian_plate_number.xml", 1.1, 4, (40, 13)),
-}
+__all__ = ["detect_private_regions", "blur_private_regions", "PrivateRegion"]
 
 
-@lru_cache(maxsize=None)
-def _cascade(name: str) -> cv2.CascadeClassifier:
-    fn = _CASCADES[name][0]
-    c = cv2.CascadeClassifier(cv2.data.haarcascades + fn)
-    if c.empty():
-        raise RuntimeError(f"OpenCV Haar cascade {fn} failed to load from {cv2.data.haarcascades}")
-    return c
-
-
-def detect_private_regions(image: np.ndarray, max_side: int = 1024) -> list[tuple[str, tuple[int, int, int, int]]]:
-    """Faces and plates in an RGB ``uint8`` ``(H, W, 3)`` image.
+def detect_private_regions(image: np.ndarray) -> list[PrivateRegion]:
+    """Faces and licence plates in an RGB ``uint8`` ``(H, W, 3)`` image.
 
     Returns:
-        ``[(kind, (x, y, w, h))]`` in pixels of ``image``; kind in ``face``, ``profile``, ``plate``.
+        :class:`~carcheck.models.privacy.PrivateRegion` list (kind ``face`` / ``plate``, grown ``bbox_xywh`` in
+        pixels of ``image``, score 0..1), from the shipped detector (loaded once per process).
+    Raises:
+        ValueError: not an ``(H, W, 3)`` array.
     """
-    h, w = image.shape[:2]
-    s = min(1.0, max_side / max(h, w))
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    if s < 1:
-        gray = cv2.resize(gray, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-    gray = cv2.equalizeHist(gray)
-    out = []
-    for kind, (_, scale, neighbours, min_size) in _CASCADES.items():
-        for (x, y, bw, bh) in _cascade(kind).detectMultiScale(gray, scaleFactor=scale, minNeighbors=neighbours,
-                                                              minSize=min_size):
-            out.append((kind, tuple(int(round(v / s)) for v in (x, y, bw, bh))))
-    return out
+    return detector().detect(image)
 
 
-def blur_private_regions(image: np.ndarray) -> tuple[np.ndarray, int]:
-    """Copy of ``image`` with every detected face and plate strongly blurred (box grown by 15%).
+def blur_private_regions(image: np.ndarray, regions: Sequence[PrivateRegion] | None = None,
+                         scale: tuple[float, float] = (1.0, 1.0)) -> tuple[np.ndarray, int]:
+    """Copy of ``image`` with every face and plate region strongly blurred: the one blur of every written image.
 
+    Args:
+        image: RGB ``uint8`` ``(H, W, 3)``.
+        regions: the photo's regions when already known (cached with the photo), else None: detected here.
+        scale: ``(sx, sy)`` px of ``image`` per px of the regions' coordinates (regions found on another size
+            of the same photo).
     Returns:
-        (blurred RGB ``uint8`` image, number of regions blurred)
+        (blurred RGB ``uint8`` image of the same shape, number of regions blurred)
+    Raises:
+        ValueError: not an ``(H, W, 3)`` array (from the detector).
     """
+    if regions is None:
+        regions = detect_private_regions(image)
     out = image.copy()
-    regions = detect_private_regions(image)
     h, w = image.shape[:2]
-    for _, (x, y, bw, bh) in regions:
-        gx, gy = int(bw * 0.15), int(bh * 0.15)
-        x0, y0, x1, y1 = max(0, x - gx), max(0, y - gy), min(w, x + bw + gx), min(h, y + bh + gy)
-        roi = out[y0:y1, x0:x1]
-        if roi.size == 0:
+    n = 0
+    for r in regions:
+        x, y, bw, bh = r.bbox_xywh
+        x0, y0 = max(0, int(x * scale[0])), max(0, int(y * scale[1]))
+        x1, y1 = min(w, int(np.ceil((x + bw) * scale[0]))), min(h, int(np.ceil((y + bh) * scale[1])))
+        if x1 <= x0 or y1 <= y0:
             continue
-        k = max(3, (max(x1 - x0, y1 - y0) // 3) | 1)
-        out[y0:y1, x0:x1] = cv2.GaussianBlur(roi, (k, k), 0)
-    return out, len(regions)
+        roi = out[y0:y1, x0:x1]
+        # a Gaussian wide enough that no character or facial feature survives, then a coarse pixelation
+        k = max(3, (max(x1 - x0, y1 - y0) // 2) | 1)
+        roi = cv2.GaussianBlur(roi, (k, k), 0)
+        small = cv2.resize(roi, (max(1, (x1 - x0) // 8), max(1, (y1 - y0) // 8)), interpolation=cv2.INTER_AREA)
+        out[y0:y1, x0:x1] = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        n += 1
+    return out, n
