@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 
 from ..data.image_header import decode_buffer_bytes
@@ -81,7 +80,7 @@ class Assessor(ModelRunner):
         super().__init__(config, weights, heads, extra_heads)
         self._duplicates = DuplicateFinder(self.config.duplicate_max_distance)  # photos of the current case
 
-    def screen_photo(self, path: Path, loaded: DecodedImage | np.ndarray | ImageLoadError | None = None) -> PhotoResult:
+    def screen_photo(self, path: Path, loaded: DecodedImage | ImageLoadError | None = None) -> PhotoResult:
         """One entry behind its failure boundary: :meth:`assess_photo` after the input checks of :mod:`.inputs`
         (too small, blank, a duplicate of an earlier photo of this case: skipped with the reason before the
         models run). Anything raised becomes a failed entry naming the cause. Width, height, areas and boxes
@@ -94,16 +93,14 @@ class Assessor(ModelRunner):
             if isinstance(decoded, ImageLoadError):
                 result = self.assess_photo(path, decoded)
             else:
-                image = decoded.array if isinstance(decoded, DecodedImage) else decoded
-                w, h = ((decoded.width, decoded.height) if isinstance(decoded, DecodedImage)
-                        else (image.shape[1], image.shape[0]))
+                image, w, h = decoded.array, decoded.width, decoded.height
                 reason = (too_small_reason(w, h, cfg.min_side) or blank_reason(image, cfg.blank_max_std, cfg.blank_max_range)
                           or self._duplicates.check(name, image))
                 if reason is not None:
                     result = (PhotoReport(path=name, status="skipped", reason=reason, width=w, height=h,
                                           seconds=round(time.perf_counter() - t0, 3)), None, None)
                 else:
-                    result = self.assess_photo(path, image)
+                    result = self.assess_photo(path, decoded)
                     to_photo_pixels(result[0], w, h)
         except Exception as e:  # the failure boundary of one entry
             result = (PhotoReport(path=name, status="failed", reason=display_name(
@@ -111,7 +108,7 @@ class Assessor(ModelRunner):
         result[0].path_bytes = exact_name_bytes(path)
         return result
 
-    def assess_photo(self, path: Path, loaded: DecodedImage | np.ndarray | ImageLoadError | None = None) -> PhotoResult:
+    def assess_photo(self, path: Path, loaded: DecodedImage | ImageLoadError | None = None) -> PhotoResult:
         """Assess one file; never raises for bad input (the report says why). Areas and boxes are in pixels
         of the array the models were given (``loaded``: its :meth:`read_photo` result; None: decoded here)."""
         t0 = time.perf_counter()
@@ -119,7 +116,7 @@ class Assessor(ModelRunner):
         image = self.read_photo(path) if loaded is None else loaded
         if isinstance(image, ImageLoadError):
             return PhotoReport(path=name, status="failed", reason=image.reason), None, None
-        image = image.array if isinstance(image, DecodedImage) else image
+        image = image.array
         h, w = image.shape[:2]
         pred: Prediction = self.predict(image)
         ptype = self._photo_type(pred.heads)
