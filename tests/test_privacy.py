@@ -167,7 +167,7 @@ def test_assessment_caches_the_regions_with_the_photo():
 
 
 def test_recall_on_the_built_val_plates(det):
-    """On the first 40 val plate photos, >= 80% of the labelled plates are covered (bench/accuracy/privacy.py has all)."""
+    """On the first 40 val plate photos, >= 80% of the labelled plates are covered (the bench has all 300)."""
     labels = BUILT / "plates" / "labels_val.json"
     if not labels.exists():
         pytest.skip(f"privacy sets not built in {BUILT} (bash ../shared/data/privacy/build_privacy.sh ...)")

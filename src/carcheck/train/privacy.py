@@ -2,7 +2,8 @@
 
 Data: the COCO box sets of ``../shared/data/privacy`` built by its ``build_privacy.sh`` (plates: Open Images;
 faces: WIDER FACE street/crowd/vehicle events), train splits only; 10% of each train split (a fixed hash of the
-file name) is the tune split for early stopping and the thresholds; the val splits stay for ``bench/accuracy/privacy.py``.
+file name) is the tune split for early stopping and the post-processing; the val splits stay for
+``bench/accuracy/privacy.py``.
 
 Step 1 (:func:`cache_features`) runs the frozen Lite0 backbone once per photo (longer side 512 px, zero-padded to
 512 x 512 in the backbone's normalised space, fp32) and stores the stride-4/8/16 maps as float16 memmaps with the
@@ -264,8 +265,8 @@ def tune_thresholds(data: Path, run: Path, lows=(0.05, 0.1, 0.2, 0.3, 0.5), high
                     for kd, p, scale, shape, boxes in photos:
                         if kd != kind:
                             continue
-                        regs = [r for r in regions_from_probs(p, scale, shape, {kind: lo, KINDS[1 - KINDS.index(kind)]: 2.0},
-                                                              {kind: hi}, {kind: g})]
+                        off = {k: 2.0 for k in KINDS if k != kind}  # the other kind: no regions
+                        regs = regions_from_probs(p, scale, shape, {kind: lo, **off}, {kind: hi}, {kind: g})
                         ci, ni, fi = _score(regs, boxes, kind, shape)
                         c, n, f, m = c + ci, n + ni, f + fi, m + 1
                     rows.append({"kind": kind, "low": lo, "high": hi, "grow": g, "covered": round(c / max(1, n), 4),
