@@ -24,9 +24,12 @@ __all__ = ["SCHEMA_VERSION", "PRIVACY_NOTE", "PhotoDetection", "PhotoReport", "F
 
 #: What every report says about the privacy blur of its images (``CaseReport.privacy``; the blur itself is
 #: :mod:`carcheck.report.privacy`).
-PRIVACY_NOTE = ("Faces and licence plates were blurred with OpenCV Haar cascades (frontal/profile faces, plates). "
-                "They miss faces turned away or under ~24 px, tilted or non-European plates, plates under ~40x13 px, "
-                "bodies and reflections: check before sharing outside the claim.")
+PRIVACY_NOTE = ("Faces and licence plates were blurred by carcheck's privacy head (a mask head on the EfficientNet-Lite0 "
+                "pass, trained on Open Images plates and WIDER FACE street scenes; docs/privacy.md). On held-out photos it "
+                "covered 84% of plates (98% of those 40 px or more high, 55% of 10-19 px, 14% under 10 px) and 91% of "
+                "faces 16 px or larger, with about 0.8 extra regions per clean car photo. It misses small and distant "
+                "plates, some faces in profile or turned away, and does not blur bodies, reflections or printed names: "
+                "check before sharing outside the claim.")
 
 
 class ClassScore(BaseModel):
