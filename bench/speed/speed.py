@@ -70,6 +70,13 @@ def _run_measured(cmd: list[str], env=None) -> tuple[float, float, int]:
     return wall, usage.ru_maxrss / 1024 ** 2, os.waitstatus_to_exitcode(status)
 
 
+def _carcheck_exe() -> str:
+    """The ``carcheck`` command of the interpreter running this script (its venv's bin/, found even when
+    the venv is not activated), else the one on PATH."""
+    beside = Path(sys.executable).parent / "carcheck"
+    return str(beside) if beside.is_file() else (shutil.which("carcheck") or "carcheck")
+
+
 def per_photo(engine: str, precision: str, photos: list[Path], report: bool = False) -> dict:
     """Median whole-assessment seconds per photo for one engine / precision."""
     from carcheck.pipeline.assess import Assessor
@@ -130,13 +137,13 @@ def reference(photos: list[Path]) -> dict:
 
 
 def startup() -> dict:
-    exe = shutil.which("carcheck") or "carcheck"
+    exe = _carcheck_exe()
     return {"help_s": _median_wall([exe, "--help"]), "version_s": _median_wall([exe, "--version"])}
 
 
 def demo(workdir: Path) -> dict:
     """The README's second command in a fresh process (wall, peak RSS), warm ONNX cache and cold."""
-    exe = shutil.which("carcheck") or "carcheck"
+    exe = _carcheck_exe()
     photos = sorted(str(p) for p in (DATA / "car_damage/coco_car_damage_lplenka/val").glob("*.jpg"))
     cmd = [exe, "assess", *photos, "--out", str(workdir / "demo"), "--case-id", "demo"]
     cold_env = dict(os.environ, XDG_CACHE_HOME=str(workdir / "empty-cache"))
@@ -151,7 +158,7 @@ def demo(workdir: Path) -> dict:
 
 def batch(workdir: Path) -> dict:
     """``carcheck batch`` on 100 real photos in 10 cases, loop vs local Ray, fresh processes."""
-    exe = shutil.which("carcheck") or "carcheck"
+    exe = _carcheck_exe()
     root = workdir / "fleet"
     files = sorted((DATA / "car_parts/trainingset/JPEGImages").glob("*.jpg"))[:100]
     for i in range(10):
