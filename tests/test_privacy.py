@@ -1,8 +1,9 @@
 """The privacy blur with the real detector on real photos (issue 31).
 
-Photos: three CC BY 2.0 Open Images photos with known plates and faces in ``tests/fixtures/privacy`` (credit in
-its README), so that these run on a fresh clone; the recall check on the built val sets skips where
-``data/privacy`` is not built (``../shared/data/privacy/README.md``).
+Photos: three Open Images photos of the built privacy set (``data/privacy``, ``../shared/data/privacy/README.md``)
+with known plates and faces, copied at 640 px into a temporary folder (their boxes in that size:
+``tests/fixtures/privacy/labels.json``); no photo is committed. Every test here skips, saying how to build the set,
+where ``data/privacy`` is not built.
 """
 
 from __future__ import annotations
@@ -16,9 +17,34 @@ import numpy as np
 import pytest
 from PIL import Image
 
-FIX = Path(__file__).parent / "fixtures" / "privacy"
-LABELS = json.loads((FIX / "labels.json").read_text())["images"]
+LABELS = json.loads((Path(__file__).parent / "fixtures" / "privacy" / "labels.json").read_text())["images"]
 BUILT = Path(__file__).resolve().parents[1] / "data" / "privacy"
+
+
+class _Photos:
+    """``FIX / name``: the 640-px copy (longer side, LANCZOS, JPEG quality 85) of a built plate-set photo."""
+
+    def __init__(self) -> None:
+        self.dir: Path | None = None
+
+    def __truediv__(self, name: str) -> Path:
+        found = sorted((BUILT / "plates" / "images").glob(f"{Path(name).stem}_jpg.rf.*.jpg"))  # Roboflow's names
+        src = found[0] if found else None
+        if src is None:
+            pytest.skip(f"privacy sets not built in {BUILT} (bash ../shared/data/privacy/build_privacy.sh ...)")
+        if self.dir is None:
+            import tempfile
+
+            self.dir = Path(tempfile.mkdtemp(prefix="carcheck-privacy-"))
+        out = self.dir / name
+        if not out.is_file():
+            im = Image.open(src).convert("RGB")
+            s = 640 / max(im.size)
+            im.resize((round(im.width * s), round(im.height * s)), Image.LANCZOS).save(out, quality=85)
+        return out
+
+
+FIX = _Photos()
 
 
 def _img(name: str) -> np.ndarray:
