@@ -37,7 +37,10 @@ def _repo(tmp: Path, n_per_class: int = 12) -> tuple[Path, int]:
             k += 1
             arr = rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)
             arr[..., 0], arr[..., 2] = 30, 220  # stored swapped: looks blue, is red
-            Image.fromarray(arr).save(repo / "cars_train" / f"{k:05d}.jpg", quality=95)
+            if k == 5:  # a near-duplicate of photo 4: the same picture re-encoded (other bytes, same dHash)
+                arr = prev
+            Image.fromarray(arr).save(repo / "cars_train" / f"{k:05d}.jpg", quality=95 if k != 5 else 80)
+            prev = arr
             labels.append(cls)
     # a byte-identical duplicate of photo 1 (as photo k+1) in class 1
     k += 1
@@ -71,6 +74,9 @@ def test_build_swaps_colours_drops_excluded_and_duplicates(tmp_path, monkeypatch
     assert px[0] > 150 and px[2] < 80  # red again
     rows = build_recipe("make_model196", tmp_path / "data")
     assert len(rows) == n - 2 and {r.split for r in rows} == {"train", "val", "test"}
+    by_name = {r.path.name: r for r in rows}
+    assert by_name["00004.jpg"].group == by_name["00005.jpg"].group  # near-duplicates share a group
+    assert by_name["00004.jpg"].group != by_name["00006.jpg"].group
     for g in {r.group for r in rows}:  # a near-duplicate group never straddles splits
         assert len({r.split for r in rows if r.group == g}) == 1
 
