@@ -145,10 +145,11 @@ class Assessor(ModelRunner):
                 else "exterior_closeup" if d.closeup else "exterior_full")
         report.quality = check_quality(image, self.config.quality, photo_type=kind, vehicle_mask=d.part_label > 0)
         self._image_level(report, pred.heads)
+        plate = self._plate(report, image, pred)
         report.seconds = round(time.perf_counter() - t0, 3)
         img_small = pred.x[0].permute(1, 2, 0).float().clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
         return report, d.findings, PhotoVisual(img_small, d.part_label, d.damage_label, pred.heads,
-                                               private_regions=pred.private_regions)
+                                               private_regions=pred.private_regions, plate=plate)
 
     # ------------------------------------------------------------------ per case
     def assess(self, paths: Sequence[str | Path], case_id: str | None = None,

@@ -22,6 +22,7 @@ from ..models.inference import DEFAULT_SEGMENTERS, load_segmenters, to_input_ten
 from ..models.privacy import HEAD_FILE, PrivacyDetector
 from ..models.runtime import resolve_runtime, set_threads
 from ..schema import AssessConfig, ModelFile, PhotoReport
+from ..schema.vehicle import PlateReading
 from . import checks
 from .confidence import DEFAULT_PATH as PART_CONFIDENCE, load_part_confidence
 from .gate import part_coverage, vehicle_score
@@ -29,6 +30,7 @@ from .identity import evidence_same_vehicle_check, make_model_vote, same_vehicle
 from .image_heads import ImageHeads, PhotoHeadOutputs
 from .photo import image_level
 from .photo_type import decide_photo_type, probabilities_from_logits
+from .plate import PlateRead, apply_plate_evidence, mask_plate, plate_decisions, read_plates
 from .same_vehicle import DEFAULT_CALIBRATION as SAME_VEHICLE, SameVehicleModel, photo_identity
 
 __all__ = ["ModelRunner", "Prediction", "PhotoVisual", "file_sha256"]
@@ -75,6 +77,7 @@ class PhotoVisual:
     heads: PhotoHeadOutputs | None = None
     gradcam: np.ndarray | None = None  # (h, w) float32 Grad-CAM map in [0, 1], for flagged photos
     private_regions: list | None = None  # faces / plates in px of image (the blur's cache; None: detect)
+    plate: PlateRead | None = None  # the licence plate read (full text: in memory only, never written)
 
 
 class ModelRunner:
@@ -214,6 +217,16 @@ class ModelRunner:
         return decide_photo_type(probabilities_from_logits(heads.logits["photo_type"].tolist(), info.classes),
                                  self.config.photo_type)
 
+    def _plate(self, report: PhotoReport, image: np.ndarray, pred: Prediction) -> PlateRead | None:
+        """Read the licence plate of an assessed exterior photo (:mod:`.plate`) from the stored-resolution
+        ``image`` in the privacy head's plate regions; sets ``report.plate`` (masked). None: not read."""
+        if not self.config.plate_text or not pred.private_regions:
+            return None
+        read = read_plates(image, pred.private_regions, image.shape[1] / pred.x.shape[-1])
+        if read is not None:
+            report.plate = PlateReading(masked=read.masked, confidence=round(read.score, 4))
+        return read
+
     def _image_level(self, report: PhotoReport, heads: PhotoHeadOutputs) -> None:
         """Damage filter, car state, severity and make/model of one assessed photo (:func:`.photo.image_level`)."""
         image_level(report, heads, self.heads, self.config, self.precision)
@@ -240,8 +253,14 @@ class ModelRunner:
                 res = same_vehicle_check([p.path for p in assessed],
                                          torch.stack([visuals[p.path].heads.embedding for p in assessed]),
                                          head.distance, float(info.threshold))
+            plate, decided = plate_decisions({p.path: visuals[p.path].plate for p in assessed})
+            if plate is not None:
+                res.consistency.plate = mask_plate(plate)
+                apply_plate_evidence(res, decided, mask_plate(plate))
             for p in assessed:
                 p.vehicle_match = res.matches.get(p.path)
+                if p.plate is not None:
+                    p.plate.agrees_with_case = decided.get(p.path)
             consistency = res.consistency
         return vehicle, consistency
 

@@ -178,10 +178,17 @@ def vehicle_line(report: CaseReport) -> str:
 
 
 def vehicle_text_lines(report: CaseReport) -> list[tuple[str, bool]]:
-    """What the VIN and odometer photos say (schema >= 1.11), one ``(line, flag)`` each for the HTML header
-    beside make/model; ``flag``: the VIN's manufacturer disagrees with make/model."""
+    """What the plates, VIN and odometer photos say (schema >= 1.11; plate 1.12), one ``(line, flag)`` each for the
+    HTML header beside make/model; ``flag``: a photo shows another plate, or the VIN's manufacturer disagrees with
+    make/model. The plate is shown masked only."""
     v = report.vehicle
     out: list[tuple[str, bool]] = []
+    c = report.consistency
+    if c is not None and c.plate:
+        reads = [p.plate for p in report.photos if p.plate is not None]
+        other = sum(r.agrees_with_case is False for r in reads)
+        out.append((f"Licence plate {c.plate} (masked) read on {sum(bool(r.agrees_with_case) for r in reads)} photo(s)"
+                    + (f"; another plate on {other} photo(s)" if other else ""), other > 0))
     if v is None:
         return out
     if v.vin is not None:

@@ -14,9 +14,9 @@ from pydantic import BaseModel, Field, model_validator
 from .claims import CaseEstimate, ReuseMatch
 from .config import AssessConfig
 from .photo import PhotoTypeDecision, QualityResult
-from .vehicle import OdometerReading, VinReading
+from .vehicle import OdometerReading, PlateReading, VinReading
 
-SCHEMA_VERSION = "1.11"  # 1.11: optional vehicle.vin (VIN read by OCR: text, complete, check_digit_valid, wmi, manufacturer, photo, agrees_with_make_model) and vehicle.odometer (value, unit, photo, confidence), issue 30; 1.10: per-part p_damaged (calibrated P(part damaged), the review decision), features (its inputs), grade / grade_reason (minor / moderate / severe), issue 26; 1.9: config fusion.end_dominance (one end of the car per photo on the part map); 1.8: optional parts (findings per physical part, K_agree over views, issue 16); 1.7: optional size_cm per detection and finding (damage size in cm from the typical part sizes, issue 16), config size; 1.6: optional photo_type and quality per photo (issue 16), config photo_type / quality; 1.5: optional estimate (repair estimate) and reuse (photos matching indexed photos), issue 19; 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
+SCHEMA_VERSION = "1.12"  # 1.12: optional per-photo plate (licence plate read on exterior photos, masked: masked, confidence, agrees_with_case), vehicle_match.plate_agrees, consistency.plate, config plate_text, issue 30; 1.11: optional vehicle.vin (VIN read by OCR: text, complete, check_digit_valid, wmi, manufacturer, photo, agrees_with_make_model) and vehicle.odometer (value, unit, photo, confidence), issue 30; 1.10: per-part p_damaged (calibrated P(part damaged), the review decision), features (its inputs), grade / grade_reason (minor / moderate / severe), issue 26; 1.9: config fusion.end_dominance (one end of the car per photo on the part map); 1.8: optional parts (findings per physical part, K_agree over views, issue 16); 1.7: optional size_cm per detection and finding (damage size in cm from the typical part sizes, issue 16), config size; 1.6: optional photo_type and quality per photo (issue 16), config photo_type / quality; 1.5: optional estimate (repair estimate) and reuse (photos matching indexed photos), issue 19; 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
 
 __all__ = ["SCHEMA_VERSION", "PRIVACY_NOTE", "PhotoDetection", "PhotoReport", "Finding", "PartFinding", "CaseSummary",
            "CaseReport", "ModelFile", "ClassScore", "HeadResult", "DamageFilter", "VehicleMatch", "VehicleIdentity",
@@ -65,6 +65,9 @@ class VehicleMatch(BaseModel):
     distance: float = Field(description="1 - P(same vehicle) to the case's reference photo, in [0, 1].")
     same_vehicle: bool
     reference: str = Field(description="The photo that stands for the case's majority vehicle.")
+    plate_agrees: bool | None = Field(None, description="Plate text decided this photo (schema >= 1.12): True, it "
+                                      "shows the case's plate (same vehicle whatever the appearance); False, another "
+                                      "plate (flagged); None: appearance decided.")
 
 
 class VehicleIdentity(BaseModel):
@@ -90,6 +93,8 @@ class Consistency(BaseModel):
     reference: str | None = None
     different_vehicle: list[str] = Field([], description="Photos flagged 'different vehicle?'.")
     note: str = ""
+    plate: str | None = Field(None, description="The case's licence plate, masked (read on at least two exterior "
+                              "photos; schema >= 1.12); None when no plate was read twice.")
 
 
 class SizeCm(BaseModel):
@@ -165,6 +170,8 @@ class PhotoReport(BaseModel):
     quality: QualityResult | None = Field(None, description="Capture quality (blur, exposure, glare, vehicle too far "
                                           "or cut off, resolution) with what to retake; None when not checked.")
     vehicle_match: VehicleMatch | None = None
+    plate: PlateReading | None = Field(None, description="The licence plate read on this exterior photo, masked "
+                                       "(schema >= 1.12); None: none legible, or not an exterior photo.")
     review_reasons: list[str] = Field([], description="Why a person should look at this photo.")
     gradcam: str | None = Field(None, description="Head whose Grad-CAM map the HTML report shows for this photo.")
     seconds: float | None = None

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["VinReading", "OdometerReading"]
+__all__ = ["VinReading", "OdometerReading", "PlateReading"]
 
 
 class VinReading(BaseModel):
@@ -48,3 +48,16 @@ class OdometerReading(BaseModel):
     confidence: float = Field(description="The OCR recogniser's score of the line the value was read from "
                                           "(fraction), halved when no ODO / km / mi label was read next to it.",
                               ge=0, le=1)
+
+
+class PlateReading(BaseModel):
+    """The licence plate read on an exterior photo (schema >= 1.12), masked: plate text is personal data, the report
+    never holds it whole (:mod:`carcheck.pipeline.plate`)."""
+
+    masked: str = Field(description="The plate's letters and digits with all but the last three replaced by '•' "
+                                    "(e.g. '•••WHV').")
+    confidence: float = Field(description="The OCR recogniser's score of the plate line (fraction).", ge=0, le=1)
+    agrees_with_case: bool | None = Field(None, description="True: the case's plate (read on at least two photos, "
+                                          "at most one character apart); False: another plate (2+ characters apart), "
+                                          "so the photo is flagged as a different vehicle; None: nothing to compare "
+                                          "against.")
