@@ -60,6 +60,9 @@ def test_case_plate_needs_two_reads_and_a_clear_majority():
                                   "e": _r("378WOK"), "f": None})
     assert plate == "622WHV"
     assert dec == {"a": True, "b": True, "c": True, "d": False, "e": False}
+    # compared folded (O/Q -> 0), named as read
+    assert plate_decisions({"a": _r("378WQK"), "b": _r("378WOK"), "c": _r("378WQK")}) == \
+        ("378WQK", {"a": True, "b": True, "c": True})
 
 
 def test_plate_evidence_overrides_appearance():
@@ -89,6 +92,12 @@ def test_read_plates_crops_wide_regions_at_stored_resolution():
     got = read_plates(image, regions, 2.0, reader)
     assert got == PlateRead("622WHV", 0.9, 160)
     assert seen == [(40, 160, 3)]
+    # the widest region first; the next only when the wider one does not read as a plate
+    regions.append(SimpleNamespace(kind="plate", bbox_xywh=(300, 100, 90, 20), score=0.9))  # x2: 180 px, dark
+    seen.clear()
+    assert read_plates(image, regions, 2.0, reader).text == "779MYA" and seen == [(40, 180, 3)]
+    assert read_plates(image, regions, 2.0, lambda c: [("GOLD COAST", 0.99)] if c.shape[1] == 180 else reader(c)
+                       ).text == "622WHV"
 
 
 def test_the_plate_reader_reads_a_rendered_plate():

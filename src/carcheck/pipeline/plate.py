@@ -121,7 +121,8 @@ def read_plates(image: np.ndarray, regions: Sequence, scale: float, reader: Call
         min_width: narrowest region read, px of the stored photo.
         max_plates: most regions read (the widest first).
     Returns:
-        The best-scored :class:`PlateRead` among the regions read, or None (no legible plate).
+        The :class:`PlateRead` of the widest region that reads as a registration (the next region is read only
+        when the wider one does not: a dealer's plate cover or sign), or None (no legible plate).
     """
     if reader is None:
         from ..models.ocr import read_plate as reader
@@ -134,12 +135,11 @@ def read_plates(image: np.ndarray, regions: Sequence, scale: float, reader: Call
         x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + bw, w), min(y + bh, h)
         if x1 - x0 >= min_width and y1 - y0 >= 8:
             boxes.append((x0, y0, x1, y1))
-    best = None
     for x0, y0, x1, y1 in sorted(boxes, key=lambda b: b[0] - b[2])[:max_plates]:
         found = plate_text(reader(np.ascontiguousarray(image[y0:y1, x0:x1])))
-        if found is not None and (best is None or found[1] > best.score):
-            best = PlateRead(found[0], found[1], x1 - x0)
-    return best
+        if found is not None:  # the widest legible region: the car's own plate rather than one parked behind
+            return PlateRead(found[0], found[1], x1 - x0)
+    return None
 
 
 def plate_decisions(reads: Mapping[str, PlateRead | None]) -> tuple[str | None, dict[str, bool]]:
@@ -148,8 +148,8 @@ def plate_decisions(reads: Mapping[str, PlateRead | None]) -> tuple[str | None, 
     Args:
         reads: photo name -> its plate read (None: none read).
     Returns:
-        ``(case plate (folded text) or None, {photo: True (agrees) / False (another plate)})``; photos whose
-        read decides nothing (no case plate, or one edit away from it) are absent.
+        ``(case plate or None, {photo: True (agrees) / False (another plate)})``: the case plate is the text most
+        photos read (compared folded, returned as most often read); photos whose read decides nothing are absent.
     """
     folded = {k: fold(r.text) for k, r in reads.items() if r is not None}
     if not folded:
@@ -158,6 +158,7 @@ def plate_decisions(reads: Mapping[str, PlateRead | None]) -> tuple[str | None, 
     if counts[0][1] < 2 or (len(counts) > 1 and counts[1][1] == counts[0][1]):
         return None, {}  # no plate read twice, or a tie: nothing to compare against
     plate = counts[0][0]
+    raw = Counter(r.text for k, r in reads.items() if r is not None and folded[k] == plate).most_common(1)[0][0]
     out = {}
     for name, t in folded.items():
         d = edit_distance(t, plate)
@@ -165,7 +166,7 @@ def plate_decisions(reads: Mapping[str, PlateRead | None]) -> tuple[str | None, 
             out[name] = True
         elif d >= MISMATCH_DISTANCE:
             out[name] = False
-    return plate, out
+    return raw, out
 
 
 def apply_plate_evidence(result, decisions: Mapping[str, bool], masked_plate: str) -> None:
