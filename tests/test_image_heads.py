@@ -460,6 +460,17 @@ def test_standalone_trainer_learns_identities_and_resumes(tmp_path):
     train_standalone(cfg, log=logs.append, resume=True)  # resumes at epoch 2 of 2: nothing left to train
     assert any("resumed" in m for m in logs)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == n_lines
+    # `carcheck train standalone-export`: the best epoch's file rebuilt from best_state.pt + config.json alone
+    from safetensors.torch import load_file
+
+    from carcheck.train.standalone import export_run
+
+    first = load_file(run / "best.safetensors")
+    (run / "best.safetensors").unlink()
+    export_run(run, log=logs.append)
+    again, info2 = load_file(run / "best.safetensors"), load_head(run / "best.safetensors")[1]
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    assert info2.threshold == info.threshold and info2.extra["best_val"] == info.extra["best_val"]
 
 
 def test_lowres_view_is_a_softer_copy_of_the_photo(backbone):

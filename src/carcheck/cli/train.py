@@ -194,3 +194,16 @@ def standalone(
                                 photos_per_id=photos_per_id, loss=loss, seed=seed, device=device, threads=threads,
                                 precision=precision)
     _run_trainer(train_standalone, cfg, "model", resume)
+
+
+@app.command("standalone-export")
+def standalone_export(run: Path = typer.Argument(..., help="A `train standalone` run folder.")) -> None:
+    """Write RUN/best.safetensors from the best epoch so far of a standalone run, in progress or stopped (the
+    trainer writes the same file when its last epoch ends): ship or measure a long run before it ends."""
+    from ..train.standalone import export_run
+
+    try:
+        path = export_run(run, log=console.print)
+    except (FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="RUN") from None
+    console.print(f"wrote {path}")

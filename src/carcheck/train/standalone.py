@@ -41,7 +41,7 @@ from ..evaluate.classifier import ood_score, ood_threshold, verification_metrics
 from ..models.classifier import HeadInfo, StandaloneNet, save_head
 from .engine import MAY_DIFFER, fit, seed_everything, start_run
 
-__all__ = ["StandaloneTrainConfig", "train_standalone", "pair_scores"]
+__all__ = ["StandaloneTrainConfig", "train_standalone", "export_best", "export_run", "pair_scores"]
 
 
 @dataclass
@@ -244,11 +244,25 @@ def train_standalone(cfg: StandaloneTrainConfig, track: Callable = lambda it, **
                on_best=lambda epoch, rec: torch.save(net.state_dict(), out / "best_state.pt"),
                resume=resume, log=log).best
 
+    export_best(cfg, out, net, x_va, r_va, key, classes, len(r_tr), best, log)
+    return out
+
+
+def export_best(cfg: StandaloneTrainConfig, out: Path, net: StandaloneNet, x_va: torch.Tensor, r_va: list[LabelRow],
+                key: Callable[[LabelRow], str], classes: list[str], n_train: int, best: float | None,
+                log: Callable[[str], None] = print) -> Path:
+    """Write ``out/best.safetensors`` from ``out/best_state.pt``: the best epoch's weights with their
+    :class:`HeadInfo` (classes, the OOD threshold that keeps 95% of the validation photos, or the EER
+    threshold of validation pairs for an embedding). ``x_va`` ``(N, 3, H, W)`` uint8 validation photos,
+    ``r_va`` their rows, ``key`` a row's class / identity, ``classes`` the classifier's classes (the
+    training rows' sorted labels), ``best`` the monitored validation value."""
+    emb = cfg.kind == "embedding"
+    size = (cfg.height, cfg.width)
     net.load_state_dict(torch.load(out / "best_state.pt", map_location="cpu", weights_only=True))
     net.cpu().eval()
     o = _outputs(net, x_va, torch.device("cpu"), bf16=use_bf16(cfg.precision))
     extra = {"command": cfg.command, "mode": "standalone", "data": str(cfg.data), "best_val": best,
-             "train_photos": len(r_tr), "val_photos": len(r_va)}
+             "train_photos": n_train, "val_photos": len(r_va)}
     if emb:
         d, same = pair_scores(o, [key(r) for r in r_va])
         vm = verification_metrics(d.tolist(), same.tolist())
@@ -263,4 +277,48 @@ def train_standalone(cfg: StandaloneTrainConfig, track: Callable = lambda it, **
                         ood={"score": "max_logit", "threshold": round(thr, 4), "rule": "keeps 95% of validation photos"},
                         extra={**extra, "loss": cfg.loss})
     save_head(net, info, out / "best.safetensors")
-    return out
+    return out / "best.safetensors"
+
+
+def export_run(run: str | Path, track: Callable = lambda it, **k: it, log: Callable[[str], None] = print) -> Path:
+    """``best.safetensors`` of a run folder from its ``best_state.pt`` and ``config.json``, while the run is in
+    progress or after it stopped (the weights of its best epoch so far; the trainer writes the same file when
+    its last epoch ends). The splits are rebuilt from the config (same seed), the validation photos reloaded.
+
+    Raises:
+        FileNotFoundError: the folder lacks ``config.json`` or ``best_state.pt``.
+        ValueError: a kind other than ``classifier`` / ``embedding``.
+    """
+    import json
+
+    from ..models.backbone import EfficientNetLiteBackbone
+
+    out = Path(run)
+    for f in ("config.json", "best_state.pt"):
+        if not (out / f).is_file():
+            raise FileNotFoundError(f"{out}: no {f} (not a standalone run folder, or no epoch finished yet)")
+    stored = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    cfg = StandaloneTrainConfig(**{k: v for k, v in stored.items() if k in StandaloneTrainConfig.__dataclass_fields__})
+    if cfg.kind not in ("embedding", "classifier"):
+        raise ValueError(f"unknown kind {cfg.kind!r}")
+    emb = cfg.kind == "embedding"
+    rows = read_labels(cfg.data)
+    if emb:
+        rows = [r if r.group else LabelRow(r.path, r.label, r.source, r.split, r.label) for r in rows]
+        rows = assign_splits(rows, seed=cfg.seed, strata=("source",))
+        key = lambda r: r.group  # noqa: E731
+    else:
+        rows = assign_splits(rows, (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction),
+                             seed=cfg.seed)
+        key = lambda r: r.label  # noqa: E731
+    size = (cfg.height, cfg.width)
+    r_tr = [r for r in rows if r.split == "train"]
+    x_va, r_va = _load_split([r for r in rows if r.split == "val"], size, track, log)
+    classes = sorted({key(r) for r in r_tr})
+    net = StandaloneNet(EfficientNetLiteBackbone(cfg.backbone, pretrained=False), 0 if emb else len(classes), size,
+                        cfg.flip_tta)
+    monitor = "val_auc" if emb else "val_top1"
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    best = max((m.get(monitor) for m in metrics if m.get(monitor) is not None), default=None)
+    log(f"{out}: exporting the best epoch so far ({monitor} {best}, {len(metrics)} epochs done)")
+    return export_best(cfg, out, net, x_va, r_va, key, classes, len(r_tr), best, log)
