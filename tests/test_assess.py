@@ -213,9 +213,10 @@ def test_fallback_gate_without_image_level_heads():
     assert by[str(car)].damage_filter is None and rep.vehicle is None and rep.consistency is None
 
 
-@pytest.mark.parametrize("precision, out_of_scope", [("fp32", False), ("bf16", True)])
-def test_make_model_ood_rule_uses_the_threshold_of_the_precision_it_ran_in(assessor, precision, out_of_scope):
-    """A max logit of -1.44 lies between the fp32 (-1.4631) and bf16 (-1.4206) thresholds."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_make_model_ood_rule_uses_the_threshold_of_the_precision_it_ran_in(assessor, precision):
+    """A max logit halfway between the shipped head's fp32 and bf16 thresholds is out of scope under the
+    precision whose threshold is the higher one, and kept under the other."""
     import torch
 
     from carcheck.pipeline.image_heads import PhotoHeadOutputs
@@ -223,11 +224,16 @@ def test_make_model_ood_rule_uses_the_threshold_of_the_precision_it_ran_in(asses
 
     if not (assessor.heads.has("make_model") and assessor.heads.has("make_model_ood")):
         pytest.skip("shipped make/model heads missing")
-    n = len(assessor.heads.info("make_model_ood").classes)
+    info = assessor.heads.info("make_model_ood")
+    thr = {p: info.ood_threshold(p) for p in ("fp32", "bf16")}
+    assert abs(thr["fp32"] - thr["bf16"]) > 0.01, "the shipped head stores one threshold per precision"
+    mid = (thr["fp32"] + thr["bf16"]) / 2
+    out_of_scope = mid < thr[precision]
+    n = len(info.classes)
     heads = PhotoHeadOutputs(logits={t: torch.zeros(len(assessor.heads.info(t).classes)) for t in assessor.heads.heads
                                      if assessor.heads.info(t).kind == "classifier"})
-    heads.logits["make_model_ood"] = torch.full((n,), -3.0)
-    heads.logits["make_model_ood"][0] = -1.44
+    heads.logits["make_model_ood"] = torch.full((n,), mid - 3.0)
+    heads.logits["make_model_ood"][0] = mid
     rep = PhotoReport(path="x.jpg", status="assessed")
     saved = assessor.precision
     try:

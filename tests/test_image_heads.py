@@ -554,7 +554,7 @@ def test_ood_threshold_follows_the_precision_of_the_outputs():
     from carcheck.models.classifier import HeadInfo
 
     _, info = load_head(SHIPPED_CLASSIFIERS["make_model_ood"])
-    assert info.ood_threshold("fp32") == pytest.approx(-1.4631)
-    assert info.ood_threshold("bf16") == pytest.approx(info.ood["threshold"]) == pytest.approx(-1.4206)
+    assert info.ood_threshold("fp32") == pytest.approx(-6.4257)  # the 196-model head, bench/results/precision_check.json
+    assert info.ood_threshold("bf16") == pytest.approx(info.ood["threshold"]) == pytest.approx(-6.5171)
     plain = HeadInfo(kind="classifier", task="x", ood={"threshold": 0.5, "score": "max_logit"})
     assert plain.ood_threshold("fp32") == 0.5 and HeadInfo(kind="classifier", task="y").ood_threshold("fp32") is None

@@ -80,7 +80,7 @@ def test_ort_matches_torch_fp32_on_real_photos(export_dir, photos, torch_models)
             agree = float((got_dec[task].argmax(1) == ref_dec[task].argmax(1)).float().mean())
             assert agree >= 0.995, f"{task} argmax agreement {agree:.4f} at {size}"
         mm_ref, mm_got = ref_nets["make_model"], got_nets["make_model"]
-        assert mm_got.shape == mm_ref.shape == (1, 32)
+        assert mm_got.shape == mm_ref.shape == (1, 196)  # the 196 Stanford Cars models
         assert int(mm_got.argmax()) == int(mm_ref.argmax())
         assert float((mm_got - mm_ref).abs().max()) < 1e-2 * max(1.0, float(mm_ref.abs().max()))
         ve_ref, ve_got = ref_nets["verification"], got_nets["verification"]

@@ -81,7 +81,10 @@ def collect(cases, cache: Path) -> dict[str, dict[str, PhotoIdentity]]:
     from carcheck.pipeline.assess import Assessor
 
     a = Assessor()
-    key = hashlib.sha256(json.dumps(a.models_summary(), sort_keys=True).encode()).hexdigest()[:12]
+    # the model files' SHA-256 (not their names: a new make/model head ships under the old name); not the
+    # calibration's own file, which this script refits
+    shas = sorted((m.role, m.sha256) for m in a.model_files if m.role != "same_vehicle")
+    key = hashlib.sha256(json.dumps(shas).encode()).hexdigest()[:12]
     f = cache / f"features-{key}.pt"
     if f.is_file():
         return torch.load(f, weights_only=False)

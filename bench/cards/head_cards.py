@@ -3,9 +3,10 @@ command, class counts) and the benchmark JSONs, so every number in a card is a b
 
 Inputs: src/carcheck/models/weights/{classifier_*,embedding_*}.safetensors,
 bench/results/classifiers.json (python bench/accuracy/classifiers.py), bench/results/identity.json
-(python bench/accuracy/identity.py).
+(python bench/accuracy/identity.py), and for the 196-class make/model heads bench/results/make_model.json
+(python bench/accuracy/make_model.py; used when its class count is the shipped head's).
 
-Run: python bench/cards/head_cards.py
+Run: python bench/cards/head_cards.py [TASK ...]   (only those tasks' cards; default all)
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ DATA = {
     "make_model": "car_models/stanford_cars_subset32 (32 classes, ~36 photos each).",
     "make_model_ood": ("car_models/stanford_cars_subset32 (linear head); OOD threshold set on validation photos of the "
                        "`unknown_vehicles` recipe (car_parts, lensor, vds car photos and coco128 photos without a vehicle)."),
+    "make_model196": ("car_models/stanford196: all 196 Stanford Cars classes (7,930 photos built by "
+                      "`python scripts/build_stanford196.py GIT_DIR data/car_models/stanford196` from a fetched repository, "
+                      "without the 203 photos the shared set holds out; ../shared/data/car_models/stanford196/README.md), "
+                      "split 80/10/10 per class by the `make_model196` recipe (seed 0, near-duplicates on one side)."),
+    "make_model_ood196": ("car_models/stanford196 as the make/model model (linear head on the shared pass); OOD threshold "
+                          "set on validation photos of the `unknown_vehicles` recipe (car_parts, lensor, vds car photos and "
+                          "coco128 photos without a vehicle)."),
     "verification": "verification/vn_traffic_reid_2cam (identities split 70/15/15 per vehicle type, seed 0).",
 }
 LICENCE = ("research / non-commercial use only, inherited from the data (Stanford Cars and coco128 images: research terms; "
@@ -51,8 +59,9 @@ def main() -> None:
     cls = json.loads((RESULTS / "classifiers.json").read_text())
     ident = json.loads((RESULTS / "identity.json").read_text())
     speed = {**cls.get("speed", {}), **ident.get("speed", {})}
+    only = set(sys.argv[1:])
     for task, path in SHIPPED_CLASSIFIERS.items():
-        if not path.is_file():
+        if not path.is_file() or (only and task not in only):
             continue
         head, info = load_head(path)
         ex = info.extra
@@ -76,14 +85,37 @@ def main() -> None:
         if task == "damaged" and "damaged_leave_one_source_out" in cls:
             for s, v in cls["damaged_leave_one_source_out"].items():
                 rows.append((f"leave-one-source-out accuracy, {s} (trained without it)", f"{v['accuracy']:.3f} (n={v['n']})", ""))
-        if task == "make_model":
+        mm = json.loads((RESULTS / "make_model.json").read_text()) if (RESULTS / "make_model.json").is_file() else {}
+        n196 = task.startswith("make_model") and len(info.classes) > 32 and mm.get("models") == len(info.classes)
+        if task == "make_model" and n196:
+            lo, hi = mm["model_top1_ci95"]
+            rows += [("model top-1 (95% CI) / top-5 (test split)",
+                      f"{mm['model_top1']:.3f} ({lo:.3f}-{hi:.3f}) / {mm['model_top5']:.3f} (n={mm['n']})", ">= 0.85"),
+                     (f"make top-1 / top-5 ({mm['makes']} makes; summed model probabilities)",
+                      f"{mm['make_top1']:.3f} / {mm['make_top5']:.3f}", ""),
+                     ("errors with the right make / differing only in the year",
+                      f"{mm['errors_same_make']} / {mm['errors_adjacent_years']} of {mm['errors']}", ""),
+                     ("most frequent confusions (true -> predicted, n)",
+                      "; ".join(f"{c['true']} -> {c['predicted']} ({c['n']})" for c in mm["top_confusions"][:6]), "")]
+            rows += [(f"per make: {k}", f"model top-1 {v['model_top1']:.2f}, make top-1 {v['make_top1']:.2f} (n={v['n']})", "")
+                     for k, v in sorted(mm["per_make"].items())]
+            rows += [(f"reference: {k}", f"{v}", "") for k, v in mm.get("reference", {}).items()]
+            speed = {**speed, **mm.get("speed", {})}
+        elif task == "make_model":
             m = ident["make_model"]["shipped"]
             rows += [("model top-1 / top-5 (test split)", f"{m['model_top1']:.3f} / {m['model_top5']:.3f} (n={m['n']})", ">= 0.75"),
                      ("make top-1 / top-5 (summed model probabilities)", f"{m['make_top1']:.3f} / {m['make_top5']:.3f}", ">= 0.85")]
             for c in ident.get("make_model_compare", []):
                 rows.append((f"same test photos, {c['name']} (not shipped)",
                              f"model top-1 {c['model_top1']:.3f}, make top-1 {c['make_top1']:.3f}", ""))
-        if task == "make_model_ood" and "make_model_ood" in cls:
+        if task == "make_model_ood" and n196 and "open_set" in mm:
+            o = mm["open_set"]
+            rows += [("at the threshold: Stanford test photos kept / other car and no-vehicle photos rejected",
+                      f"{o['stanford_kept']:.3f} / {o['unknown_rejected']:.3f}", ""),
+                     ("AUROC max logit: Stanford test photos vs all unknown photos", f"{o['auroc_all_unknown']:.3f}", "")]
+            rows += [(f"unknown source {k}: rejected / AUROC", f"{v['rejected']:.3f} / {v['auroc']:.3f} (n={v['n']})", "")
+                     for k, v in o["by_source"].items()]
+        elif task == "make_model_ood" and "make_model_ood" in cls:
             o = cls["make_model_ood"]
             rows += [("AUROC max logit: Stanford test photos vs coco128 no-vehicle test photos", f"{o['auroc_vs_no_vehicle']:.3f}", ">= 0.95"),
                      ("AUROC max logit: Stanford test photos vs other car photos (unknown models)", f"{o['auroc_vs_unknown_cars']:.3f}", ""),
@@ -134,11 +166,18 @@ def main() -> None:
                          "flips, batch 32, AdamW (new layer 10x the backbone's learning rate), one-cycle schedule, whole backbone "
                          f"trained in fp32; best epoch by validation top-1 ({ex.get('best_val', 0):.4f}); "
                          f"{ex.get('train_photos')} training photos."
+                         + (f" Shipped: epoch {ex['best_epoch']} of {ex['epochs_done']} trained of a {ex['epochs_planned']}-epoch "
+                            f"schedule ({ex['train_seconds'] / 3600:.1f} h on 2 CPU cores); validation top-1 per epoch "
+                            + ", ".join(f"{v:.3f}" for v in ex["val_curve"]) + "."
+                            if ex.get("val_curve") else "")
                          if standalone else
                          f"- **Training**: {ex.get('loss', 'BCE on pairs')} loss, mode {ex.get('mode', 'frozen')}, early stopping on "
                          + ("validation cross-entropy" if ex.get("val_loss") == "ce" else "validation loss")
                          + f"; training views {', '.join(ex.get('views', ['full', 'hflip']))}; "
-                         f"train counts {ex.get('train_counts', '-')}.")
+                         + (f"train counts {len(ex['train_counts'])} classes, {min(ex['train_counts'].values())}-"
+                            f"{max(ex['train_counts'].values())} photos each."
+                            if isinstance(ex.get("train_counts"), dict) and len(ex["train_counts"]) > 12 else
+                            f"train counts {ex.get('train_counts', '-')}."))
         repro_line = ("- **Reproducibility**: the command above, on the CPU (2 threads), wrote the run's `best.safetensors` "
                       "(seeded; thread scheduling can still change the last digits); the shipped file is that file without "
                       "the unused ImageNet classifier weights (today's trainer leaves them out), stored with int8 convolution weights "
@@ -154,17 +193,18 @@ def main() -> None:
                 f"{'int8 conv weights + float16' if standalone else 'float16'}). Task `{task}`: {kind}"
                 + (f"; classes {', '.join(info.classes)}" if 0 < len(info.classes) <= 8 else "") + ".",
                 input_line,
-                f"- **Training data**: {DATA.get(task, ex.get('data', ''))} Splits: the recipe's fixed, seeded split "
+                f"- **Training data**: {DATA.get(task + ('196' if n196 else ''), ex.get('data', ''))} Splits: the recipe's fixed, seeded split "
                 f"(`carcheck dataset recipe ...`).",
                 training_line,
                 f"- **Training command**: `{ex.get('command', '')}`, after writing its label CSV(s) with "
-                + ", ".join(f"`carcheck dataset recipe {Path(d).stem} --root ../shared/data --out {d}`"
-                            for d in (ex.get("data"), ex.get("ood_data")) if d),
+                + ", ".join(f"`carcheck dataset recipe {Path(d).stem} --root {'data' if '196' in d else '../shared/data'} "
+                            f"--out {d}`" for d in (ex.get("data"), ex.get("ood_data")) if d),
                 repro_line,
                 (f"- **OOD rule**: max logit below {info.ood['threshold']} (chosen on validation: {info.ood['rule']}) -> "
                  "\"not one of the known models\" in the report" if task == "make_model_ood" else
                  (f"- **OOD threshold stored** ({info.ood}) but not used to reject photos: the presence head and the "
-                  "32-model OOD head (`classifier_make_model_ood_lite0`, its card) decide what is out of scope"
+                  f"{len(info.classes)}-model OOD head (`classifier_make_model_ood_lite0`, its card) decide what is "
+                  "out of scope"
                   if task == "make_model" else
                   f"- **OOD threshold stored** ({info.ood}) but not used to reject photos: its AUROC against photos "
                   "without a vehicle is too low (table); the presence head and the make/model max logit decide "
@@ -178,7 +218,8 @@ def main() -> None:
                   if standalone and info.kind == "embedding" else []),
                 f"- **Licence of the weights**: {LICENCE}",
                 f"- **Date**: {dt.date.today().isoformat()}", "",
-                "## Held-out metrics (bench/accuracy/classifiers.py, bench/accuracy/identity.py)", "", _table(rows), ""]
+                ("## Held-out metrics (bench/accuracy/make_model.py)" if n196 else
+                 "## Held-out metrics (bench/accuracy/classifiers.py, bench/accuracy/identity.py)"), "", _table(rows), ""]
         path.with_suffix(".md").write_text("\n".join(card))
         print("wrote", path.with_suffix(".md"))
 

@@ -9,7 +9,7 @@ re-checked on its own data under both precisions, through the inference path the
 - damage filter ("clean" when P(undamaged) > 0.9): per-source accuracy on the damaged recipe's
   test split, and the photos whose "clean" verdict flips;
 - severity: accuracy on its test split;
-- make/model OOD (max logit of the 32-model head below its threshold -> "not a known model"): the
+- make/model OOD (max logit of the make/model OOD head below its threshold -> "not a known model"): the
   share of validation photos kept (its calibration rule: 95%), the threshold that rule gives
   under fp32, AUROC against the no-vehicle photos;
 - same-vehicle verification (cosine distance above the EER threshold of validation photos):
@@ -38,10 +38,10 @@ import torch
 PRECISIONS = ("bf16", "fp32")
 
 
-def _rows(name: str, split: str | None):
+def _rows(name: str, split: str | None, root: Path = DATA):
     from carcheck.data.recipes import build_recipe
 
-    rows = build_recipe(name, DATA)
+    rows = build_recipe(name, root)
     return [r for r in rows if split is None or r.split == split]
 
 
@@ -98,7 +98,10 @@ def make_model_ood(cache: str) -> dict:
 
     from carcheck.evaluate.classifier import ood_threshold
 
-    val = [r.path for r in _rows("make_model", "val")]
+    from carcheck.models.classifier import load_head
+
+    n = len(load_head(SHIPPED_CLASSIFIERS["make_model_ood"])[1].classes)  # 196: the set built under data/
+    val = [r.path for r in (_rows("make_model196", "val", ROOT / "data") if n > 32 else _rows("make_model", "val"))]
     out_rows = [r.path for r in _rows("presence", None) if r.label == "no_vehicle"]
     unknown = _rows("unknown_vehicles", None)  # the trainer's --ood-data: its val split (or all)
     unknown = [r.path for r in unknown if r.split == "val"] or [r.path for r in unknown]

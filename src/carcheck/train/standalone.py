@@ -263,6 +263,15 @@ def export_best(cfg: StandaloneTrainConfig, out: Path, net: StandaloneNet, x_va:
     o = _outputs(net, x_va, torch.device("cpu"), bf16=use_bf16(cfg.precision))
     extra = {"command": cfg.command, "mode": "standalone", "data": str(cfg.data), "best_val": best,
              "train_photos": n_train, "val_photos": len(r_va)}
+    if (out / "metrics.jsonl").is_file():  # how long it trained, and its validation curve (the model card's)
+        import json
+
+        ms = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+        monitor = "val_auc" if emb else "val_top1"
+        extra.update(epochs_done=len(ms), epochs_planned=cfg.epochs,
+                     best_epoch=max(range(len(ms)), key=lambda i: ms[i].get(monitor, float("-inf"))) + 1 if ms else None,
+                     train_seconds=round(sum(m.get("seconds", 0) for m in ms)),
+                     val_curve=[round(m.get(monitor, float("nan")), 4) for m in ms])
     if emb:
         d, same = pair_scores(o, [key(r) for r in r_va])
         vm = verification_metrics(d.tolist(), same.tolist())
