@@ -60,6 +60,9 @@ def test_case_plate_needs_two_reads_and_a_clear_majority():
                                   "e": _r("378WOK"), "f": None})
     assert plate == "622WHV"
     assert dec == {"a": True, "b": True, "c": True, "d": False, "e": False}
+    # one misread character is the same plate: two reads one character apart make a case plate
+    assert plate_decisions({"a": _r("343EG6"), "b": _r("343E66"), "c": _r("779MYA")}) == \
+        ("343EG6", {"a": True, "b": True, "c": False})
     # compared folded (O/Q -> 0), named as read
     assert plate_decisions({"a": _r("378WQK"), "b": _r("378WOK"), "c": _r("378WQK")}) == \
         ("378WQK", {"a": True, "b": True, "c": True})

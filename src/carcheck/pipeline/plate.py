@@ -12,7 +12,8 @@ What counts as a plate read (:func:`plate_text`): a text line of 5-8 letters and
 >= :data:`MIN_SCORE`. Dealer plate covers ("GOLD COAST CAR YARD"), state names and phone numbers are not.
 
 How a case uses them (:func:`plate_decisions`): the case's plate is the text most photos read (after
-folding the characters OCR confuses on plates: O/Q -> 0, I -> 1), when at least two photos read it. A
+folding the characters OCR confuses on plates: O/Q -> 0, I -> 1; a read one character away counts for it),
+when at least two photos read it. A
 photo whose read is that plate (at most one character apart) *agrees*; a photo whose read is at least
 :data:`MISMATCH_DISTANCE` edits from it *disagrees*: its car carries another plate. Everything else
 decides nothing. :func:`apply_plate_evidence` lets that override the appearance check: a photo showing
@@ -154,10 +155,14 @@ def plate_decisions(reads: Mapping[str, PlateRead | None]) -> tuple[str | None, 
     folded = {k: fold(r.text) for k, r in reads.items() if r is not None}
     if not folded:
         return None, {}
-    counts = Counter(folded.values()).most_common()
-    if counts[0][1] < 2 or (len(counts) > 1 and counts[1][1] == counts[0][1]):
-        return None, {}  # no plate read twice, or a tie: nothing to compare against
-    plate = counts[0][0]
+    exact = Counter(folded.values())
+    # a read's support: the reads at most one character from it (one misread character is the same plate)
+    support = {t: sum(edit_distance(t, f) <= 1 for f in folded.values()) for t in exact}
+    best = max(support.values())
+    tops = [t for t, n in support.items() if n == best]
+    if best < 2 or any(edit_distance(a, b) > 1 for a in tops for b in tops):
+        return None, {}  # no plate read twice, or two plates read equally often: nothing to compare against
+    plate = max(tops, key=lambda t: exact[t])
     raw = Counter(r.text for k, r in reads.items() if r is not None and folded[k] == plate).most_common(1)[0][0]
     out = {}
     for name, t in folded.items():
