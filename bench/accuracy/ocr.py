@@ -45,20 +45,10 @@ from PIL import Image  # noqa: E402
 
 from carcheck.models.ocr import TextLine  # noqa: E402
 from carcheck.pipeline.odometer import find_odometer  # noqa: E402
+from carcheck.pipeline.plate import edit_distance  # noqa: E402
 from carcheck.pipeline.vin import find_vin  # noqa: E402
 
 LABELS = ROOT / "bench" / "data" / "ocr_labels.csv"
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insertions, deletions, substitutions)."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def char_accuracy(pred: str, label: str) -> float:

@@ -4,8 +4,8 @@ Where: the privacy head (:mod:`carcheck.models.privacy`) already finds the plate
 assessment's own backbone pass; this module crops each plate region large enough to be legible
 (:data:`MIN_PLATE_WIDTH_PX` wide in the stored photo), at most :data:`MAX_PLATES` per photo, from the
 full-resolution photo and reads it with the OCR's plate reader (:func:`carcheck.models.ocr.read_plate`: PP-OCRv4
-detection at a small size, then recognition; about 20 ms per plate on 2 CPU threads). Only exterior photos
-are read.
+detection at a small size, then recognition; a median 33 ms per plate region on 2 threads of this project's
+Intel Xeon, bench/accuracy/plates.py). Only exterior photos are read.
 
 What counts as a plate read (:func:`plate_text`): a text line of 5-8 letters and digits once separators
 (space, ``-``, ``.``, ``·``) are removed, with at least one letter and one digit, recognised with score

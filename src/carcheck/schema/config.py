@@ -148,9 +148,9 @@ class AssessConfig(BaseModel):
     severity_min_p_damaged: float = Field(0.5, ge=0, le=1, description="Severity gate: a grade is reported for a "
                                           "photo with segmented damage, or with P(damaged) above this.")
     gradcam: bool = Field(True, description="Grad-CAM maps of the damage filter for flagged photos (HTML report).")
-    plate_text: bool = Field(True, description="Read the licence plates the privacy head finds on exterior photos (OCR, "
-                             "about 20 ms per legible plate) and let plate agreement decide the same-vehicle check "
-                             "(schema >= 1.12).")
+    plate_text: bool = Field(True, description="Read the licence plates the privacy head finds on exterior photos "
+                             "(OCR, a median 33 ms per plate region read, bench/accuracy/plates.py) and let plate "
+                             "agreement decide the same-vehicle check (schema >= 1.12).")
 
     @model_validator(mode="before")
     @classmethod

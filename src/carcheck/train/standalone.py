@@ -126,6 +126,18 @@ def pair_scores(emb: torch.Tensor, ids: list[str]) -> tuple[np.ndarray, np.ndarr
     return d[iu], same[iu].astype(int)
 
 
+
+def split_rows(cfg: StandaloneTrainConfig) -> tuple[list[LabelRow], Callable[[LabelRow], str]]:
+    """The run's labelled rows with their train / val / test split (seeded by ``cfg.seed``), and the key a row
+    is learned by: its identity (``group``, else ``label``) for an embedding, whose identities never straddle
+    splits; its ``label`` for a classifier."""
+    rows = read_labels(cfg.data)
+    if cfg.kind == "embedding":
+        rows = [r if r.group else LabelRow(r.path, r.label, r.source, r.split, r.label) for r in rows]
+        return assign_splits(rows, seed=cfg.seed, strata=("source",)), lambda r: r.group
+    fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
+    return assign_splits(rows, fractions, seed=cfg.seed), lambda r: r.label
+
 def train_standalone(cfg: StandaloneTrainConfig, track: Callable = lambda it, **k: it,
                      log: Callable[[str], None] = print, resume: bool = False) -> Path:
     """Fine-tune one :class:`StandaloneNet`; returns the run folder (``best.safetensors`` inside).
@@ -153,16 +165,8 @@ def train_standalone(cfg: StandaloneTrainConfig, track: Callable = lambda it, **
     from .classifier import class_alpha, classification_loss
 
     out = start_run(cfg, resume, MAY_DIFFER)
-    rows = read_labels(cfg.data)
     emb = cfg.kind == "embedding"
-    if emb:  # identities never straddle splits
-        rows = [r if r.group else LabelRow(r.path, r.label, r.source, r.split, r.label) for r in rows]
-        rows = assign_splits(rows, seed=cfg.seed, strata=("source",))
-        key = lambda r: r.group  # noqa: E731
-    else:
-        rows = assign_splits(rows, (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction),
-                             seed=cfg.seed)
-        key = lambda r: r.label  # noqa: E731
+    rows, key = split_rows(cfg)
     size = (cfg.height, cfg.width)
     pad = (cfg.height + cfg.height // 8, cfg.width + cfg.width // 8)
     x_tr, r_tr = _load_split([r for r in rows if r.split == "train"], pad if not emb else size, track, log)
@@ -311,15 +315,7 @@ def export_run(run: str | Path, track: Callable = lambda it, **k: it, log: Calla
     if cfg.kind not in ("embedding", "classifier"):
         raise ValueError(f"unknown kind {cfg.kind!r}")
     emb = cfg.kind == "embedding"
-    rows = read_labels(cfg.data)
-    if emb:
-        rows = [r if r.group else LabelRow(r.path, r.label, r.source, r.split, r.label) for r in rows]
-        rows = assign_splits(rows, seed=cfg.seed, strata=("source",))
-        key = lambda r: r.group  # noqa: E731
-    else:
-        rows = assign_splits(rows, (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction),
-                             seed=cfg.seed)
-        key = lambda r: r.label  # noqa: E731
+    rows, key = split_rows(cfg)
     size = (cfg.height, cfg.width)
     r_tr = [r for r in rows if r.split == "train"]
     x_va, r_va = _load_split([r for r in rows if r.split == "val"], size, track, log)
