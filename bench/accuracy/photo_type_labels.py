@@ -23,9 +23,13 @@ one annotated part instance: its box enlarged 1.6x (at least 40 px a side before
 only when the crop covers at most 30% of the photo and at most 25% of the union box of all the
 photo's parts, i.e. it shows one part and its surroundings, not the car. Up to two crops per photo
 (the largest qualifying parts of different classes). Interior crops: two random crops per interior
-photo covering 35-60% of its side lengths. Lensor / VDS damage photos are left out: they mix full
-views and close-ups with no label saying which; bench/accuracy/photo_type.py reports the share of them typed
-as exterior instead.
+photo covering 35-60% of its side lengths.
+
+Damaged exterior photos (issue 26, :func:`damaged_rows`): sampled from the *training* splits of CarDD,
+lensor, lplenka and VDS (500 / 300 / 60 / 200), full view or close-up pseudo-labelled by the head shipped
+before (they carry no such label); their held-out splits are what bench/accuracy/photo_type.py and
+bench/studies/photo_type_gate.py report the share typed as exterior on. ``--no-damaged`` gives the
+earlier recipe.
 
 Sampling (seed 0; sized so that the features of every photo are computed once in about 20 minutes
 on 2 shared CPU cores): 200 Stanford Cars photos (of 1,165), 200 VIN photos (one per Roboflow source
@@ -46,6 +50,7 @@ from __future__ import annotations
 import sys
 import argparse
 import csv
+import hashlib
 import io
 import json
 import random
@@ -77,7 +82,8 @@ FETCHED = {
     "phone_scan": ("slug183/phone-scan", "175945bcb9fc0888d1901d7ba0b830efb69dc0a3", "dataset",
                    "none stated: research/evaluation use only"),
 }
-SAMPLE = {"vin_roboflow": 200, "trodo": 200, "sroie": 120, "phone_scan": 120, "stanford_cars": 200}
+SAMPLE = {"vin_roboflow": 200, "trodo": 200, "sroie": 120, "phone_scan": 120, "stanford_cars": 200,
+          "cardd_train": 500, "lensor_train": 300, "lplenka_train": 60, "vds_train": 200}
 
 
 def _open(data: bytes) -> Image.Image | None:
@@ -319,13 +325,58 @@ def group_rows(items: list[tuple[LabelRow, str]], max_bits: int = 6) -> tuple[li
     return rows, joins
 
 
+def damaged_rows(root: Path, cardd: Path, cache_dir: Path) -> list[tuple[LabelRow, str]]:
+    """Damaged exterior photos (issue 26): the *training* splits of CarDD, lensor, lplenka and VDS, so the
+    head learns that a dent close-up is an exterior photo (the shipped head, trained without damaged cars,
+    typed 4.8% of CarDD valid as confidently non-exterior: bench/studies/photo_type_gate.py). Their held-out
+    splits stay out (they are the gate study's test sets). None of these sets says full view or close-up, so
+    the two exterior types are pseudo-labelled by the shipped head (whichever of its two exterior
+    probabilities is higher); the decision that matters (exterior or not) is the sets' own."""
+    import torch
+
+    from carcheck.data.recipes import build_recipe
+    from carcheck.models.classifier import WEIGHTS_DIR, load_head
+    from carcheck.models.features import FeatureCache
+
+    suffixes = (".jpg", ".jpeg", ".png")
+    sources = {
+        "cardd_train": sorted(p for p in (cardd / "train" / "images").glob("*") if p.suffix.lower() in suffixes),
+        "lensor_train": sorted((root / "car_damage" / "lensor_severity" / "images" / "train").glob("*.jpg")),
+        "lplenka_train": sorted((root / "car_damage" / "coco_car_damage_lplenka" / "train").glob("*.jpg")),
+        "vds_train": [r.path for r in build_recipe("severity", root) if r.split == "train"],
+    }
+    picked = [(name, p) for name, paths in sources.items() for p in _sample(paths, SAMPLE[name])]
+    if not picked:
+        return []
+    head, info = load_head(WEIGHTS_DIR / "classifier_photo_type_lite0.safetensors")
+    feats, ok, _ = FeatureCache(cache_dir).get_many([p for _, p in picked], ("full",))
+    with torch.no_grad():
+        prob = torch.softmax(head.head(feats[:, 0]).float(), -1)
+    full, close = info.classes.index("exterior_full"), info.classes.index("exterior_closeup")
+    rows = []
+    for i, pr in zip(ok, prob):
+        name, p = picked[i]
+        label = "exterior_full" if pr[full] >= pr[close] else "exterior_closeup"
+        # their own split, so the rows of the earlier recipe keep theirs: 85% train, 15% val (no test:
+        # the sets' held-out splits are the test), by a hash of the file name
+        split = "val" if int(hashlib.sha256(p.name.encode()).hexdigest(), 16) % 100 < 15 else "train"
+        rows.append((LabelRow(p, label, f"damaged_{name}", split), f"{name}:{p.name}"))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", type=Path, default=DATA)
     ap.add_argument("--mirrors", type=Path, default=Path("/work/.mirror"))
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "photo_type")
+    ap.add_argument("--cardd", type=Path, default=ROOT / "data" / "cardd", help="built CarDD (train/images)")
+    ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "feature_cache")
+    ap.add_argument("--no-damaged", action="store_true", help="leave the damaged exterior photos out (the "
+                    "recipe of the head shipped before issue 26)")
     args = ap.parse_args()
     items = shared_rows(args.root, args.out) + fetched_rows(args.mirrors, args.out)
+    if not args.no_damaged:
+        items += damaged_rows(args.root, args.cardd, args.cache)
     rows, joins = group_rows(items)
     # a group holding a car_parts test photo is test as a whole
     test_groups = {r.group for r in rows if r.split == "test"}

@@ -34,6 +34,8 @@ SHIPPED_CLASSIFIERS = {
     "verification": WEIGHTS_DIR / "embedding_verification_lite0.safetensors",
     # what the photo shows (exterior full / close-up, interior, document, VIN / dashboard, no vehicle): issue 16
     "photo_type": WEIGHTS_DIR / "classifier_photo_type_lite0.safetensors",
+    # the same design trained with damaged cars too: only adds photos to the damage search (issue 26)
+    "photo_type_damage_aware": WEIGHTS_DIR / "classifier_photo_type_damage_aware_lite0.safetensors",
 }
 
 

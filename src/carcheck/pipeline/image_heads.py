@@ -23,7 +23,7 @@ from ..schema import ClassScore, HeadResult
 __all__ = ["ImageHeads", "PhotoHeadOutputs", "head_result"]
 
 #: Tasks with a role of their own elsewhere in the report.
-_SPECIAL = ("presence", "make_model", "make_model_ood", "verification", "photo_type")
+_SPECIAL = ("presence", "make_model", "make_model_ood", "verification", "photo_type", "photo_type_damage_aware")
 
 
 def _own_backbone(head) -> bool:

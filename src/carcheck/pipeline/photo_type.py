@@ -14,6 +14,19 @@ below :attr:`PhotoTypeConfig.min_confidence` is ``uncertain``: it keeps the type
 searched for exterior damage when the exterior sum reaches :attr:`PhotoTypeConfig.search_if_exterior_at_least`
 (missing damage costs more than a review), and a reviewer is told why.
 
+Damage-aware second opinion (issue 26): the head above was trained without damaged cars, and typed 4.8%
+of CarDD's validation photos (all damage close-ups; a shattered windscreen as "no vehicle") confidently
+non-exterior, so they were never searched. A second head of the same design, trained on the same recipe plus
+1,059 damaged exterior photos from the training splits of CarDD, lensor, lplenka and VDS
+(``classifier_photo_type_damage_aware_lite0``), is consulted only for a photo the first head leaves out: it is
+searched when that head's P(exterior) reaches :attr:`PhotoTypeConfig.search_if_damage_aware_exterior_at_least`
+(0.9). It does not replace the first head because it is less sure of real interiors (door-opening views of
+seats): alone it would search 76 of the dev cases' 130 non-exterior photos instead of 38; as a second opinion
+it searches 787 of 793 CarDD valid photos instead of 755 and the same 38 dev non-exterior photos
+(bench/studies/photo_type_gate.py); in the assessment the 38 CarDD valid photos the first head leaves out
+get a damage finding on 33 instead of 20 (a "no vehicle" photo still meets the presence gate;
+bench/studies/photo_type_rescue_effect.py).
+
 Defaults (min_confidence 0.85, search_if_exterior_at_least 0: every uncertain photo is searched) put the
 damage search first: the head was trained without damaged cars (bench/accuracy/photo_type_labels.py), and on
 held-out damage close-ups (lensor test, lplenka val) its wrong non-exterior calls have P 0.34-0.81, while
@@ -56,14 +69,19 @@ def probabilities_from_logits(logits: Sequence[float], classes: Sequence[str] = 
     return {c: v / s for c, v in zip(classes, e)}
 
 
-def decide_photo_type(probabilities: Mapping[str, float], config: PhotoTypeConfig | None = None) -> PhotoTypeDecision:
+def decide_photo_type(probabilities: Mapping[str, float], config: PhotoTypeConfig | None = None,
+                      damage_aware_exterior: float | None = None) -> PhotoTypeDecision:
     """Type of one photo from the head's probabilities (see the module doc for the rule).
 
     Args:
         probabilities: ``{type: probability}`` over :data:`PHOTO_TYPES` (missing types count 0).
         config: thresholds.
+        damage_aware_exterior: P(exterior) (both exterior types summed) of the damage-aware head, or None
+            (not installed). It only adds a photo to the damage search (module doc); the type stays the
+            first head's.
     Raises:
-        ValueError: an unknown type, a negative or non-finite probability, or a sum not within 1 +- 0.01.
+        ValueError: an unknown type, a negative or non-finite probability, or a sum not within 1 +- 0.01;
+            ``damage_aware_exterior`` outside [0, 1].
     """
     import math
 
@@ -87,10 +105,19 @@ def decide_photo_type(probabilities: Mapping[str, float], config: PhotoTypeConfi
     uncertain = prob < cfg.min_confidence
     exterior = kind in EXTERIOR_TYPES
     search = exterior or (uncertain and ext >= cfg.search_if_exterior_at_least)
+    if damage_aware_exterior is not None and not 0 <= damage_aware_exterior <= 1 + 1e-6:
+        raise ValueError(f"damage_aware_exterior must be in [0, 1], got {damage_aware_exterior}")
+    rescue = cfg.search_if_damage_aware_exterior_at_least
+    rescued = (not search and damage_aware_exterior is not None and rescue is not None
+               and damage_aware_exterior >= rescue)
+    search = search or rescued
     keep_state = kind in EXTERIOR_TYPES + ("interior",) or search
     name = TYPE_NAMES[kind]
     if exterior:
         what = "searched for exterior damage"
+    elif rescued:
+        what = (f"searched for exterior damage anyway: the damage-aware head calls it exterior "
+                f"(P={damage_aware_exterior:.2f} >= {rescue:.2f})")
     elif search:
         what = f"searched for exterior damage anyway (P(exterior) {ext:.2f} >= {cfg.search_if_exterior_at_least:.2f})"
     elif kind == "interior":
@@ -105,4 +132,6 @@ def decide_photo_type(probabilities: Mapping[str, float], config: PhotoTypeConfi
         reason += f"; uncertain type (P < {cfg.min_confidence:.2f}, next: {TYPE_NAMES[runner]} {p[runner]:.2f})"
     return PhotoTypeDecision(type=kind, probability=round(prob, 4), exterior_probability=round(ext, 4),
                              uncertain=uncertain, search_exterior_damage=search, keep_state_heads=keep_state,
-                             reason=reason, probabilities={t: round(v, 4) for t, v in p.items()})
+                             reason=reason, probabilities={t: round(v, 4) for t, v in p.items()},
+                             damage_aware_exterior_probability=(None if damage_aware_exterior is None or rescue is None
+                                                                else round(damage_aware_exterior, 4)))

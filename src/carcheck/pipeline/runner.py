@@ -214,8 +214,13 @@ class ModelRunner:
         if "photo_type" not in heads.logits:
             return None
         info = self.heads.info("photo_type")
+        aware = None
+        if "photo_type_damage_aware" in heads.logits:
+            pa = probabilities_from_logits(heads.logits["photo_type_damage_aware"].tolist(),
+                                           self.heads.info("photo_type_damage_aware").classes)
+            aware = min(1.0, pa.get("exterior_full", 0.0) + pa.get("exterior_closeup", 0.0))
         return decide_photo_type(probabilities_from_logits(heads.logits["photo_type"].tolist(), info.classes),
-                                 self.config.photo_type)
+                                 self.config.photo_type, damage_aware_exterior=aware)
 
     def _plate(self, report: PhotoReport, image: np.ndarray, pred: Prediction) -> PlateRead | None:
         """Read the licence plate of an assessed exterior photo (:mod:`.plate`) from the stored-resolution

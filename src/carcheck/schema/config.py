@@ -24,6 +24,10 @@ class PhotoTypeConfig(BaseModel):
     search_if_exterior_at_least: float = Field(0.0, ge=0, le=1, description="an uncertain photo whose exterior "
                                                                               "probability reaches this is still "
                                                                               "searched for exterior damage")
+    search_if_damage_aware_exterior_at_least: float | None = Field(
+        0.9, ge=0, le=1, description="a photo the photo-type head leaves out of the damage search is searched "
+                                     "anyway when the damage-aware photo-type head (trained with damaged cars) "
+                                     "gives P(exterior) >= this; None: that head is not consulted (issue 26)")
 
 
 class QualityConfig(BaseModel):

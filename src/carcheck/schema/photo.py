@@ -29,6 +29,9 @@ class PhotoTypeDecision(BaseModel):
     keep_state_heads: bool = Field(description="car-state heads (cleanliness, interior state...) are reported")
     reason: str = Field(description="what the photo was taken for and why, in words")
     probabilities: dict[str, float] = Field(description="every type's probability")
+    damage_aware_exterior_probability: float | None = Field(
+        None, description="P(exterior) of the damage-aware photo-type head (trained with damaged cars as well); it "
+                          "can only add a photo to the damage search (None: head not installed or not consulted)")
 
 
 class QualityMeasures(BaseModel):
