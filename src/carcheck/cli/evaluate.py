@@ -48,7 +48,10 @@ def segmentation(
     replicates: int = typer.Option(5000, help="Bootstrap replicates (over images)."),
     instances: bool = typer.Option(False, help="Also COCO box/mask AP (overall, AP50/75, S/M/L with CarDD's area "
                                    "cuts, per class) of the regions the shipped fusion produces."),
-    instances_from: str = typer.Option("fusion", help="fusion (the assessment's regions) or components."),
+    instances_from: str = typer.Option("fusion", help="fusion (the assessment's regions), components (of the damage "
+                                       "map) or head (the CenterNet instance head; --task damage)."),
+    instance_head: Optional[Path] = typer.Option(None, help="Instance head file for --instances-from head (default: "
+                                                 "the shipped one)."),
     sod: bool = typer.Option(False, help="Also the salient-object metrics of the damage map (CarDD Table VIII)."),
     split: Optional[str] = typer.Option(None, help="Split of a YOLO folder: train, val or test (default test)."),
     longest: int = typer.Option(512, help="Network input, longer side in px (CarDD's native 640 for CarDD)."),
@@ -63,8 +66,8 @@ def segmentation(
     from ..models.inference import DEFAULT_SEGMENTERS, load_segmenter, load_segmenters
     from ..models.runtime import resolve_precision
 
-    if instances_from not in ("fusion", "components"):
-        raise typer.BadParameter("--instances-from must be fusion or components")
+    if instances_from not in ("fusion", "components", "head"):
+        raise typer.BadParameter("--instances-from must be fusion, components or head")
     files = _annotation_files(data, split)
     weights = weights or list(DEFAULT_SEGMENTERS)
     try:
@@ -72,17 +75,29 @@ def segmentation(
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/] {esc(e)}", highlight=False)
         raise typer.Exit(2)
+    head = None
+    if instances and instances_from == "head":
+        from ..models.instances import INSTANCE_HEAD, load_instance_head
+
+        try:
+            head = load_instance_head(instance_head or INSTANCE_HEAD)
+        except (FileNotFoundError, ValueError) as e:
+            console.print(f"[red]error:[/] {esc(e)}", highlight=False)
+            raise typer.Exit(2)
     try:
         res = evaluate_segmentation(model, files, task, taxonomy, instances=instances, precision=precision,
                                     track=track, on_error=lambda m: console.print(f"[yellow]{esc(m)}[/]", highlight=False),
-                                    sod=sod, instances_from=instances_from, longest=longest, fusion=fusion_detections)
-    except KeyError as e:
+                                    sod=sod, instances_from=instances_from, longest=longest, fusion=fusion_detections,
+                                    instance_head=head)
+    except (KeyError, ValueError) as e:
         console.print(f"[red]error:[/] {esc(str(e).strip(chr(39)))}", highlight=False)
         raise typer.Exit(2)
     out = res.to_dict()
     out["precision"] = resolve_precision(precision)
     out["weights"] = [str(w) for w in weights]
     out["data"] = files
+    if head is not None:
+        out["instance_head"] = str(instance_head or INSTANCE_HEAD)
     if compare is not None:
         other = evaluate_segmentation(load_segmenter(compare), files, task, taxonomy, precision=precision, track=track,
                                       longest=longest)
@@ -101,6 +116,9 @@ def segmentation(
     t.add_row("[b]mIoU (no background)[/]", f"[b]{out['miou_no_bg']:.3f}[/]")
     console.print(t)
     if out["instance_ap"]:
+        if out.get("instance_ms_per_photo") is not None:
+            console.print(f"instances from {esc(out['instances_from'])}: {out['instance_ms_per_photo']:.1f} ms per photo "
+                          "(median, the instance step alone)", highlight=False)
         for kind in ("bbox", "segm"):
             console.print(f"{kind} AP: " + ", ".join(f"{esc(k)} {v:.3f}" for k, v in out["instance_ap"][kind].items()),
                           highlight=False)

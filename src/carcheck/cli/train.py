@@ -1,4 +1,4 @@
-"""``carcheck train segmentation | classifier | verification | standalone``."""
+"""``carcheck train segmentation | classifier | verification | standalone | instance-head``."""
 
 from __future__ import annotations
 
@@ -207,3 +207,39 @@ def standalone_export(run: Path = typer.Argument(..., help="A `train standalone`
     except (FileNotFoundError, ValueError) as e:
         raise typer.BadParameter(str(e), param_hint="RUN") from None
     console.print(f"wrote {path}")
+
+
+@app.command("instance-head")
+def instance_head(
+    data: Path = typer.Argument(..., help="CarDD YOLO-seg folder with data.yaml (train and valid splits; 640 x 640)."),
+    out: Path = typer.Option(Path("runs/instance_head/run"), help="Run folder (see --resume)."),
+    cache_dir: Path = typer.Option(Path("runs/instance_head/cache"), help="Cached frozen features (built once, "
+                                   "resumable; ~3.7 GB for CarDD train)."),
+    epochs: int = typer.Option(12), batch_size: int = typer.Option(16), lr: float = typer.Option(2e-3),
+    width: int = typer.Option(64, help="Head trunk width."),
+    stop_after: Optional[int] = typer.Option(None, help="End this call after N epochs (continue with --resume)."),
+    seed: int = typer.Option(0), threads: int = typer.Option(2),
+    resume: bool = typer.Option(False, help=RESUME_HELP),
+) -> None:
+    """The CenterNet instance head on the frozen shipped CarDD damage network (issue 27): caches the network's
+    decoder output for train and valid once, then trains only the head (a checkpoint every epoch)."""
+    import json
+
+    import torch
+
+    from ..train.engine import ConfigChangedError, RunFolderError
+    from ..train.instances import HeadConfig, cache_split, train_head
+
+    torch.set_num_threads(threads)
+    try:
+        for split, logits in (("valid", True), ("train", False)):
+            meta = cache_dir / f"{split}.json"
+            if not (meta.is_file() and json.loads(meta.read_text())["done"] == json.loads(meta.read_text())["n"]):
+                cache_split(str(data), split, cache_dir, keep_logits=logits, log=console.print)
+        cfg = HeadConfig(out=str(out), cache_dir=str(cache_dir), epochs=epochs, batch=batch_size, lr=lr, width=width,
+                         seed=seed, threads=threads)
+        train_head(cfg, resume=resume, stop_after=stop_after, log=console.print)
+    except (ValueError, FileNotFoundError, KeyError, RunFolderError, ConfigChangedError) as e:
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2)
+    console.print(f"[green]done[/]: best head in {out / 'best.safetensors'}")

@@ -7,6 +7,8 @@
   (:func:`carcheck.pipeline.photo.fusion_detections`, handed in by the caller: connected components of one (part, damage)
   pair over the part model's map where the model has a ``parts`` head, with the fusion's minimum
   area; score C_base = mean damage probability), or plain connected components of the damage map;
+  or the CenterNet instance head on the damage decoder (``head``, :mod:`carcheck.models.instances`: boxes from
+  its centre heatmap, masks from the damage map inside each box);
   evaluated with pycocotools COCOeval (box and mask AP, AP50, AP75, AP_S/M/L and per-class AP as
   CarDD's Table V) with CarDD's area cuts: small < 128², medium < 256², large >= 256² px.
 * Salient-object maps (CarDD, section IV-C, Table VIII): the damage probability map
@@ -35,7 +37,7 @@ from ..models.inference import segment
 from ..models.segmentation import CarSegmenter
 from .metrics import confusion_matrix, iou_from_confusion, miou
 
-__all__ = ["SegEvalResult", "evaluate_segmentation", "components_as_detections",
+__all__ = ["SegEvalResult", "evaluate_segmentation", "components_as_detections", "encode_mask",
            "coco_instance_ap", "SodAccumulator"]
 
 
@@ -56,6 +58,8 @@ class SegEvalResult:
     images: int = 0
     sod: dict | None = None
     instances_from: str | None = None
+    #: median ms per photo of the instance step alone (components / fusion / head incl. its convolutions), or None
+    instance_ms: float | None = None
 
     def to_dict(self) -> dict:
         iou = iou_from_confusion(self.confusion)
@@ -68,6 +72,7 @@ class SegEvalResult:
             "miou": round(miou(self.confusion), 4), "miou_no_bg": round(miou(self.confusion, False), 4),
             "confusion": self.confusion.tolist(), "confusion_row_normalised": np.round(norm, 4).tolist(),
             "instance_ap": self.instance_ap, "instances_from": self.instances_from, "sod": self.sod,
+            "instance_ms_per_photo": None if self.instance_ms is None else round(self.instance_ms, 2),
         }
 
 
@@ -129,13 +134,21 @@ class SodAccumulator:
         return {**{k: round(v, 4) for k, v in r.items()}, "images": self.images}
 
 
+def encode_mask(mask: np.ndarray) -> dict:
+    """COCO RLE (``{"size", "counts"}``, counts as bytes) of a bool ``(H, W)`` mask: what detections are kept as
+    while a split is evaluated (a full mask per detection would need gigabytes for 100 detections a photo)."""
+    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+
+
 def coco_instance_ap(gt: list[tuple[int, list[tuple[int, np.ndarray]]]], dets: list[tuple[int, int, np.ndarray, float]],
                      classes: Sequence[str], sizes: dict[int, tuple[int, int]]) -> dict:
     """COCO box and mask AP through pycocotools with CarDD's area ranges.
 
     Args:
         gt: ``[(image_id, [(class_index, mask bool (H, W))])]``.
-        dets: ``[(image_id, class_index, mask bool (H, W), score)]``.
+        dets: ``[(image_id, class_index, mask, score[, box])]``, mask bool ``(H, W)`` or its COCO RLE
+            (:func:`encode_mask`); ``box`` ``(x, y, w, h)`` px, the detector's own box for box AP (default: the mask's
+            bounding box).
         classes: names of class indices 1..C-1 (index 0 = background, excluded).
         sizes: image_id -> (height, width).
     Returns:
@@ -155,9 +168,10 @@ def coco_instance_ap(gt: list[tuple[int, list[tuple[int, np.ndarray]]]], dets: l
                          "bbox": list(mask_utils.toBbox(rle)), "iscrowd": 0})
             aid += 1
     results = []
-    for img_id, c, m, s in dets:
-        rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-        rle["counts"] = rle["counts"].decode("ascii")
+    for img_id, c, m, s, *box in dets:
+        rle = dict(m) if isinstance(m, dict) else mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        if isinstance(rle["counts"], bytes):
+            rle["counts"] = rle["counts"].decode("ascii")
         results.append({"image_id": img_id, "category_id": int(c), "segmentation": rle,
                         "bbox": list(mask_utils.toBbox(rle)), "score": float(s)})
     out = {}
@@ -191,8 +205,8 @@ def coco_instance_ap(gt: list[tuple[int, list[tuple[int, np.ndarray]]]], dets: l
 def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task: str, taxonomy: str | None = None,
                           instances: bool = False, longest: int = 512, precision: str = "auto",
                           track: Callable = lambda it, **k: it, on_error: Callable[[str], None] = print,
-                          sod: bool = False, instances_from: str = "fusion", fusion: Callable | None = None
-                          ) -> SegEvalResult:
+                          sod: bool = False, instances_from: str = "fusion", fusion: Callable | None = None,
+                          instance_head=None) -> SegEvalResult:
     """Evaluate one head of ``model`` on COCO files, at the files' full resolution.
 
     Args:
@@ -204,7 +218,10 @@ def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task:
         instances: also compute COCO instance AP.
         instances_from: ``fusion`` (default: the regions the shipped fusion produces, over the
             model's ``parts`` head where it has one: the ``fusion`` function) or ``components``
-            (connected components of the damage map, :func:`components_as_detections`).
+            (connected components of the damage map, :func:`components_as_detections`) or ``head`` (the CenterNet
+            instance head on the damage model's decoder, ``instance_head``; the ``damage`` task in its own taxonomy only).
+        instance_head: a :class:`~carcheck.models.instances.HeadInstances` for ``head`` instances (default: the
+            shipped head, :func:`~carcheck.models.instances.load_instance_head`).
         fusion: the assessment's ``(damage_prob, part_prob | None, damage_names, part_names) -> [(class,
             mask, score)]``, :func:`carcheck.pipeline.photo.fusion_detections`, needed for fusion
             instances. Its callers hand it in: evaluate sits below the pipeline and imports none of it.
@@ -214,12 +231,15 @@ def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task:
         on_error: called with a message for each unreadable image (it is skipped, not fatal).
 
     Raises:
-        KeyError: unknown task. ValueError: unknown ``instances_from``, or fusion instances without ``fusion``.
+        KeyError: unknown task. ValueError: unknown ``instances_from``, fusion instances without ``fusion``, or head
+            instances of another task or taxonomy than ``damage`` in the head's.
     """
+    import time
+
     from ..data.taxonomy import get_mapping
 
-    if instances_from not in ("fusion", "components"):
-        raise ValueError(f"instances_from must be 'fusion' or 'components', not {instances_from!r}")
+    if instances_from not in ("fusion", "components", "head"):
+        raise ValueError(f"instances_from must be 'fusion', 'components' or 'head', not {instances_from!r}")
     if instances and instances_from == "fusion" and fusion is None:
         raise ValueError("fusion instances need fusion=carcheck.pipeline.photo.fusion_detections")
     from ..models.runtime import use_bf16
@@ -231,9 +251,17 @@ def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task:
     taxonomy = taxonomy or head_tax
     tax = get_taxonomy(taxonomy)
     lut = np.array(get_mapping(head_tax, taxonomy).lut()) if taxonomy != head_tax else None
+    use_head = instances and instances_from == "head"
+    if use_head:
+        if task != "damage" or lut is not None:
+            raise ValueError("head instances are the damage head's, in its own taxonomy (task damage, no --taxonomy)")
+        if instance_head is None:
+            from ..models.instances import load_instance_head
+
+            instance_head = load_instance_head()
     ds = CocoSegmentationDataset(list(annotations), taxonomy)
     n_cls = tax.num_classes + 1
-    per_image, gt_inst, dets, sizes = [], [], [], {}
+    per_image, gt_inst, dets, sizes, inst_s = [], [], [], {}, []
     use_parts = instances and instances_from == "fusion" and task != "parts" and "parts" in model.taxonomies
     part_names = list(get_taxonomy(model.taxonomies["parts"]).classes) if use_parts else []
     sod_acc = SodAccumulator() if sod else None
@@ -243,8 +271,11 @@ def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task:
         except Exception as e:  # one bad image must not end the evaluation
             on_error(f"skipped: {e}")
             continue
-        out = segment(model, image, longest=longest, bf16=bf16, tasks=[task, "parts"] if use_parts else [task])
-        probs = out[task].numpy()
+        if use_head:
+            probs, head_x, in_hw, t_head = _damage_pass_with_head_input(model, image, longest, bf16)
+        else:
+            out = segment(model, image, longest=longest, bf16=bf16, tasks=[task, "parts"] if use_parts else [task])
+        probs = probs if use_head else out[task].numpy()
         if lut is not None:
             merged = np.zeros((n_cls, *probs.shape[1:]), dtype=np.float32)
             for src, dst in enumerate(lut):
@@ -263,11 +294,46 @@ def evaluate_segmentation(model: CarSegmenter, annotations: Sequence[str], task:
                 if c is not None and c != IGNORE:  # an ignore-labelled instance is no object (as in training)
                     objs.append((tax.index(c) + 1, inst.to_mask(h, w)))
             gt_inst.append((i, objs))
-            found = (fusion(probs, out["parts"].numpy() if use_parts else None, tax.classes, part_names)
-                     if instances_from == "fusion" else components_as_detections(probs))
-            dets += [(i, c, m, s) for c, m, s in found]
+            t0 = time.perf_counter()
+            if use_head:
+                found = instance_head(head_x, pred, in_hw, probs)
+            elif instances_from == "fusion":
+                found = fusion(probs, out["parts"].numpy() if use_parts else None, tax.classes, part_names)
+            else:
+                found = components_as_detections(probs)
+            inst_s.append(time.perf_counter() - t0 + (t_head if use_head else 0.0))
+            dets += [(i, f[0], encode_mask(f[1]), *f[2:]) for f in found]
     per_image_arr = np.stack(per_image) if per_image else np.zeros((0, n_cls, n_cls), dtype=np.int64)
     ap = coco_instance_ap(gt_inst, dets, tax.classes, sizes) if instances else None
     return SegEvalResult(task, taxonomy, list(tax.names_with_background), per_image_arr.sum(0), per_image_arr, ap,
                          len(per_image), sod=sod_acc.results() if sod_acc is not None else None,
-                         instances_from=(instances_from + ("+parts" if use_parts else "")) if instances else None)
+                         instances_from=(instances_from + ("+parts" if use_parts else "")) if instances else None,
+                         instance_ms=1000 * float(np.median(inst_s)) if inst_s else None)
+
+
+def _damage_pass_with_head_input(model, image: np.ndarray, longest: int, bf16: bool):
+    """One pass of ``model`` for head instances: the damage probabilities as :func:`segment` gives them (logits
+    upsampled to the input, then to the photo, softmax) and the instance head's input from the same decoder pass.
+
+    Returns ``(probs (C, H, W) float32, head_x (1, 103, h/8, w/8) float32, (input_h, input_w), head_input_s)``,
+    ``head_input_s`` the seconds of the pooling that the head adds to the semantic pass.
+    """
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    from ..models.backbone import inference_context
+    from ..models.inference import to_input_tensor
+    from ..models.instances import damage_decoder_pass, head_input
+
+    x = to_input_tensor(image, longest)
+    h, w = image.shape[:2]
+    with inference_context(bf16):
+        y, logits = damage_decoder_pass(model, model.backbone(x).features)
+        t0 = time.perf_counter()
+        hx = head_input(y, logits)
+        t_in = time.perf_counter() - t0
+        up = F.interpolate(logits, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+        probs = F.interpolate(up, size=(h, w), mode="bilinear", align_corners=False)[0].softmax(0).numpy()
+    return probs, hx, tuple(x.shape[-2:]), t_in
