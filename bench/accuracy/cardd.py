@@ -5,8 +5,10 @@ Held-out data: the CarDD test split that ships in ../shared/data/car_damage/card
 
 1. Semantic: IoU per CarDD class, mIoU, and binary damage IoU (the six types merged).
 2. Instances (COCO, pycocotools, CarDD's area cuts small < 128², medium < 256² px²): mask and box AP,
-   AP50, AP75, AP_S/M/L and per-class mask AP (Table V) of the regions the shipped fusion produces
-   (parts from the shipped part model), beside the paper's Mask R-CNN R50 and DCN+ R101 rows.
+   AP50, AP75, AP_S/M/L and per-class mask AP (Table V) of three kinds of instances from the same pass: the
+   regions the shipped fusion produces (parts from the shipped part model), the damage map's connected
+   components, and the CenterNet instance head (issue 27, :mod:`carcheck.models.instances`), beside the paper's
+   Mask R-CNN R50 and DCN+ R101 rows.
 3. Salient-object metrics of the damage map 1 - P(no damage) (Table VIII) beside SGL-KRN and U²-Net.
 4. Challenging setting (Table VI): undamaged photos (the damage filter recipe's held-out undamaged
    photos: DSMLR car_parts and Stanford Cars) added as false-positive probes; AP with and without the
@@ -43,7 +45,9 @@ from carcheck.data.images import load_image
 from carcheck.data.taxonomy import get_taxonomy
 from carcheck.data.yolo import annotation_file
 from carcheck.evaluate.metrics import confusion_matrix, iou_from_confusion, miou
-from carcheck.evaluate.segmentation import SodAccumulator, coco_instance_ap, evaluate_segmentation
+from carcheck.evaluate.segmentation import (SodAccumulator, coco_instance_ap, components_as_detections, encode_mask,
+                                            evaluate_segmentation)
+from carcheck.models.instances import INSTANCE_HEAD, damage_decoder_pass, head_input, load_instance_head
 from carcheck.pipeline.photo import fusion_detections
 from carcheck.models.backbone import inference_context
 from carcheck.models.inference import DEFAULT_SEGMENTER, WEIGHTS_DIR, load_segmenters, to_input_tensor
@@ -59,10 +63,16 @@ PAPER = {
     "mask_rcnn_r50": {"segm_AP": 0.484, "AP_dent": 0.270, "AP_scratch": 0.222, "AP_crack": 0.093,
                       "AP_glass_shatter": 0.878, "AP_lamp_broken": 0.585, "AP_tire_flat": 0.858},
     "dcn_plus_r101": {"segm_AP": 0.570},
+    # per class and small, as issue 27 quotes the paper (its best row)
+    "issue27_quoted": {"AP_dent": 0.405, "AP_scratch": 0.343, "AP_crack": 0.166, "AP_glass_shatter": 0.896,
+                       "AP_lamp_broken": 0.708, "AP_tire_flat": 0.900, "AP_S": 0.346},
     "sgl_krn": {"F_beta": 0.791, "weighted_F_beta": 0.744, "S_measure": 0.809, "E_measure": 0.884, "MAE": 0.071},
     "u2net": {"F_beta": 0.679, "weighted_F_beta": 0.663, "S_measure": 0.752, "E_measure": 0.842, "MAE": 0.089},
 }
 TARGETS = {**CARDD_TARGETS, "AP_glass_shatter": 0.75, "AP_tire_flat": 0.75, "parts_miou": 0.68}
+#: issue 27's targets for the head's instances (CarDD test, 640 px)
+HEAD_TARGETS = {"segm_AP": 0.45, "bbox_AP": 0.48, "AP_dent": 0.25, "AP_scratch": 0.22, "AP_crack": 0.10, "AP_S": 0.10,
+                "head_adds_ms": 15}
 
 
 def probe_photos(limit: int) -> list[Path]:
@@ -82,8 +92,9 @@ def probe_photos(limit: int) -> list[Path]:
     return sorted(paths[:limit])
 
 
-def run_cardd(seg, heads, files, probes, longest: int, bf16: bool) -> dict:
-    """One pass over CarDD test (+ probes): semantic confusion, fusion instances, SOD, filter probabilities."""
+def run_cardd(seg, heads, files, probes, longest: int, bf16: bool, head=None) -> dict:
+    """One pass over CarDD test (+ probes): semantic confusion, fusion / component / head instances, SOD, filter
+    probabilities, and the median ms of each kind's instance step."""
     tax = get_taxonomy("cardd_damage")
     part_names = list(get_taxonomy(seg.taxonomies["parts"]).classes)
     ds = CocoSegmentationDataset(files, "cardd_damage")
@@ -91,6 +102,8 @@ def run_cardd(seg, heads, files, probes, longest: int, bf16: bool) -> dict:
     cm = np.zeros((n_cls, n_cls), np.int64)
     sod = SodAccumulator()
     gt_inst, dets, sizes, p_undamaged = [], [], {}, {}
+    kinds = {"components": [], "head": []}
+    ms = {"fusion": [], "components": [], "head": []}
     items = [("cardd", i) for i in range(len(ds))] + [("probe", p) for p in probes]
     for k, (kind, ref) in enumerate(items):
         if kind == "cardd":
@@ -101,8 +114,14 @@ def run_cardd(seg, heads, files, probes, longest: int, bf16: bool) -> dict:
         x = to_input_tensor(image, longest)
         with inference_context(bf16):
             out = seg.backbone(x, with_pooled=True)
-            logits = seg.decode(out.features, tuple(x.shape[-2:]), ["damage", "parts"])
+            logits = seg.decode(out.features, tuple(x.shape[-2:]), ["parts"])
+            y, dlog = damage_decoder_pass(seg, out.features)  # the damage decoder once: semantic map and head input
+            logits["damage"] = torch.nn.functional.interpolate(dlog, size=tuple(x.shape[-2:]), mode="bilinear",
+                                                               align_corners=False)
             hr = heads.run(out)
+            t_in = time.perf_counter()
+            hx = head_input(y, dlog) if head is not None else None
+            t_in = time.perf_counter() - t_in
         probs = {t: torch.nn.functional.interpolate(v.float(), size=(h, w), mode="bilinear",
                                                     align_corners=False)[0].softmax(0).numpy()
                  for t, v in logits.items()}
@@ -117,11 +136,29 @@ def run_cardd(seg, heads, files, probes, longest: int, bf16: bool) -> dict:
             objs = []
         gt_inst.append((k, objs))
         sizes[k] = (h, w)
+        t0 = time.perf_counter()
         dets += [(k, c, m, s) for c, m, s in fusion_detections(d, probs["parts"], tax.classes, part_names)]
+        t1 = time.perf_counter()
+        kinds["components"] += [(k, c, encode_mask(m), s) for c, m, s in components_as_detections(d)]
+        t2 = time.perf_counter()
+        if head is not None:
+            kinds["head"] += [(k, f[0], encode_mask(f[1]), *f[2:]) for f in head(hx, d.argmax(0), tuple(x.shape[-2:]), d)]
+        t3 = time.perf_counter()
+        ms["fusion"].append(t1 - t0)
+        ms["components"].append(t2 - t1)
+        ms["head"].append(t3 - t2 + t_in)
         if (k + 1) % 50 == 0:
             print(f"  {k + 1}/{len(items)} photos", flush=True)
     return {"cm": cm, "sod": sod.results(), "gt": gt_inst, "dets": dets, "sizes": sizes, "p_undamaged": p_undamaged,
-            "n_cardd": len(ds), "classes": tax.classes}
+            "n_cardd": len(ds), "classes": tax.classes, "kinds": kinds,
+            "instance_ms": {k: round(1000 * float(np.median(v)), 2) for k, v in ms.items() if v and (k != "head" or head)}}
+
+
+def kind_ap(r: dict, kind: str) -> dict:
+    """COCO AP of one kind of instances (``components`` / ``head``) on the CarDD test photos only (no probes)."""
+    keep = set(range(r["n_cardd"]))
+    return coco_instance_ap([g for g in r["gt"] if g[0] in keep], [d for d in r["kinds"][kind] if d[0] in keep],
+                            r["classes"], {k: v for k, v in r["sizes"].items() if k in keep})
 
 
 def ap_of(r: dict, with_probes: bool, with_filter: bool, clean: float = 0.9) -> dict:
@@ -154,6 +191,7 @@ def main() -> None:
     ap.add_argument("--longest", type=int, default=640, help="Network input for CarDD photos (native 640).")
     ap.add_argument("--quick", action="store_true", help="30 test photos and 20 probes (a smoke run, not a result).")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cardd.json")
+    ap.add_argument("--instance-head", type=Path, default=INSTANCE_HEAD, help="CenterNet instance head (issue 27).")
     args = ap.parse_args()
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)
@@ -171,7 +209,8 @@ def main() -> None:
     if args.quick:
         files = [str(quick_coco(test_file, 30, "/tmp/cardd_quick.json"))]
     print(f"CarDD test: {files[0]}; {len(probes)} undamaged probes; precision {resolve_precision('auto')}")
-    r = run_cardd(seg, heads, files, probes, args.longest, bf16)
+    head = load_instance_head(args.instance_head) if args.instance_head.is_file() else None
+    r = run_cardd(seg, heads, files, probes, args.longest, bf16, head)
     classes = ["background", *r["classes"]]
     iou = iou_from_confusion(r["cm"])
     cm_bin = np.array([[r["cm"][0, 0], r["cm"][0, 1:].sum()], [r["cm"][1:, 0].sum(), r["cm"][1:, 1:].sum()]])
@@ -183,6 +222,9 @@ def main() -> None:
                      "miou_no_bg": round(miou(r["cm"], False), 4),
                      "binary_iou": round(float(iou_from_confusion(cm_bin)[1]), 4)},
         "instances": ap_of(r, False, False), "instances_from": "fusion (shipped part model)",
+        "instances_components": kind_ap(r, "components"),
+        **({"instances_head": kind_ap(r, "head"), "instance_head": args.instance_head.name} if head else {}),
+        "instance_ms_per_photo": r["instance_ms"], "head_targets": HEAD_TARGETS,
         "sod": r["sod"],
         "challenging": {"without_filter": ap_of(r, True, False), "with_filter": ap_of(r, True, True),
                         "test_only_with_filter": ap_of(r, False, True),
@@ -233,16 +275,24 @@ def print_tables(res: dict) -> None:
     t.add_row("mIoU", f"{res['semantic']['miou']:.3f}")
     t.add_row("binary damage IoU", f"{res['semantic']['binary_iou']:.3f} (target >= {TARGETS['binary_iou']})")
     con.print(t)
-    t = Table(title="COCO AP, CarDD area cuts (fusion regions)", title_justify="left")
-    for c in ("metric", "ours mask", "ours box", "Mask R-CNN R50 mask", "target"):
+    t = Table(title="COCO AP, CarDD area cuts: fusion regions, components, instance head (mask / box)",
+              title_justify="left")
+    for c in ("metric", "fusion", "components", "head", "Mask R-CNN R50", "paper best (issue 27)", "head target"):
         t.add_column(c, justify="right")
-    seg_ap, box_ap = res["instances"]["segm"], res["instances"]["bbox"]
-    for k in seg_ap:
+    kinds = [res["instances"], res["instances_components"], res.get("instances_head")]
+
+    def cell(r, k):
+        return "-" if r is None else f"{r['segm'][k]:.3f} / {r['bbox'][k]:.3f}"
+
+    for k in res["instances"]["segm"]:
         paper = PAPER["mask_rcnn_r50"].get("segm_AP" if k == "AP" else k)
-        target = TARGETS.get("segm_AP" if k == "AP" else k)
-        t.add_row(k, f"{seg_ap[k]:.3f}", f"{box_ap[k]:.3f}", "-" if paper is None else f"{paper:.3f}",
-                  "-" if target is None else f">= {target}")
-    t.add_row("(DCN+ R101 mask AP)", "", "", f"{PAPER['dcn_plus_r101']['segm_AP']:.3f}", "")
+        best = PAPER["dcn_plus_r101"]["segm_AP"] if k == "AP" else PAPER["issue27_quoted"].get(k)
+        target = HEAD_TARGETS.get("segm_AP" if k == "AP" else k)
+        t.add_row(k, *(cell(r, k) for r in kinds), "-" if paper is None else f"{paper:.3f}",
+                  "-" if best is None else f"{best:.3f}", "-" if target is None else f">= {target}")
+    ms = res.get("instance_ms_per_photo", {})
+    t.add_row("ms per photo (instance step)", *(f"{ms[k]:.1f}" if k in ms else "-" for k in ("fusion", "components", "head")),
+              "", "", f"<= {HEAD_TARGETS['head_adds_ms']}")
     con.print(t)
     s = res["sod"]
     t = Table(title="Salient-object metrics of the damage map (Table VIII)", title_justify="left")
