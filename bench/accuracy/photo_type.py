@@ -159,7 +159,7 @@ def write_card(info, res: dict, head: Path) -> None:
   crops, source-declared identities and dHash near-duplicates (<= 6 bits, mirror included) across all sources.
 - **Training**: focal loss (alpha from counts), weighted sampling, mode {ex.get('mode')}, early stopping on validation
   {ex.get('val_loss')}; training views {", ".join(ex.get('views', []))}; train counts {counts}.
-- **Training command**: `python bench/accuracy/photo_type_labels.py && {ex.get('command') or 'carcheck train classifier --data data/photo_type/labels.csv --task photo_type --out runs/ship/photo_type --views full,hflip --val-loss ce'}`,
+- **Training command**: `python bench/accuracy/photo_type_labels.py --no-damaged && {ex.get('command') or 'carcheck train classifier --data data/photo_type/labels.csv --task photo_type --out runs/ship/photo_type --views full,hflip --val-loss ce'}`,
   then copy `runs/ship/photo_type/best.safetensors` here.
 - **Licence of the weights**: research / non-commercial use only, inherited from the data (Stanford Cars, CompCars,
   SROIE: research terms; DSMLR, PHONE-SCAN: no licence stated; coco128, VIN (Roboflow), TRODO: CC BY 4.0).
