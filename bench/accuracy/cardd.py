@@ -39,7 +39,7 @@ from _common import CARDD_TARGETS, DATA, RESULTS, ROOT, quick_coco, write_result
 import numpy as np
 import torch
 
-from _common import median_time  # noqa: E402  (bench/ is on sys.path: see the top)
+from _common import clock, median_time  # noqa: E402  (bench/ is on sys.path: see the top)
 from carcheck.data.coco_dataset import CocoSegmentationDataset
 from carcheck.data.images import load_image
 from carcheck.data.taxonomy import get_taxonomy
@@ -119,9 +119,7 @@ def run_cardd(seg, heads, files, probes, longest: int, bf16: bool, head=None) ->
             logits["damage"] = torch.nn.functional.interpolate(dlog, size=tuple(x.shape[-2:]), mode="bilinear",
                                                                align_corners=False)
             hr = heads.run(out)
-            t_in = time.perf_counter()
-            hx = head_input(y, dlog) if head is not None else None
-            t_in = time.perf_counter() - t_in
+            hx, t_in = clock(head_input, y, dlog) if head is not None else (None, 0.0)
         probs = {t: torch.nn.functional.interpolate(v.float(), size=(h, w), mode="bilinear",
                                                     align_corners=False)[0].softmax(0).numpy()
                  for t, v in logits.items()}
@@ -136,17 +134,17 @@ def run_cardd(seg, heads, files, probes, longest: int, bf16: bool, head=None) ->
             objs = []
         gt_inst.append((k, objs))
         sizes[k] = (h, w)
-        t0 = time.perf_counter()
-        dets += [(k, c, m, s) for c, m, s in fusion_detections(d, probs["parts"], tax.classes, part_names)]
-        t1 = time.perf_counter()
-        kinds["components"] += [(k, c, encode_mask(m), s) for c, m, s in components_as_detections(d)]
-        t2 = time.perf_counter()
+        # each kind's instance step timed alone (not the RLE encoding of its masks for the evaluation)
+        found, s_f = clock(fusion_detections, d, probs["parts"], tax.classes, part_names)
+        dets += [(k, c, m, s) for c, m, s in found]
+        found, s_c = clock(components_as_detections, d)
+        kinds["components"] += [(k, c, encode_mask(m), s) for c, m, s in found]
+        ms["fusion"].append(s_f)
+        ms["components"].append(s_c)
         if head is not None:
-            kinds["head"] += [(k, f[0], encode_mask(f[1]), *f[2:]) for f in head(hx, d.argmax(0), tuple(x.shape[-2:]), d)]
-        t3 = time.perf_counter()
-        ms["fusion"].append(t1 - t0)
-        ms["components"].append(t2 - t1)
-        ms["head"].append(t3 - t2 + t_in)
+            found, s_h = clock(head, hx, d.argmax(0), tuple(x.shape[-2:]), d)
+            kinds["head"] += [(k, f[0], encode_mask(f[1]), *f[2:]) for f in found]
+            ms["head"].append(s_h + t_in)
         if (k + 1) % 50 == 0:
             print(f"  {k + 1}/{len(items)} photos", flush=True)
     return {"cm": cm, "sod": sod.results(), "gt": gt_inst, "dets": dets, "sizes": sizes, "p_undamaged": p_undamaged,

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
-from _common import RESULTS, ROOT, write_results  # noqa: E402
+from _common import RESULTS, ROOT, timed_each, write_results  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -149,7 +149,7 @@ def main() -> None:
                   "empty": ch["empty"], "exclusive": ch["exclusive"] == "True", "score": ch["score"], "mode": "boxes"}
     for k, v in decode.items():
         setattr(hi, k, v)
-    res["cost_ms"] = cost(hi, x, lg, per_image)
+    res["cost_ms"] = cost(hi, x, lg, per_image, n=min(20, len(per_image)))
     print("cost ms:", res["cost_ms"])
     write_results(args.out, res, indent=2)
     if args.write_head is not None:
@@ -169,17 +169,8 @@ def cost(hi, x, lg, per_image, n: int = 20) -> dict:
     """ms per photo (median over ``n`` valid photos at 640 x 640, 2 threads, after 3 warm-up calls) of the head's
     steps from the decoder's output on (pooling, convolutions, peak decoding, masks with the chosen settings) and of
     the components from the same damage map; plus the head's convolutions alone at the assessment's 384 x 512."""
-    import time
-
     def med(fn):
-        for i in range(3):
-            fn(i)
-        ts = []
-        for i in range(n):
-            t = time.perf_counter()
-            fn(i)
-            ts.append(time.perf_counter() - t)
-        return 1000 * float(np.median(ts))
+        return 1000 * float(np.median(timed_each(fn, range(n), warmup=3)[1]))
 
     ys = [torch.randn(1, 96, 160, 160) for _ in range(n)]
 
