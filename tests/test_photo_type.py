@@ -142,6 +142,12 @@ def test_uncertain_type_is_a_review_reason():
     r = photo_type_reason(PhotoReport(path="b.jpg", status="assessed", photo_type=unsure))
     assert r.startswith("photo type uncertain: interior")
     assert r in photo_review_reasons(PhotoReport(path="b.jpg", status="assessed", photo_type=unsure), None, 0)
+    # a photo only the damage-aware head sends to the search: the two heads disagree, a person looks
+    rescued = decide_photo_type(_p(no_vehicle=0.9, exterior_closeup=0.1), damage_aware_exterior=0.95)
+    r = photo_type_reason(PhotoReport(path="c.jpg", status="assessed", photo_type=rescued))
+    assert r.startswith("photo type disagreement: no vehicle (P=0.90)") and "damage-aware head" in r
+    not_searched = decide_photo_type(_p(no_vehicle=0.9, exterior_closeup=0.1))
+    assert photo_type_reason(PhotoReport(path="d.jpg", status="assessed", photo_type=not_searched)) is None
 
 
 def test_assessment_searches_only_exterior_photos(tmp_path):
@@ -170,6 +176,7 @@ def test_assessment_searches_only_exterior_photos(tmp_path):
     assert shattered.photo_type.search_exterior_damage and "damage-aware head" in shattered.photo_type.reason
     assert shattered.photo_type.damage_aware_exterior_probability >= 0.9
     assert shattered.status == "assessed" and "glass_shatter" in {d.damage for d in shattered.detections}
+    assert any(r.startswith("photo type disagreement") for r in shattered.review_reasons)
     assert not by["test_41.jpg"].photo_type.search_exterior_damage
     # 01 (P 0.74 < 0.85) is searched in principle, but the presence gate skips it: no vehicle
     assert by["167111-01.png"].status == "skipped" and not by["167111-01.png"].detections

@@ -189,11 +189,17 @@ def quality_reasons(photo: PhotoReport) -> list[str]:
 
 
 def photo_type_reason(photo: PhotoReport) -> str | None:
-    """Why a photo whose type the photo-type rule is unsure of needs a look (None when sure or unknown)."""
+    """Why a photo whose type the photo-type rule is unsure of needs a look: an uncertain type, or a photo the
+    first head is sure is not an exterior view that the damage-aware head sent to the search anyway (the two
+    heads disagree; :mod:`.photo_type`). None when sure or unknown."""
     t = photo.photo_type
-    if t is None or not t.uncertain:
+    if t is None:
         return None
-    return f"photo type uncertain: {t.reason}"
+    if t.uncertain:
+        return f"photo type uncertain: {t.reason}"
+    if t.search_exterior_damage and t.type not in ("exterior_full", "exterior_closeup"):
+        return f"photo type disagreement: {t.reason}"
+    return None
 
 
 def reused_photo_reason(match: ReuseMatch) -> str:
