@@ -181,10 +181,10 @@ def masks_in_boxes(label: np.ndarray, dets, min_cover: float = 0.2, empty: str =
     owner = _nearest_box(dets, H, W) if exclusive else None
     out = []
     for j, (c, s, (x0, y0, x1, y1)) in enumerate(dets):
-        a0, b0 = max(0, int(math.floor(x0))), max(0, int(math.floor(y0)))
-        a1, b1 = min(W, int(math.ceil(x1))), min(H, int(math.ceil(y1)))
-        if a1 <= a0 or b1 <= b0:
+        win_box = _pixel_window((x0, y0, x1, y1), H, W)
+        if win_box is None:
             continue
+        a0, b0, a1, b1 = win_box
         if c not in comps:
             n, cc, stats, _ = cv2.connectedComponentsWithStats((label == c).astype(np.uint8), connectivity=8)
             comps[c] = (cc, stats[:, cv2.CC_STAT_AREA])
@@ -258,15 +258,24 @@ def group_by_centres(label: np.ndarray, probs: np.ndarray, dets, min_peak: float
     return out
 
 
+def _pixel_window(box, H: int, W: int) -> tuple[int, int, int, int] | None:
+    """``(x0, y0, x1, y1)`` float px -> the covered pixel window ``(a0, b0, a1, b1)`` clipped to an ``H x W``
+    photo (floor / ceil), or None when nothing of it lies inside."""
+    x0, y0, x1, y1 = box
+    a0, b0 = max(0, int(math.floor(x0))), max(0, int(math.floor(y0)))
+    a1, b1 = min(W, int(math.ceil(x1))), min(H, int(math.ceil(y1)))
+    return None if a1 <= a0 or b1 <= b0 else (a0, b0, a1, b1)
+
+
 def _nearest_box(dets, H: int, W: int) -> dict[int, np.ndarray]:
     """Per class, ``(H, W)`` int32: the index in ``dets`` of the box of that class whose centre is nearest (in
     half-sizes of the box) to each pixel inside any box of the class; -1 outside every box."""
     best: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for j, (c, _, (x0, y0, x1, y1)) in enumerate(dets):
-        a0, b0 = max(0, int(math.floor(x0))), max(0, int(math.floor(y0)))
-        a1, b1 = min(W, int(math.ceil(x1))), min(H, int(math.ceil(y1)))
-        if a1 <= a0 or b1 <= b0:
+        win_box = _pixel_window((x0, y0, x1, y1), H, W)
+        if win_box is None:
             continue
+        a0, b0, a1, b1 = win_box
         if c not in best:
             best[c] = (np.full((H, W), np.inf, np.float32), np.full((H, W), -1, np.int32))
         dist, idx = best[c]

@@ -47,6 +47,7 @@ from typing import Mapping, Sequence
 
 from ..schema import PhotoReport, ReuseMatch
 from .checks import FLAGGED_VERDICTS
+from .photo_type import EXTERIOR_TYPES
 
 __all__ = ["UNASSIGNED", "finding_review", "damage_filter_reason", "different_vehicle_reason", "implausible_reason",
            "reassigned_note", "image_level_reasons", "photo_review_reasons", "quality_reasons", "photo_type_reason", "reused_photo_reason", "claims_reasons"]
@@ -197,7 +198,7 @@ def photo_type_reason(photo: PhotoReport) -> str | None:
         return None
     if t.uncertain:
         return f"photo type uncertain: {t.reason}"
-    if t.search_exterior_damage and t.type not in ("exterior_full", "exterior_closeup"):
+    if t.search_exterior_damage and t.type not in EXTERIOR_TYPES:
         return f"photo type disagreement: {t.reason}"
     return None
 
