@@ -2,8 +2,8 @@
 (:mod:`carcheck.pipeline.photo_type`) searches an *uncertain* photo for exterior damage when its exterior
 probability reaches ``PhotoTypeConfig.search_if_exterior_at_least`` (shipped 0: every uncertain photo).
 This prints, for several thresholds, (a) the share of held-out exterior **damage** photos still searched
-(CarDD valid, lensor test, lplenka val, VDS test: every one is an exterior photo, none trained the
-photo-type head) and (b) on the real dev cases (``data/cases_dev``, their expectations say which photos
+(CarDD valid and test, lensor test, lplenka val, VDS test: every one is an exterior photo, none trained
+either photo-type head) and (b) on the real dev cases (``data/cases_dev``, their expectations say which photos
 are not exterior views) the non-exterior photos searched and the exterior photos lost.
 
 "Searched" is the rule's ``search_exterior_damage``; in the assessment a photo typed "no vehicle" still meets
@@ -80,6 +80,7 @@ def main() -> None:
 
     damage_sets = {
         "cardd_valid": images(ROOT / "data" / "cardd" / "valid" / "images"),
+        "cardd_test": images(ROOT / "data" / "cardd" / "test" / "images"),
         "lensor_test": images(DATA / "car_damage" / "lensor_severity" / "images" / "test"),
         "lplenka_val": images(DATA / "car_damage" / "coco_car_damage_lplenka" / "val"),
         "vds_test": [r.path for r in build_recipe("severity", DATA) if r.split == "test"],
