@@ -84,8 +84,33 @@ def test_report_files_and_html_content(lplenka_case, tmp_path, assessor):
     assert crops == sum(not f.needs_review for f in report.parts)  # 0 here is possible (9 cars, one case)
     assert html.count("data:image/jpeg;base64,") == 3 * report.summary.assessed + cams + crops
     assert "Findings" in html and "K<sub>agree</sub>" in html
+    assert html.count('<table class="instances">') == sum(bool(p.instances) for p in report.photos) > 0
     for name in assessor.damage_names:  # the legend lists the model's damage taxonomy
         assert f"</i>{name}</span>" in html
+
+
+def test_every_detection_lies_in_a_damage_instance_and_parts_count_them(lplenka_case):
+    """Issue 27 item 3 on real photos: each fusion region D_k lies inside one instance of its damage type on its
+    part (instances are not split at part boundaries), and each per-part finding counts the instances of its
+    types on it in the photo showing the most."""
+    _, report, _ = lplenka_case
+    seen = 0
+    for p in report.photos:
+        assert [i.id for i in p.instances] == list(range(1, len(p.instances) + 1))
+        assert [i.area_px for i in p.instances] == sorted((i.area_px for i in p.instances), reverse=True)
+        for d in p.detections:
+            x, y, w, h = d.bbox_xywh
+            inside = [i for i in p.instances if i.damage == d.damage and d.part in i.parts
+                      and i.bbox_xywh[0] <= x + 0.2 and i.bbox_xywh[1] <= y + 0.2
+                      and x + w <= i.bbox_xywh[0] + i.bbox_xywh[2] + 0.2 and y + h <= i.bbox_xywh[1] + i.bbox_xywh[3] + 0.2]
+            assert len(inside) == 1, (p.path, d)
+            assert inside[0].area_px >= d.area_px - 0.5 and inside[0].photo == p.path
+            seen += 1
+    assert seen > 0
+    by_path = {p.path: p for p in report.photos}
+    for pf in report.parts:
+        per_photo = [sum(i.damage in pf.damages and pf.part in i.parts for i in by_path[q].instances) for q in pf.photos]
+        assert pf.instance_count == max(per_photo) >= 1 and len(pf.instances) == sum(per_photo)
 
 
 def test_confident_parts_get_their_crop_in_the_html(tmp_path, assessor):

@@ -140,7 +140,7 @@ class Assessor(ModelRunner):
         d = photo_detections(name, pred.parts, pred.damage, self.part_names, self.damage_names, self.config,
                              self.plausibility, w, h)
         report = PhotoReport(**seen, status="assessed", visible_parts=d.visible, detections=d.detections,
-                             view_type="close-up" if d.closeup else "full view")
+                             instances=d.instances, view_type="close-up" if d.closeup else "full view")
         kind = (ptype.type if ptype is not None and ptype.type in EXTERIOR_TYPES
                 else "exterior_closeup" if d.closeup else "exterior_full")
         report.quality = check_quality(image, self.config.quality, photo_type=kind, vehicle_mask=d.part_label > 0)

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 from .. import __version__
 from ..data.images import display_name
 from .agreement import CaseFinding, PartCaseFinding
+from .instances import attach_part_instances
 from ..schema import (PRIVACY_NOTE, AssessConfig, CaseEstimate, CaseReport, CaseSummary, Consistency, Finding, ModelFile,
                       PartFinding, PhotoReport, ReuseMatch, VehicleIdentity)
 
@@ -99,14 +100,17 @@ def build_report(*, case_id: str | None, files: int, photos: list[PhotoReport], 
         ignored_files: printable names of the entries left out on purpose.
         parts: findings per physical part (:func:`~carcheck.pipeline.agreement.reconcile_parts`).
         estimate, reuse: the repair estimate and the reused-photo matches (None: not checked).
+    The per-part findings get their damage instances from the photos' (:func:`~.instances.attach_part_instances`).
     """
+    parts = list(parts)
+    attach_part_instances(parts, photos)
     return CaseReport(
         case_id=resolve_case_id(case_id),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         carcheck_version=__version__, models=dict(models), config=config, model_files=list(model_files),
         model_thresholds=dict(model_thresholds or {}), taxonomies=dict(taxonomies or {}),
         summary=summarize(files, photos, findings, consistency, parts),
-        findings=findings, parts=list(parts), photos=photos, vehicle=vehicle, consistency=consistency, privacy=PRIVACY_NOTE,
+        findings=findings, parts=parts, photos=photos, vehicle=vehicle, consistency=consistency, privacy=PRIVACY_NOTE,
         ignored_files=list(ignored_files), estimate=estimate, reuse=reuse)
 
 

@@ -14,16 +14,17 @@ run per photo, in one place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from ..schema import AssessConfig, DamageFilter, FusionConfig, PhotoDetection, PhotoReport
+from ..schema import AssessConfig, DamageFilter, DamageInstance, FusionConfig, PhotoDetection, PhotoReport
 from . import checks
 from .agreement import PhotoFindings
 from .fusion import Region, damaged_parts, visible_parts
 from .image_heads import ImageHeads, PhotoHeadOutputs, head_result
+from .instances import photo_instances
 from .part_ends import consistent_ends
 from .plausibility import apply_plausibility
 from .size import region_size_cm, scale_area, scale_bbox, size_class
@@ -90,6 +91,7 @@ class PhotoDetections:
     closeup: bool
     detections: list[PhotoDetection]
     findings: PhotoFindings
+    instances: list[DamageInstance] = field(default_factory=list)
 
 
 def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_names: Sequence[str],
@@ -98,7 +100,8 @@ def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_name
     """The detections of one assessed photo from its softmax maps.
 
     Areas and boxes are scaled from network resolution to the ``width`` x ``height`` array the models were
-    given; several regions of one (part, damage) pair: the part's damaged share is their sum.
+    given; several regions of one (part, damage) pair: the part's damaged share is their sum. The damage
+    instances (:mod:`.instances`) come with them.
     """
     fc = cfg.fusion
     part_label, damage_label, regions = photo_regions(parts, damage, part_names, damage_names, fc, plausibility)
@@ -124,8 +127,10 @@ def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_name
         if r.review_reasons:
             region_reasons.setdefault((r.part, r.damage), []).extend(r.review_reasons)
     findings = {k: (c, f, size_class(f, fc, closeup)) for k, (c, f) in per_key.items()}
+    instances = photo_instances(name, damage_label, damage, part_label, part_names, damage_names, regions,
+                                fc.min_region_fraction, width, height, cfg.size)
     return PhotoDetections(part_label, damage_label, vis, closeup, dets,
-                           PhotoFindings(name, set(vis), findings, region_reasons, closeup))
+                           PhotoFindings(name, set(vis), findings, region_reasons, closeup), instances)
 
 
 def image_level(report: PhotoReport, outputs: PhotoHeadOutputs, heads: ImageHeads, cfg: AssessConfig,

@@ -59,14 +59,17 @@ def scale_bbox(bbox, sx: float, sy: float) -> list[float]:
 
 def to_photo_pixels(report: PhotoReport, width: int, height: int) -> None:
     """Scale a photo report made on a reduced-size decode to the photo's ``width`` x ``height`` px
-    (width, height, each detection's area in px² and box), in place; nothing when the sizes agree."""
+    (width, height, each detection's and instance's area in px² and box, instance outlines), in place; nothing
+    when the sizes agree."""
     if report.width is None or report.height is None or (report.width, report.height) == (width, height):
         return
     sx, sy = width / report.width, height / report.height
     report.width, report.height = width, height
-    for d in report.detections:
+    for d in [*report.detections, *report.instances]:
         d.area_px = round(d.area_px * sx * sy, 1)
         d.bbox_xywh = scale_bbox(d.bbox_xywh, sx, sy)
+    for i in report.instances:
+        i.polygon = [round(v * (sx if k % 2 == 0 else sy), 1) for k, v in enumerate(i.polygon)]
 
 
 # ---------------------------------------------------------------------------------------------- size in cm

@@ -21,10 +21,11 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
 from .privacy import blur_private_regions
-from ..schema import CaseReport, Finding, PartFinding, PhotoDetection, SizeCm
+from ..schema import CaseReport, DamageInstance, Finding, PartFinding, PhotoDetection, SizeCm
 
 __all__ = ["palette", "overlay", "overlay_cam", "legend", "write_report", "prepare_out_dir", "DAMAGE_COLOURS",
-           "size_text", "vehicle_line", "vehicle_text_lines", "best_detection", "crop_around"]
+           "size_text", "vehicle_line", "vehicle_text_lines", "best_detection", "crop_around",
+           "draw_instances", "instances_text"]
 
 #: Colours of the damage classes, in class order of whichever damage taxonomy the model has (more
 #: classes than listed continue with :func:`palette` hues); saturated, distinct from the part palette.
@@ -69,6 +70,50 @@ def overlay_cam(image: np.ndarray, cam: np.ndarray, weight: float = 0.5) -> np.n
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     return show_cam_on_image(image.astype(np.float32) / 255.0, cam, use_rgb=True, image_weight=1 - weight)
+
+
+def draw_instances(image: np.ndarray, instances: Sequence[DamageInstance], scale: tuple[float, float],
+                   colours: Mapping[str, tuple[int, int, int]]) -> np.ndarray:
+    """Each damage instance's outline (its damage type's colour, a dark edge under it) and its number.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB, not changed (a copy is drawn on).
+        instances: the photo's instances (outlines in the photo's pixels).
+        scale: image pixels per photo pixel along x and y.
+        colours: damage type -> RGB (types not listed: white).
+    Returns:
+        the drawn copy, ``(H, W, 3)`` uint8.
+    """
+    import cv2
+
+    out = np.ascontiguousarray(image).copy()
+    sx, sy = scale
+    thick = max(1, round(min(out.shape[:2]) / 300))
+    for inst in instances:
+        if len(inst.polygon) < 6:
+            continue
+        pts = np.round(np.array(inst.polygon, np.float64).reshape(-1, 2) * (sx, sy)).astype(np.int32)
+        colour = tuple(int(c) for c in colours.get(inst.damage, (255, 255, 255)))
+        cv2.polylines(out, [pts], True, (20, 20, 20), thick + 2)
+        cv2.polylines(out, [pts], True, colour, thick)
+        x, y = int(pts[:, 0].min()), int(pts[:, 1].min())
+        org = (max(0, x), max(12 * thick, y - 3))
+        cv2.putText(out, str(inst.id), org, cv2.FONT_HERSHEY_SIMPLEX, 0.45 * thick, (20, 20, 20), thick + 2, cv2.LINE_AA)
+        cv2.putText(out, str(inst.id), org, cv2.FONT_HERSHEY_SIMPLEX, 0.45 * thick, colour, thick, cv2.LINE_AA)
+    return out
+
+
+def instances_text(pf: PartFinding) -> str:
+    """A part's damage instances in words: "3 instance(s) in one photo, the largest 12 x 4 cm (#1 dent in
+    05.jpg)"; empty without instances (reports before 1.14)."""
+    if not pf.instances or not pf.instance_count:
+        return ""
+    sized = [i for i in pf.instances if i.size_cm is not None and i.size_cm.area_cm2 is not None]
+    biggest = max(sized, key=lambda i: i.size_cm.area_cm2) if sized else max(pf.instances, key=lambda i: i.area_px)
+    where = f"#{biggest.id} {biggest.damage.replace('_', ' ')} in {Path(biggest.photo).name}"
+    most = "in one photo" if pf.instance_count == 1 else "in the photo showing the most"
+    return f"{pf.instance_count} instance(s) {most}, the largest " + (f"{size_text(biggest.size_cm)} ({where})"
+                                                                       if sized else where)
 
 
 def _data_uri(image: np.ndarray, quality: int = 85) -> str:
@@ -292,8 +337,12 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
             if v is not None:
                 base, n_blurred = blurred_of(p.path)  # the photo's cached regions (PhotoVisual.private_regions)
                 del blurred[p.path]
+                dmg = overlay(base, v.damage_label, damage_colours, 0.6)
+                if p.instances and p.width and p.height:  # outlines with their numbers (schema >= 1.14)
+                    dmg = draw_instances(dmg, p.instances, (dmg.shape[1] / p.width, dmg.shape[0] / p.height),
+                                         dict(damage_legend))
                 entry.update(original=_data_uri(base), parts=_data_uri(overlay(base, v.part_label, part_colours)),
-                             damage=_data_uri(overlay(base, v.damage_label, damage_colours, 0.6)), blurred=n_blurred)
+                             damage=_data_uri(dmg), blurred=n_blurred)
                 cam = getattr(v, "gradcam", None)
                 if cam is not None:  # drawn over the already blurred photo: one face/plate search per photo
                     entry["gradcam"] = _data_uri(overlay_cam(base, cam))
@@ -333,6 +382,7 @@ def write_report(report: CaseReport, visuals: Mapping[str, _Visual], out_dir: st
         parts.setdefault(e["finding"].part, []).append(e)
     env = Environment(loader=PackageLoader("carcheck.report", "templates"), autoescape=select_autoescape(["html"]))
     env.filters["size_text"] = size_text
+    env.filters["instances_text"] = instances_text
     env.filters["photo_type_words"] = lambda t: PHOTO_TYPE_WORDS.get(t, t.replace("_", " "))
     from .diagram import car_diagram_svg, part_states
 

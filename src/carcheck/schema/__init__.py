@@ -15,6 +15,7 @@ from .claims import (ESTIMATE_STATEMENT, CaseEstimate, CompareReport, CompareSid
 from .config import AssessConfig, AssessConfigModel, FusionConfig, PhotoTypeConfig, QualityConfig, SizeConfig
 from .photo import ISSUE_KINDS, PHOTO_TYPES, PhotoTypeDecision, QualityIssue, QualityMeasures, QualityResult
 from .report import (PRIVACY_NOTE, SCHEMA_VERSION, CaseReport, CaseSummary, ClassScore, Consistency, DamageFilter,
+                     DamageInstance,
                      Finding, HeadResult, ModelFile, PartFinding, PhotoDetection, PhotoReport, SizeCm, VehicleIdentity,
                      VehicleMatch)
 
@@ -23,5 +24,5 @@ __all__ = ["ESTIMATE_STATEMENT", "CaseEstimate", "CompareReport", "CompareSide",
            "QualityConfig", "SizeConfig", "ISSUE_KINDS", "PHOTO_TYPES", "PhotoTypeDecision", "QualityIssue",
            "QualityMeasures", "QualityResult", "PRIVACY_NOTE", "SCHEMA_VERSION", "CaseReport", "CaseSummary",
            "ClassScore",
-           "Consistency", "DamageFilter", "Finding", "HeadResult", "ModelFile", "PartFinding", "PhotoDetection",
+           "Consistency", "DamageFilter", "DamageInstance", "Finding", "HeadResult", "ModelFile", "PartFinding", "PhotoDetection",
            "PhotoReport", "SizeCm", "VehicleIdentity", "VehicleMatch"]

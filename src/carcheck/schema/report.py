@@ -16,11 +16,11 @@ from .config import AssessConfig
 from .photo import PhotoTypeDecision, QualityResult
 from .vehicle import OdometerReading, PlateReading, VinReading
 
-SCHEMA_VERSION = "1.13"  # 1.13: photo_type.damage_aware_exterior_probability and config photo_type.search_if_damage_aware_exterior_at_least (a second photo-type head, trained with damaged cars, adds photos to the damage search), issue 26; 1.12: optional per-photo plate (licence plate read on exterior photos, masked: masked, confidence, agrees_with_case), vehicle_match.plate_agrees, consistency.plate, config plate_text, issue 30; 1.11: optional vehicle.vin (VIN read by OCR: text, complete, check_digit_valid, wmi, manufacturer, photo, agrees_with_make_model) and vehicle.odometer (value, unit, photo, confidence), issue 30; 1.10: per-part p_damaged (calibrated P(part damaged), the review decision), features (its inputs), grade / grade_reason (minor / moderate / severe), issue 26; 1.9: config fusion.end_dominance (one end of the car per photo on the part map); 1.8: optional parts (findings per physical part, K_agree over views, issue 16); 1.7: optional size_cm per detection and finding (damage size in cm from the typical part sizes, issue 16), config size; 1.6: optional photo_type and quality per photo (issue 16), config photo_type / quality; 1.5: optional estimate (repair estimate) and reuse (photos matching indexed photos), issue 19; 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
+SCHEMA_VERSION = "1.14"  # 1.14: damage instances (connected components of one damage type on the damage map): per-photo instances, per-part instances and instance_count, issue 27; 1.13: photo_type.damage_aware_exterior_probability and config photo_type.search_if_damage_aware_exterior_at_least (a second photo-type head, trained with damaged cars, adds photos to the damage search), issue 26; 1.12: optional per-photo plate (licence plate read on exterior photos, masked: masked, confidence, agrees_with_case), vehicle_match.plate_agrees, consistency.plate, config plate_text, issue 30; 1.11: optional vehicle.vin (VIN read by OCR: text, complete, check_digit_valid, wmi, manufacturer, photo, agrees_with_make_model) and vehicle.odometer (value, unit, photo, confidence), issue 30; 1.10: per-part p_damaged (calibrated P(part damaged), the review decision), features (its inputs), grade / grade_reason (minor / moderate / severe), issue 26; 1.9: config fusion.end_dominance (one end of the car per photo on the part map); 1.8: optional parts (findings per physical part, K_agree over views, issue 16); 1.7: optional size_cm per detection and finding (damage size in cm from the typical part sizes, issue 16), config size; 1.6: optional photo_type and quality per photo (issue 16), config photo_type / quality; 1.5: optional estimate (repair estimate) and reuse (photos matching indexed photos), issue 19; 1.4: config is the full AssessConfig (fusion nested, every threshold), model_files with SHA-256, model_thresholds, detection reassigned_from / review_reasons (damage x part plausibility); 1.3: path_bytes (file names that are not UTF-8), ignored_files, skipped blank / too small / duplicate photos; 1.2: config states precision and threads; 1.1: image-level heads (presence, damage filter, severity, car state, make/model, same vehicle)
 
 __all__ = ["SCHEMA_VERSION", "PRIVACY_NOTE", "PhotoDetection", "PhotoReport", "Finding", "PartFinding", "CaseSummary",
            "CaseReport", "ModelFile", "ClassScore", "HeadResult", "DamageFilter", "VehicleMatch", "VehicleIdentity",
-           "Consistency", "SizeCm"]
+           "Consistency", "SizeCm", "DamageInstance"]
 
 #: What every report says about the privacy blur of its images (``CaseReport.privacy``; the blur itself is
 #: :mod:`carcheck.report.privacy`).
@@ -119,6 +119,25 @@ class SizeCm(BaseModel):
                                "too small in the photo, no typical size declared).")
 
 
+class DamageInstance(BaseModel):
+    """One damage instance in one photo (schema >= 1.14, issue 27): an 8-connected component of one damage type
+    on the damage map, *not* split at part boundaries (:mod:`carcheck.pipeline.instances`; chosen over the
+    CenterNet head's boxes and its centre grouping by CarDD mask AP, docs/cardd.md). Where a fusion region
+    D_k splits one scratch at a door edge into two regions, the instance is the one scratch."""
+
+    id: int = Field(ge=1, description="Its number in the photo, 1 = largest; drawn beside its outline in the HTML.")
+    photo: str = Field(description="The photo (its report path).")
+    damage: str = Field(description="Damage type.")
+    score: float = Field(description="Mean damage-class probability over its pixels (fraction).")
+    bbox_xywh: list[float] = Field(description="Bounding box in original-photo pixels.")
+    area_px: float = Field(description="Mask area in px² of the original photo.")
+    parts: list[str] = Field([], description="Parts its pixels lie on (after the plausibility step), most pixels "
+                             "first; 'unassigned' where on no part.")
+    polygon: list[float] = Field([], description="Outer outline [x1, y1, x2, y2, ...] in original-photo pixels "
+                                 "(simplified, at most 64 points).")
+    size_cm: SizeCm | None = Field(None, description="Size in cm on the scale of parts[0] (or why none).")
+
+
 class PhotoDetection(BaseModel):
     """One damaged region D_k in one photo."""
 
@@ -158,6 +177,8 @@ class PhotoReport(BaseModel):
     same_perspective_as: list[str] = Field([], description="Photos with the same set of visible parts.")
     closeup_of: list[str] = Field([], description="Photos whose visible parts strictly contain this photo's.")
     detections: list[PhotoDetection] = []
+    instances: list[DamageInstance] = Field([], description="Damage instances of the photo, largest first "
+                                            "(schema >= 1.14).")
     presence_probability: float | None = Field(None, description="Vehicle-presence head P(vehicle) (fraction).")
     damage_filter: DamageFilter | None = None
     car_state: dict[str, HeadResult] = Field({}, description="Every installed car-state head by task (damaged, "
@@ -221,6 +242,12 @@ class PartFinding(BaseModel):
                                                                  "severity): severity head, share of the part "
                                                                  "covered, damage type.")
     grade_reason: str = Field("", description="Why this grade.")
+    instances: list[DamageInstance] = Field([], description="The damage instances on the part (its damage types, "
+                                            "in the photos showing its damage), by photo; the same dent seen in "
+                                            "two photos is listed twice (schema >= 1.14).")
+    instance_count: int | None = Field(None, description="Damage instances on the part in the photo that shows the "
+                                       "most of them (views are not summed: one dent is in several photos); "
+                                       "None before 1.14.")
 
 
 class CaseSummary(BaseModel):
