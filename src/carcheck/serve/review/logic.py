@@ -11,7 +11,11 @@ Rules:
     * a finding is ``corrected`` when its damage type or part differs from the prediction,
       ``confirmed`` when confirmed as predicted, ``rejected``; closing the case needs a decision on
       every finding flagged for review, and records the others as ``accepted`` (left as stated by a
-      reviewer who had the case open).
+      reviewer who had the case open);
+    * a decision may name damage instances of the finding it rejects (report schema >= 1.14,
+      ``rejected_instances``: ``<photo id>:<instance id>``, each an instance of that finding, 422
+      otherwise); rejecting the finding rejects all its instances, and a kept finding keeps at least one
+      (rejecting every instance is rejecting the finding: 422).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ..db.models import AuditEvent, Case, Finding, Photo, utcnow
 from ...schema import CaseReport
 from ..errors import ApiError
 from ..reports import stored_report
+from .media import finding_instances, instance_key, report_photos
 from .models import AddedDamage, CaseReview, FindingReview, ReviewDecision
 from .schemas import AddDamageIn, AddedDamageOut, AuditEventOut, CaseReviewState, FindingDecisionIn, FindingReviewOut
 
@@ -91,8 +96,32 @@ def _check_names(report: CaseReport, damage: str | None, part: str | None) -> No
 
 def _state_dict(fr: FindingReview | None, f: Finding) -> dict[str, Any]:
     if fr is None:
-        return {"state": "pending", "damage": f.damage, "part": f.part, "severity": None, "note": None}
-    return {"state": fr.state, "damage": fr.damage, "part": fr.part, "severity": fr.severity, "note": fr.note}
+        return {"state": "pending", "damage": f.damage, "part": f.part, "severity": None, "note": None,
+                "rejected_instances": []}
+    return {"state": fr.state, "damage": fr.damage, "part": fr.part, "severity": fr.severity, "note": fr.note,
+            "rejected_instances": list(fr.rejected_instances or [])}
+
+
+def _rejected_instances(names: list[str] | None, keys: list[str], before: dict, state: str, f: Finding) -> list[str]:
+    """The finding's rejected instances after a decision (``keys``: all its instances, in order).
+
+    Raises:
+        ApiError(422): a name that is not an instance of the finding, or every instance rejected while the
+            finding is kept.
+    """
+    foreign = [n for n in names or [] if n not in keys]
+    if foreign:
+        raise ApiError(422, "invalid_instance", f"rejected_instances: {', '.join(map(repr, foreign))} "
+                       f"{'is' if len(foreign) == 1 else 'are'} not an instance of finding {f.id} (its instances: "
+                       f"{', '.join(keys) or 'none'})", {"field": "rejected_instances", "instances": keys})
+    if state == "rejected":
+        return list(keys)
+    if names is None:
+        return [] if before["state"] == "rejected" else before["rejected_instances"]
+    if keys and set(names) >= set(keys):
+        raise ApiError(422, "invalid_instance", f"rejected_instances: every instance of finding {f.id} is rejected: "
+                       "reject the finding instead", {"field": "rejected_instances", "instances": keys})
+    return [k for k in keys if k in set(names)]
 
 
 def _record(session: Session, case: Case, actor: Actor, action: str, before, after, finding: Finding | None = None,
@@ -121,7 +150,8 @@ def decide_finding(session: Session, case: Case, finding_id: int, body: FindingD
 
     Raises:
         ApiError: 404 finding not in the case, 409 case not assessed or its review closed,
-            422 a damage type or part outside the report's taxonomies.
+            422 a damage type or part outside the report's taxonomies, or rejected instances that are not
+            the finding's (or all of them while the finding is kept).
     """
     _open_review(session, case)
     f = _finding(session, case, finding_id)
@@ -140,12 +170,15 @@ def decide_finding(session: Session, case: Case, finding_id: int, body: FindingD
         after["state"] = "corrected" if changed else "confirmed"
     elif before["state"] == "corrected":  # an edit back to the prediction
         after["state"] = "confirmed"
+    keys = [instance_key(p, i) for p, i in finding_instances(f.data, report_photos(session, case))]
+    after["rejected_instances"] = _rejected_instances(body.rejected_instances, keys, before, after["state"], f)
     if fr is None:
         fr = FindingReview(finding_id=f.id, case_id=case.id, state=after["state"], damage=after["damage"],
                            part=after["part"], actor=actor.text)
         session.add(fr)
     fr.state, fr.damage, fr.part = after["state"], after["damage"], after["part"]
     fr.severity, fr.note, fr.actor, fr.updated_at = after["severity"], after["note"], actor.text, utcnow()
+    fr.rejected_instances = after["rejected_instances"] or None
     f.review_state = _SERVICE_STATE[after["state"]]
     _record(session, case, actor, body.action, before, after, f)
     return after
@@ -241,6 +274,7 @@ def review_state(session: Session, case: Case) -> CaseReviewState:
     rv = session.scalar(select(CaseReview).where(CaseReview.case_id == case.id))
     closed = rv is not None and rv.job_id == case.report_job_id and rv.state == "reviewed"
     findings = []
+    photos = report_photos(session, case)
     for f, fr in session.execute(select(Finding, FindingReview)
                                  .outerjoin(FindingReview, FindingReview.finding_id == Finding.id)
                                  .where(Finding.case_id == case.id).order_by(Finding.index)).all():
@@ -249,7 +283,9 @@ def review_state(session: Session, case: Case) -> CaseReviewState:
             id=f.id, index=f.index, state=s["state"], damage=s["damage"], part=s["part"], severity=s["severity"],
             note=s["note"], actor=fr.actor if fr else None, updated_at=fr.updated_at.isoformat() if fr else None,
             predicted={k: f.data.get(k) for k in ("part", "damage", "size_class", "c_refined", "needs_review",
-                                                 "review_reasons")}))
+                                                 "review_reasons")},
+            instances=[instance_key(p, i) for p, i in finding_instances(f.data, photos)],
+            rejected_instances=s["rejected_instances"]))
     added = [AddedDamageOut(id=d.public_id, photo_id=pid, damage=d.damage, part=d.part, bbox_xywh=d.bbox_xywh,
                             polygon=d.polygon, severity=d.severity, note=d.note, actor=d.actor,
                             created_at=d.created_at.isoformat())

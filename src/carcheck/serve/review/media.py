@@ -1,5 +1,6 @@
-"""What the review page shows of a case's report: the photo behind each report entry, the boxes of
-each finding, the part / damage overlay images of the stored report.html, and finding crops."""
+"""What the review page shows of a case's report: the photo behind each report entry, the boxes and
+damage instances of each finding, the shapes drawn on each photo, the part / damage overlay images of
+the stored report.html, and finding crops."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from pathlib import Path, PurePosixPath
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...schema import PhotoDetection, PhotoReport
+from ...schema import DamageInstance, PhotoDetection, PhotoReport
 from ..db.models import Case, Photo
 from ..reports import stored_report
 
-__all__ = ["report_photos", "finding_boxes", "overlay_path", "crop_path"]
+__all__ = ["report_photos", "finding_boxes", "finding_instances", "instance_key", "photo_shapes", "overlay_path",
+           "crop_path"]
 
 _IMG = re.compile(r'<img src="data:image/jpeg;base64,([A-Za-z0-9+/=]+)" alt="(parts|damage)">')
 
@@ -55,6 +57,58 @@ def finding_boxes(finding: dict, photos: list[tuple[Photo, PhotoReport]]
                 out.append((p, list(d.bbox_xywh), d))
     out.sort(key=lambda t: -t[1][2] * t[1][3])
     return out
+
+
+def finding_instances(finding: dict, photos: list[tuple[Photo, PhotoReport]]
+                      ) -> list[tuple[Photo, DamageInstance]]:
+    """The damage instances of ``finding`` (a finding row's data; report schema >= 1.14): in the photos
+    the finding names, those of its damage type whose ``parts`` contain its part (the relation of
+    :func:`carcheck.pipeline.instances.part_instances`), in photo order, then by id. Empty for a report
+    without instances. One instance may belong to several findings (it is not split at part boundaries)."""
+    names = set(finding.get("photos", []))
+    part, damage = finding.get("part"), finding.get("damage")
+    return [(p, inst) for p, entry in photos if entry.path in names
+            for inst in entry.instances if inst.damage == damage and part in inst.parts]
+
+
+def instance_key(photo: Photo, inst: DamageInstance) -> str:
+    """How a decision names an instance: ``<photo public id>:<instance id>``."""
+    return f"{photo.public_id}:{inst.id}"
+
+
+def photo_shapes(state, fdata: dict[int, dict], photos: list[tuple[Photo, PhotoReport]]
+                 ) -> tuple[dict[str, list[dict]], dict[int, bool], dict[int, list[dict]]]:
+    """What the case page draws: (shapes per photo id, whether each finding has a crop, each finding's
+    instances for its keep / reject checkboxes). A finding with instances is drawn as their outlines,
+    numbers and boxes (a rejected instance, or every instance of a rejected finding, in the rejected
+    style); one without (a report before 1.14) as its detections' boxes. ``state``: the case's
+    :class:`~carcheck.serve.review.schemas.CaseReviewState`; ``fdata``: finding id -> its row's data."""
+    shapes: dict[str, list[dict]] = {p.public_id: [] for p, _ in photos}
+    crops, instances = {}, {}
+    for f in state.findings:
+        label = f"{f.damage} · {f.part}"
+        fb = finding_boxes(fdata[f.id], photos)
+        crops[f.id] = bool(fb)
+        fi = finding_instances(fdata[f.id], photos)
+        rejected = set(f.rejected_instances)
+        instances[f.id] = []
+        for p, inst in fi:
+            key = instance_key(p, inst)
+            kept = f.state != "rejected" and key not in rejected
+            shapes[p.public_id].append({"finding": f.id, "box": inst.bbox_xywh, "outline": inst.polygon,
+                                        "number": inst.id, "state": f.state if kept else "rejected",
+                                        "label": f"{label} · instance {inst.id}" + ("" if kept else " (rejected)")})
+            instances[f.id].append({"key": key, "id": inst.id, "photo": p.filename, "score": inst.score,
+                                    "area_px": inst.area_px,
+                                    # the confirm form's proposal: after a rejection, confirming keeps all
+                                    "kept": f.state == "rejected" or key not in rejected})
+        if not fi:
+            for p, box, _ in fb:
+                shapes[p.public_id].append({"finding": f.id, "box": box, "label": label, "state": f.state})
+    for a in state.added:
+        shapes.setdefault(a.photo_id, []).append({"finding": None, "box": a.bbox_xywh, "polygon": a.polygon,
+                                                  "label": f"{a.damage} · {a.part} (added)", "state": "added"})
+    return shapes, crops, instances
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -5,7 +5,8 @@
     web_sessions: server-side login sessions: the cookie carries a random token, the table its SHA-256,
         the session's CSRF token and its expiry.
     finding_reviews: the current reviewed state of one finding of a case's current report (the "after"
-        of its latest decision); removed with the finding when a re-assessment replaces the findings.
+        of its latest decision, with the damage instances rejected, 0005_rejected_instances); removed with
+        the finding when a re-assessment replaces the findings.
     added_damages: damage a reviewer drew (box, optional polygon) on a stored photo, with type and part.
     case_reviews: a case's review: in_review | reviewed, who closed it and when.
     review_decisions: every decision (also copied to the append-only ``audit_events``): who, when,
@@ -65,6 +66,9 @@ class FindingReview(Base):
     part: Mapped[str] = mapped_column(String(100))
     severity: Mapped[str | None] = mapped_column(String(16), nullable=True)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the finding's damage instances the reviewer rejected, ['<photo public id>:<instance id>', ...]
+    #: (migration 0005; None: none decided, as before it)
+    rejected_instances: Mapped[list | None] = mapped_column(JSON, nullable=True)
     actor: Mapped[str] = mapped_column(String(200))
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -15,6 +15,8 @@ __all__ = ["FindingDecisionIn", "AddDamageIn", "FindingReviewOut", "AddedDamageO
 Severity = Literal[SEVERITIES]  # type: ignore[valid-type]
 #: a pixel coordinate: finite (NaN and infinities are refused, 422) and within +-10^6
 Coord = Annotated[float, Field(allow_inf_nan=False, ge=-1e6, le=1e6)]
+#: a damage instance of a finding: '<photo public id>:<instance id>'
+InstanceName = Annotated[str, Field(max_length=60, pattern=r"^photo_[0-9a-f]{1,40}:[1-9][0-9]{0,5}$")]
 
 
 class FindingDecisionIn(BaseModel):
@@ -32,6 +34,11 @@ class FindingDecisionIn(BaseModel):
                                                                 "'unassigned').")
     severity: Severity | None = None
     note: str | None = Field(None, max_length=2000)
+    rejected_instances: list[InstanceName] | None = Field(
+        None, max_length=1000, description="The finding's damage instances (report schema >= 1.14) the reviewer "
+        "rejects, each '<photo id>:<instance id>' as listed in the finding's 'instances'; the others are kept. "
+        "None: unchanged ([] after a rejection of the finding); []: all kept. A rejected finding rejects all "
+        "its instances.")
 
 
 class AddDamageIn(BaseModel):
@@ -67,6 +74,11 @@ class FindingReviewOut(BaseModel):
     note: str | None = None
     actor: str | None = None
     updated_at: str | None = None
+    instances: list[str] = Field([], description="The finding's damage instances, '<photo id>:<instance id>' "
+                                 "(report schema >= 1.14: the instances of its photos with its damage type on its "
+                                 "part; empty for older reports).")
+    rejected_instances: list[str] = Field([], description="Those a reviewer rejected (all, once the finding is "
+                                          "rejected).")
 
 
 class AddedDamageOut(BaseModel):
