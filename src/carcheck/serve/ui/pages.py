@@ -33,7 +33,7 @@ from ..deps import RowIdPath, RowIdQuery, get_session
 from ..errors import ApiError
 from ..reports import stored_report
 from ..review import accounts, logic, throttle
-from ..review.media import crop_path, finding_boxes, overlay_path, report_photos
+from ..review.media import crop_path, finding_boxes, overlay_path, photo_shapes, report_photos
 from ..review.models import CaseReview, FindingReview, SEVERITIES
 from ..review.schemas import AddDamageIn, FindingDecisionIn
 
@@ -228,8 +228,8 @@ def _next_pending(state, after_id: int | None) -> int | None:
 
 @router.get("/review/cases/{case_id}", response_class=HTMLResponse)
 def case_page(case_id: str, request: Request, sel: RowIdQuery = None, session: Session = Depends(get_session)):
-    """The case: summary, photos with toggleable overlays and boxes, findings with crops and reasons,
-    decision forms, add damage, case reviewed."""
+    """The case: summary, photos with toggleable overlays, boxes and damage instances (numbered outlines),
+    findings with crops and reasons, decision forms (keep / reject each instance), add damage, case reviewed."""
     user = _user(request, session)
     if user is None:
         return _to_login()
@@ -243,18 +243,8 @@ def _case_html(session: Session, user: accounts.ReviewUser, case_id: str, sel: i
     state = logic.review_state(session, case)
     report = stored_report(case)  # validated: 500 report_invalid, naming the case, if the stored one is not
     photos = report_photos(session, case) if report is not None else []
-    boxes: dict[str, list] = {p.public_id: [] for p, _ in photos}
-    crops = {}
     fdata = {f.id: f.data for f in session.scalars(select(Finding).where(Finding.case_id == case.id))}
-    for f in state.findings:
-        fb = finding_boxes(fdata[f.id], photos)
-        for p, box, _ in fb:
-            boxes[p.public_id].append({"finding": f.id, "box": box, "label": f"{f.damage} · {f.part}",
-                                       "state": f.state})
-        crops[f.id] = bool(fb)
-    for a in state.added:
-        boxes.setdefault(a.photo_id, []).append({"finding": None, "box": a.bbox_xywh, "polygon": a.polygon,
-                                                 "label": f"{a.damage} · {a.part} (added)", "state": "added"})
+    boxes, crops, instances = photo_shapes(state, fdata, photos)
     if sel is None or all(f.id != sel for f in state.findings):
         sel = _next_pending(state, None) or (state.findings[0].id if state.findings else None)
     damages, parts = logic.case_taxonomy(report) if report is not None else ([], [])
@@ -265,7 +255,7 @@ def _case_html(session: Session, user: accounts.ReviewUser, case_id: str, sel: i
 
         diagram = car_diagram_svg(part_states(report))
     return _html("case.html", status, user=user, case=case, report=report, state=state, photos=photos, boxes=boxes,
-                 crops=crops, sel=sel, damages=damages, parts=parts, severities=SEVERITIES, names=names,
+                 crops=crops, instances=instances, sel=sel, damages=damages, parts=parts, severities=SEVERITIES, names=names,
                  closed=state.state == "reviewed", diagram=diagram, form_error=form_error)
 
 
@@ -311,15 +301,18 @@ def _opt(v: str | None) -> str | None:
 @router.post("/review/cases/{case_id}/findings/{finding_id}")
 def post_decision(case_id: str, finding_id: RowIdPath, request: Request, csrf_token: str = Form(""),
                   action: str = Form(""), damage: str = Form(""), part: str = Form(""), severity: str = Form(""),
-                  note: str = Form(""), session: Session = Depends(get_session)):
+                  note: str = Form(""), instance: list[str] = Form([]), kept: list[str] = Form([]),
+                  session: Session = Depends(get_session)):
     """A decision from the page's forms; back to the case with the next undecided finding selected
-    (a bad value: the page again with the error, 422; a closed review: 409)."""
+    (a bad value: the page again with the error, 422; a closed review: 409). The confirm form lists the
+    finding's damage instances (``instance``) and those left checked (``kept``): the others are rejected."""
     user = _need_user(request, session)
     _csrf(user, csrf_token)
     case = _case(session, user, case_id)
     try:
+        rejected = [k for k in instance if k not in set(kept)] if instance else None
         body = FindingDecisionIn(action=action, damage=_opt(damage), part=_opt(part), severity=_opt(severity),
-                                 note=note if note.strip() or action == "edit" else None)
+                                 note=note if note.strip() or action == "edit" else None, rejected_instances=rejected)
         logic.decide_finding(session, case, finding_id, body, _actor(user))
     except (ValidationError, ApiError) as e:
         if isinstance(e, ApiError) and e.status not in (409, 422):

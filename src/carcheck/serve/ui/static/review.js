@@ -1,4 +1,5 @@
-// carcheck review page: keyboard shortcuts, overlay toggles, drawing a box / polygon for "add damage".
+// carcheck review page: keyboard shortcuts, overlay toggles, the selected finding's boxes and damage instances
+// highlighted, drawing a box / polygon for "add damage".
 // Plain JavaScript, no library, served from the package (the pages' CSP allows no other script).
 (function () {
   "use strict";
@@ -24,7 +25,13 @@
       if (!li) { return; }
       items.forEach(function (x) { x.classList.remove("selected"); });
       li.classList.add("selected");
-      $all("rect.box").forEach(function (r) { r.classList.toggle("hl", r.getAttribute("data-finding") === li.getAttribute("data-id")); });
+      // the selected finding's detection boxes, and its damage instances (outline, box, number)
+      $all("svg.boxes [data-finding]").forEach(function (r) {
+        var mine = r.getAttribute("data-finding") === li.getAttribute("data-id");
+        r.classList.toggle("hl", mine);
+        // an instance on two parts is drawn for both findings: the selected finding's goes on top
+        if (mine && r.tagName.toLowerCase() === "g") { r.parentNode.insertBefore(r, $("rect.draft", r.parentNode)); }
+      });
       li.scrollIntoView({ block: "nearest" });
     }
     items.forEach(function (li) { li.addEventListener("click", function () { select(li); }); });
@@ -98,7 +105,8 @@
     // ---- keys
     document.addEventListener("keydown", function (ev) {
       var t = ev.target, tag = t && t.tagName;
-      var typing = tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA";
+      // a ticked checkbox (an instance kept or not, an overlay toggle) leaves the keys working
+      var typing = (tag === "INPUT" && t.type !== "checkbox") || tag === "SELECT" || tag === "TEXTAREA";
       if (ev.key === "Enter" && typing && tag !== "TEXTAREA" && t.form && t.type !== "submit") {
         ev.preventDefault(); submit(t.form); return;       // Enter submits the form being edited
       }
