@@ -9,13 +9,19 @@ segmenter learns lies on body panels, glass and lights, not on faces or plates, 
 training almost nothing. (``originals=True``, CLI ``--originals``, exports the stored originals for
 an operator whose training data may hold them.)
 
-Annotations, in the image's pixels (boxes scaled from the original photo):
-    * each detection of a finding reviewers confirmed, corrected or accepted, with its reviewed
-      damage type as the category; the report stores boxes, not masks, so its ``segmentation`` is
-      the box as a polygon (``"shape": "box"``);
+Annotations, in the image's pixels (boxes and outlines scaled from the original photo):
+    * a finding reviewers confirmed, corrected or accepted, with its reviewed damage type as the
+      category: where its report has damage instances (schema >= 1.14), each instance the reviewer kept,
+      its ``segmentation`` the instance's outline (``"shape": "polygon"``, ``"instance"``: its number in
+      the photo, ``"photo"``: the photo's id; ``area``: the polygon's); an instance on two parts belongs
+      to two findings but is written once, for the finding that keeps it whose part holds most of it;
+    * without instances (reports before 1.14), each detection of the finding: the report stores its box,
+      not a mask, so its ``segmentation`` is the box as a polygon (``"shape": "box"``);
     * each added damage: its polygon where drawn, else its box;
     * rejected predictions are not annotations: they are kept as negatives in the top-level
-      ``negatives`` list (same fields: image_id, category_id, bbox, ...), which COCO readers ignore.
+      ``negatives`` list (same fields: image_id, category_id, bbox, ...), which COCO readers ignore:
+      the detections or instances of a rejected finding, and each instance reviewers rejected that no
+      finding keeps (category: the predicted type).
 Every photo the report assessed is an image, also one without damage (background for training).
 Categories: the report's damage taxonomy (e.g. ``damage_type``: dent, scratch, broken), so
 ``carcheck train segmentation --task damage:damage_type:OUT/annotations.json`` reads it as it is.
@@ -34,7 +40,7 @@ from sqlalchemy.orm import Session
 from ..db.models import Case, Finding, Photo
 from ..reports import stored_report
 from .logic import case_taxonomy, model_version
-from .media import finding_boxes, report_photos
+from .media import finding_boxes, finding_instances, instance_key, report_photos
 from .models import AddedDamage, CaseReview, FindingReview
 
 __all__ = ["export_coco", "POSITIVE_STATES"]
@@ -44,6 +50,12 @@ POSITIVE_STATES = ("confirmed", "corrected", "accepted")
 
 def _box_poly(x: float, y: float, w: float, h: float) -> list[float]:
     return [x, y, x + w, y, x + w, y + h, x, y + h]
+
+
+def _poly_area(poly: list[float]) -> float:
+    """Area of a closed polygon ``[x1, y1, x2, y2, ...]`` (shoelace)."""
+    xs, ys = poly[0::2], poly[1::2]
+    return abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs)))) / 2.0
 
 
 def export_coco(session: Session, store, out: str | Path, tenant_id: int | None = None,
@@ -108,9 +120,16 @@ def export_coco(session: Session, store, out: str | Path, tenant_id: int | None 
             if entry.status == "assessed":
                 image_of(p)
         version = model_version(report)
+        claims: dict[tuple[int, int], tuple] = {}  # (photo, instance) -> (photo, instance, [(kept, f, fr)])
         for f, fr in session.execute(select(Finding, FindingReview).join(FindingReview, FindingReview.finding_id == Finding.id)
                                      .where(Finding.case_id == case.id).order_by(Finding.index)).all():
             if fr.state not in POSITIVE_STATES + ("rejected",):
+                continue
+            fi = finding_instances(f.data, photos)
+            for photo, inst in fi:
+                kept = fr.state != "rejected" and instance_key(photo, inst) not in (fr.rejected_instances or [])
+                claims.setdefault((photo.id, inst.id), (photo, inst, []))[2].append((kept, f, fr))
+            if fi:
                 continue
             for photo, box, det in finding_boxes(f.data, photos):
                 iid, sx, sy = image_of(photo)
@@ -124,6 +143,24 @@ def export_coco(session: Session, store, out: str | Path, tenant_id: int | None 
                 else:
                     anns.append({"id": len(anns) + 1, "category_id": cat[fr.damage],
                                  "segmentation": [_box_poly(*b)], **item})
+        for photo, inst, cl in claims.values():
+            iid, sx, sy = image_of(photo)
+            rank = {part: i for i, part in enumerate(inst.parts)}
+            kept, f, fr = min(cl, key=lambda c: (not c[0], rank.get(c[1].part, len(rank)), c[1].index))
+            b = scaled(sx, sy, inst.bbox_xywh)
+            if len(inst.polygon) >= 6:
+                seg, shape = [round(v * (sx if i % 2 == 0 else sy), 2) for i, v in enumerate(inst.polygon)], "polygon"
+            else:
+                seg, shape = _box_poly(*b), "box"
+            item = {"image_id": iid, "bbox": b, "area": round(_poly_area(seg), 2), "iscrowd": 0, "part": fr.part,
+                    "review_state": fr.state if kept else "rejected", "predicted_damage": f.damage,
+                    "predicted_part": f.part, "c_refined": f.c_refined, "case": case.public_id, "finding": f.id,
+                    "model_version": version, "shape": shape, "instance": inst.id, "photo": photo.public_id,
+                    "score": inst.score}
+            if kept:
+                anns.append({"id": len(anns) + 1, "category_id": cat[fr.damage], "segmentation": [seg], **item})
+            else:
+                negs.append({"id": len(negs) + 1, "category_id": cat[f.damage], "segmentation": [seg], **item})
         for d, ph in session.execute(select(AddedDamage, Photo).join(Photo, Photo.id == AddedDamage.photo_id)
                                      .where(AddedDamage.case_id == case.id).order_by(AddedDamage.id)).all():
             iid, sx, sy = image_of(ph)
