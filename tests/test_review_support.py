@@ -3,7 +3,11 @@ the stored report of a real ``carcheck assess`` run (tests/fixtures/review_repor
 12-photo salvage case of ../shared/data/cases, paths made relative), recorded through the service's
 own job path (enqueue -> claim -> complete). The photos uploaded are that case's photos when the
 shared data is there, else plain noise images of the same sizes (the review logic reads the report,
-not the pixels). Also the migration round trip (a test of its own, below)."""
+not the pixels). Also the migration round trip (a test of its own, below).
+
+``INSTANCES_FIXTURE`` (tests/fixtures/review_report_panamera_instances.json) is a report of schema 1.14,
+with damage instances: ``carcheck assess`` of the same case at f9867ad, trimmed to photos 04-06 (their
+findings and per-part findings, paths made relative, no estimate, no Grad-CAM images)."""
 
 from __future__ import annotations
 
@@ -18,12 +22,13 @@ from PIL import Image
 from conftest import DATA
 
 FIXTURE = Path(__file__).with_name("fixtures") / "review_report_panamera.json"
+INSTANCES_FIXTURE = FIXTURE.with_name("review_report_panamera_instances.json")
 CASE_DIR = DATA / "cases" / "salvage_panamera_167111"
 
 
-def fixture_report(n_findings: int | None = None) -> dict:
+def fixture_report(n_findings: int | None = None, fixture: Path = FIXTURE) -> dict:
     """The stored report (a real assessment), optionally cut to its first ``n_findings`` findings."""
-    report = json.loads(FIXTURE.read_text())
+    report = json.loads(fixture.read_text())
     if n_findings is not None:
         report["findings"] = report["findings"][:n_findings]
     return report
@@ -40,12 +45,14 @@ def photo_bytes(name: str, width: int, height: int, seed: int) -> bytes:
     return buf.getvalue()
 
 
-def make_app(tmp_path: Path):
-    """(app, settings) of a fresh service data dir (no workers)."""
+def make_app(tmp_path: Path, database_url: str | None = None):
+    """(app, settings) of a fresh service data dir (no workers); ``database_url``: None (SQLite in the data
+    dir) or the ``database_url`` fixture's PostgreSQL."""
     from carcheck.serve.app import create_app
     from carcheck.serve.settings import Settings
 
-    settings = Settings(data_dir=tmp_path / "data", workers=0, rate_limit=1000, rate_burst=1000)
+    settings = Settings(data_dir=tmp_path / "data", workers=0, rate_limit=1000, rate_burst=1000,
+                        database_url=database_url)
     return create_app(settings), settings
 
 
@@ -68,10 +75,10 @@ def reviewer(app, tenant: str, email: str, password: str = "correct horse batter
 
 
 def assessed_case(client, key: str, n_findings: int | None = None, external_id: str = "claim-1",
-                  names: dict[str, str] | None = None, html: Path | None = None) -> str:
+                  names: dict[str, str] | None = None, html: Path | None = None, fixture: Path = FIXTURE) -> str:
     """Create a case through the API, upload the report's photos, and record the fixture report as
     its assessment (the service's enqueue/claim/complete). ``names`` renames uploads (file name as the
-    client sends it); ``html`` is stored as the report's HTML. Returns the case id."""
+    client sends it); ``html`` is stored as the report's HTML; ``fixture``: the report file. Returns the case id."""
     from carcheck.serve import jobs
     from carcheck.serve.db.models import Case
 
@@ -79,7 +86,7 @@ def assessed_case(client, key: str, n_findings: int | None = None, external_id: 
     r = client.post("/v1/cases", json={"external_id": external_id}, headers=h)
     assert r.status_code == 201, r.text
     case_id = r.json()["id"]
-    report = fixture_report(n_findings)
+    report = fixture_report(n_findings, fixture)
     files = []
     entries = [e for e in report["photos"] if e.get("width")]
     for i, e in enumerate(entries):
