@@ -1,14 +1,17 @@
 """Damage instances of one photo, and the instances of each damaged part of the case (issue 27), pure.
 
 An instance is one 8-connected component of one damage type on the damage map (argmax), kept when it covers
-at least the fusion's minimum region fraction, scored by its mean damage-class probability. It is *not*
-split at part boundaries, unlike the fusion's damaged parts D_k (Ma et al. II-D-1, :mod:`.fusion`), so one
-scratch across a door edge stays one instance and the report can count "three dents on the door".
+at least the fusion's minimum region fraction, scored by its mean damage-class probability; a dent component
+whose thick parts are separate is split there (:func:`split_at_necks`, ``FusionConfig.instance_split_*``:
+two touching dents are two). It is *not* split at part boundaries, unlike the fusion's damaged parts D_k
+(Ma et al. II-D-1, :mod:`.fusion`), so one scratch across a door edge stays one instance and the report can
+count "three dents on the door".
 
 Why components and not the CenterNet head of :mod:`carcheck.models.instances`: measured on CarDD valid
 (``bench/studies/instance_head.py``), the components score mask AP 0.264, the head's own boxes 0.090, and the
 head's centre grouping never split a component (equal to the components); CarDD test: components 0.280
-(``bench/accuracy/cardd.py``). Where the head is re-trained to beat them, this module is where it plugs in.
+(``bench/accuracy/cardd.py``). Splitting dents at their necks: 0.2639 vs 0.2635 on valid, scratches too: lower
+(``bench/studies/instance_split.py``). Where the head is re-trained to beat them, this module is where it plugs in.
 
 - :func:`photo_instances`: one photo's instances (boxes, areas, outlines in the photo's pixels, parts, cm).
 - :func:`part_instances`: a per-part finding's instances and count from the photos' instances.
@@ -26,7 +29,8 @@ from .fusion import Region
 from .review import UNASSIGNED
 from .size import region_size_cm, scale_area, scale_bbox
 
-__all__ = ["photo_instances", "outline", "part_instances", "attach_part_instances", "MAX_OUTLINE_POINTS"]
+__all__ = ["photo_instances", "outline", "part_instances", "attach_part_instances", "MAX_OUTLINE_POINTS",
+           "split_at_necks"]
 
 #: outline points per instance at most (the report stays small; an outline is for drawing, not scoring)
 MAX_OUTLINE_POINTS = 64
@@ -60,10 +64,50 @@ def outline(mask: np.ndarray, sx: float = 1.0, sy: float = 1.0, max_points: int 
     return [round(float(v), 1) for xy in pts for v in (xy[0] * sx, xy[1] * sy)]
 
 
+def split_at_necks(comp: np.ndarray, core_fraction: float | None, min_area: int = 1) -> list[np.ndarray]:
+    """Split one damage component where it narrows: two touching dents become two (the classic distance-transform
+    split of touching blobs, as in the marker-based watershed of Beucher & Meyer 1993, with each pixel going to
+    its nearest core instead of a flooding).
+
+    The cores are the pixels at least ``core_fraction`` x the component's largest distance from its edge (its
+    thickest part); two or more separate cores, each of at least ``min_area`` px, split the component, every pixel
+    to the nearest core (Euclidean). A component of even width (a scratch) has one connected core and stays whole.
+
+    Args:
+        comp: ``(H, W)`` bool, one 8-connected component.
+        core_fraction: in (0, 1]; None: never split.
+        min_area: cores and pieces smaller than this are not instances of their own.
+    Returns:
+        the pieces (``(H, W)`` bool each, disjoint; pieces under ``min_area`` dropped); ``[comp]`` when not split.
+    """
+    if core_fraction is None:
+        return [comp]
+    from scipy import ndimage
+
+    m = comp.astype(np.uint8)
+    dist = cv2.distanceTransform(m, cv2.DIST_L2, 5)
+    peak = float(dist.max())
+    if peak < 2.0:  # too thin to have a neck
+        return [comp]
+    core = (dist >= core_fraction * peak).astype(np.uint8)
+    n, cores, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=8)
+    keep = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= min_area]
+    if len(keep) < 2:
+        return [comp]
+    seeds = np.zeros(comp.shape, np.int32)
+    for j, k in enumerate(keep, 1):
+        seeds[cores == k] = j
+    _, (iy, ix) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+    owner = seeds[iy, ix]
+    pieces = [comp & (owner == j) for j in range(1, len(keep) + 1)]
+    return [p for p in pieces if np.count_nonzero(p) >= min_area] or [comp]
+
+
 def photo_instances(photo: str, damage_label: np.ndarray, damage_prob: np.ndarray, part_label: np.ndarray,
                     part_names: Sequence[str], damage_names: Sequence[str], regions: Sequence[Region],
                     min_region_fraction: float, width: int, height: int,
-                    size_cfg: SizeConfig | None = None) -> list[DamageInstance]:
+                    size_cfg: SizeConfig | None = None, split_core_fraction: float | None = None,
+                    split_types: Sequence[str] = ()) -> list[DamageInstance]:
     """The damage instances of one photo, largest first (``id`` 1, 2, ...).
 
     Args:
@@ -78,6 +122,9 @@ def photo_instances(photo: str, damage_label: np.ndarray, damage_prob: np.ndarra
         min_region_fraction: instances smaller than this fraction of the map are dropped (the fusion's rule).
         width, height: the photo's pixels the boxes, areas and outlines are given in.
         size_cfg: the size-in-cm config (None: defaults).
+        split_core_fraction, split_types: components of these types are split at their necks
+            (:func:`split_at_necks`; None: not split), each piece an instance (pieces under the minimum area
+            are dropped).
     Returns:
         list of :class:`~carcheck.schema.DamageInstance` (bbox / area / polygon in photo px, ``size_cm`` on
         the scale of the first part).
@@ -92,12 +139,14 @@ def photo_instances(photo: str, damage_label: np.ndarray, damage_prob: np.ndarra
         if not m.any():
             continue
         n, cc, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+        split = split_core_fraction if damage_names[d - 1] in split_types else None
         for k in range(1, n):
-            area = int(stats[k, cv2.CC_STAT_AREA])
-            if area < min_area:
+            if int(stats[k, cv2.CC_STAT_AREA]) < min_area:
                 continue
-            comp = cc == k
-            found.append((area, d, comp, tuple(int(v) for v in stats[k, :4])))
+            for piece in split_at_necks(cc == k, split, min_area):
+                ys, xs = np.nonzero(piece)
+                box = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+                found.append((len(ys), d, piece, box))
     found.sort(key=lambda t: -t[0])
     out = []
     for i, (area, d, comp, bbox) in enumerate(found, 1):

@@ -128,7 +128,8 @@ def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_name
             region_reasons.setdefault((r.part, r.damage), []).extend(r.review_reasons)
     findings = {k: (c, f, size_class(f, fc, closeup)) for k, (c, f) in per_key.items()}
     instances = photo_instances(name, damage_label, damage, part_label, part_names, damage_names, regions,
-                                fc.min_region_fraction, width, height, cfg.size)
+                                fc.min_region_fraction, width, height, cfg.size, fc.instance_split_core_fraction,
+                                fc.instance_split_types)
     return PhotoDetections(part_label, damage_label, vis, closeup, dets,
                            PhotoFindings(name, set(vis), findings, region_reasons, closeup), instances)
 

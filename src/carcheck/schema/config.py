@@ -100,6 +100,14 @@ class FusionConfig(BaseModel):
         None, ge=0, le=1, description="Damage on pixels the part map calls background (a crushed or torn panel "
         "is often no part at all to the part model) goes to the most probable part there when that part's "
         "probability reaches this (issue 26, item 5); None: it stays 'unassigned'.")
+    instance_split_core_fraction: float | None = Field(
+        0.5, gt=0, le=1, description="Damage instances (schema 1.14, pipeline/instances.py): a component of a type in "
+        "instance_split_types whose thick parts (distance from its edge >= this x its largest) are separate is split "
+        "there, so two touching dents are two instances; chosen on CarDD valid by mask AP "
+        "(bench/studies/instance_split.py: dents only at 0.5, 0.2639 vs 0.2635 unsplit; splitting scratches too "
+        "lowered it). None: never split.")
+    instance_split_types: tuple[str, ...] = Field(("dent",), description="Damage types whose instances are split "
+                                                  "at their necks (see instance_split_core_fraction).")
 
 
 class AssessConfig(BaseModel):
