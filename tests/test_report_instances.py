@@ -190,3 +190,29 @@ def test_no_damage_no_instances(width):
     part_label, damage_label = _maps()
     _, inst = _instances(part_label, damage_label, width=width)
     assert inst == []
+
+
+def test_second_look_where_the_damage_filter_says_damaged():
+    """Issue 26: no damage at the argmax, but the damage filter is sure: the map is read again at the lower
+    threshold and the regions carry why; not with the filter unsure, nor with the rule off."""
+    from carcheck.pipeline.fusion import low_threshold_label
+    from carcheck.pipeline.photo import photo_detections
+    from carcheck.schema import AssessConfig
+
+    part_label, _ = _maps()
+    part_prob = _probs(part_label, len(PARTS))
+    damage = np.zeros((3, 64, 96), np.float32)
+    damage[0], damage[1], damage[2] = 0.8, 0.15, 0.05  # no damage everywhere ...
+    damage[:, 20:30, 10:30] = np.array([0.45, 0.40, 0.15])[:, None, None]  # ... a dent the argmax does not pick
+    lab = low_threshold_label(damage, 0.5)
+    assert lab.sum() == 200 and set(np.unique(lab)) == {0, 1}
+    cfg = AssessConfig()
+    assert cfg.fusion.missed_damage_filter_at_least == 0.9
+    d = photo_detections("a.jpg", part_prob, damage, PARTS, DAMAGES, cfg, None, 96, 64, p_damaged=0.95)
+    assert [(x.part, x.damage) for x in d.detections] == [("front_left_door", "dent")]
+    assert d.detections[0].c_base <= 0.5 and "damage filter says damaged (P=0.95)" in d.detections[0].review_reasons[-1]
+    assert len(d.instances) == 1 and d.findings.findings
+    assert photo_detections("a.jpg", part_prob, damage, PARTS, DAMAGES, cfg, None, 96, 64, p_damaged=0.5).detections == []
+    assert photo_detections("a.jpg", part_prob, damage, PARTS, DAMAGES, cfg, None, 96, 64).detections == []
+    off = AssessConfig(fusion=FusionConfig(missed_damage_filter_at_least=None))
+    assert photo_detections("a.jpg", part_prob, damage, PARTS, DAMAGES, off, None, 96, 64, p_damaged=0.99).detections == []

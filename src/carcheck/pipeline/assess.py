@@ -138,7 +138,7 @@ class Assessor(ModelRunner):
             return (PhotoReport(**seen, status="skipped", reason=pred.skip_reason,
                                 seconds=round(time.perf_counter() - t0, 3)), None, None)
         d = photo_detections(name, pred.parts, pred.damage, self.part_names, self.damage_names, self.config,
-                             self.plausibility, w, h)
+                             self.plausibility, w, h, self.heads.probability(pred.heads, "damaged", "damaged"))
         report = PhotoReport(**seen, status="assessed", visible_parts=d.visible, detections=d.detections,
                              instances=d.instances, view_type="close-up" if d.closeup else "full view")
         kind = (ptype.type if ptype is not None and ptype.type in EXTERIOR_TYPES

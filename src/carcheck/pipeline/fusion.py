@@ -18,7 +18,7 @@ from ..schema import FusionConfig
 from .review import UNASSIGNED
 from .size import size_class
 
-__all__ = ["Region", "damaged_parts", "visible_parts", "size_class", "UNASSIGNED"]
+__all__ = ["Region", "damaged_parts", "visible_parts", "size_class", "UNASSIGNED", "low_threshold_label"]
 
 
 @dataclass
@@ -111,3 +111,19 @@ def damaged_parts(part_prob: np.ndarray, damage_prob: np.ndarray, part_names: li
                 mask=comp,
             ))
     return sorted(regions, key=lambda r: -r.c_base)
+
+
+def low_threshold_label(damage_prob: np.ndarray, min_probability: float) -> np.ndarray:
+    """The damage map read at a lower threshold: the most probable damage class wherever P(any damage) =
+    1 - P(no damage) reaches ``min_probability``, else 0 (a hysteresis-like second look, used only where the
+    image-level damage filter says the photo shows damage the argmax missed).
+
+    Args:
+        damage_prob: ``(D + 1, H, W)`` float softmax probabilities (index 0 no damage).
+        min_probability: in (0, 1).
+    Returns:
+        ``(H, W)`` int64 label map (0 = no damage, ``d`` = damage class ``d``).
+    """
+    fg = 1.0 - damage_prob[0]
+    best = damage_prob[1:].argmax(0) + 1
+    return np.where(fg >= min_probability, best, 0).astype(np.int64)

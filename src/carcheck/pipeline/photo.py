@@ -22,7 +22,7 @@ import numpy as np
 from ..schema import AssessConfig, DamageFilter, DamageInstance, FusionConfig, PhotoDetection, PhotoReport
 from . import checks
 from .agreement import PhotoFindings
-from .fusion import Region, damaged_parts, visible_parts
+from .fusion import Region, damaged_parts, low_threshold_label, visible_parts
 from .image_heads import ImageHeads, PhotoHeadOutputs, head_result
 from .instances import photo_instances
 from .part_ends import consistent_ends
@@ -34,7 +34,8 @@ __all__ = ["photo_regions", "fusion_detections", "PhotoDetections", "photo_detec
 
 def photo_regions(part_prob: np.ndarray, damage_prob: np.ndarray, part_names: Sequence[str],
                   damage_names: Sequence[str], cfg: FusionConfig, plausibility=None, with_plausibility: bool = True,
-                  label_dtype=np.uint8) -> tuple[np.ndarray, np.ndarray, list[Region]]:
+                  label_dtype=np.uint8, damage_label: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, list[Region]]:
     """(part label map, damage label map, damaged parts D_k) of one photo at network resolution.
 
     Args:
@@ -43,11 +44,12 @@ def photo_regions(part_prob: np.ndarray, damage_prob: np.ndarray, part_names: Se
         plausibility: the taxonomies' damage x part table (None: none declared, regions unchanged).
         with_plausibility: run the plausibility step at all (evaluation scores masks, not parts: False).
         label_dtype: dtype of the label maps (the assessment draws uint8 maps).
+        damage_label: the damage label map to use instead of the argmax of ``damage_prob`` (the second look).
     """
     part_label = part_prob.argmax(0).astype(label_dtype)
     if part_names and cfg.end_dominance is not None:  # one end of the car per photo (a trunk read as a hood)
         part_label = consistent_ends(part_label, ["background", *part_names], cfg.end_dominance)
-    damage_label = damage_prob.argmax(0).astype(label_dtype)
+    damage_label = (damage_prob.argmax(0) if damage_label is None else damage_label).astype(label_dtype)
     regions = damaged_parts(part_prob, damage_prob, list(part_names), list(damage_names), cfg, part_label, damage_label)
     if with_plausibility:
         regions = apply_plausibility(regions, part_label, list(part_names), plausibility, cfg.plausibility,
@@ -95,16 +97,26 @@ class PhotoDetections:
 
 
 def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_names: Sequence[str],
-                     damage_names: Sequence[str], cfg: AssessConfig, plausibility, width: int, height: int
-                     ) -> PhotoDetections:
+                     damage_names: Sequence[str], cfg: AssessConfig, plausibility, width: int, height: int,
+                     p_damaged: float | None = None) -> PhotoDetections:
     """The detections of one assessed photo from its softmax maps.
 
     Areas and boxes are scaled from network resolution to the ``width`` x ``height`` array the models were
     given; several regions of one (part, damage) pair: the part's damaged share is their sum. The damage
-    instances (:mod:`.instances`) come with them.
+    instances (:mod:`.instances`) come with them. ``p_damaged``: the damage filter's P(damaged) of the photo;
+    where the argmax finds no damage and it reaches ``fusion.missed_damage_filter_at_least``, the map is read again
+    at ``fusion.missed_damage_min_probability`` (:func:`~.fusion.low_threshold_label`) and each region found so
+    says why in its review reasons (its C_base, a class probability the argmax did not pick, stays <= 0.5, so the
+    paper's rule sends it to review).
     """
     fc = cfg.fusion
     part_label, damage_label, regions = photo_regions(parts, damage, part_names, damage_names, fc, plausibility)
+    second = (not regions and p_damaged is not None and fc.missed_damage_filter_at_least is not None
+              and p_damaged >= fc.missed_damage_filter_at_least)
+    if second:
+        part_label, damage_label, regions = photo_regions(
+            parts, damage, part_names, damage_names, fc, plausibility,
+            damage_label=low_threshold_label(damage, fc.missed_damage_min_probability))
     vis = visible_parts(part_label, list(part_names), fc)
     closeup = len(vis) <= fc.closeup_max_parts
     nh, nw = part_label.shape
@@ -119,7 +131,9 @@ def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_name
             area_fraction_of_part=round(frac_part, 4), area_fraction_of_image=round(r.area / (nh * nw), 5),
             size_class=size_class(frac_part, fc, closeup), c_base=round(r.c_base, 4),
             bbox_xywh=scale_bbox(r.bbox, sx, sy), reassigned_from=r.reassigned_from,
-            review_reasons=list(r.review_reasons),
+            review_reasons=list(r.review_reasons) + ([f"found at P(damage) >= {fc.missed_damage_min_probability:g} "
+                                                      f"(not the map's argmax) because the damage filter says damaged "
+                                                      f"(P={p_damaged:.2f})"] if second else []),
             size_cm=region_size_cm(r.mask, part_label, list(part_names), r.part, cfg.size)))
         agg = per_key.setdefault((r.part, r.damage), [0.0, 0.0])
         agg[0] = max(agg[0], r.c_base)
