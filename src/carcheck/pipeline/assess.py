@@ -137,8 +137,10 @@ class Assessor(ModelRunner):
         if pred.skip_reason is not None:
             return (PhotoReport(**seen, status="skipped", reason=pred.skip_reason,
                                 seconds=round(time.perf_counter() - t0, 3)), None, None)
+        exterior = ptype is None or ptype.type in EXTERIOR_TYPES  # the damage filter judges exterior photos only
+        p_dmg = self.heads.probability(pred.heads, "damaged", "damaged") if exterior else None
         d = photo_detections(name, pred.parts, pred.damage, self.part_names, self.damage_names, self.config,
-                             self.plausibility, w, h, self.heads.probability(pred.heads, "damaged", "damaged"))
+                             self.plausibility, w, h, p_dmg)
         report = PhotoReport(**seen, status="assessed", visible_parts=d.visible, detections=d.detections,
                              instances=d.instances, view_type="close-up" if d.closeup else "full view")
         kind = (ptype.type if ptype is not None and ptype.type in EXTERIOR_TYPES

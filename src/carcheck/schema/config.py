@@ -110,11 +110,12 @@ class FusionConfig(BaseModel):
                                                   "at their necks (see instance_split_core_fraction).")
     missed_damage_filter_at_least: float | None = Field(
         0.9, ge=0, le=1, description="A second look where the segmenter finds no damage on a photo but the damage "
-        "filter (the damaged / undamaged image classifier, CarDD section V-G) gives P(damaged) at least this: the "
+        "filter (the damaged / undamaged image classifier, CarDD section V-G) gives P(damaged) at least this on a photo "
+        "the photo-type head calls an exterior view: the "
         "damage map is read again at missed_damage_min_probability instead of its argmax, and what it finds is "
         "reported for review (issue 26; bench/studies/second_look.py: FFI damaged claim photos without a finding "
-        "0.367 -> 0.267, undamaged ones with a finding 25 -> 27 of 99; the dev cases' confident numbers unchanged, "
-        "their clean parts reported for review 0.041 -> 0.064). None: off.")
+        "0.367 -> 0.291, undamaged ones with a finding 25 -> 27 of 99; the dev cases' confident numbers unchanged, "
+        "their clean parts reported for review 0.041 -> 0.054). None: off.")
     missed_damage_min_probability: float = Field(0.3, gt=0, lt=1, description="The second look's threshold on "
                                                  "P(any damage) = 1 - P(no damage) per pixel (the argmax needs "
                                                  "P(no damage) below every damage class's).")
