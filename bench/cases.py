@@ -64,15 +64,16 @@ def case_list() -> tuple[list[tuple[str, list[Path], Path]], list[str]]:
 
 def run_set(name: str, weights: list[Path], cases, use_cache: bool, log=print, config: dict | None = None) -> dict[str, dict]:
     """Assess every case with one model set (and AssessConfig overrides ``config``); ``{case: report dict}``
-    (cached by the SHA-256 of the weights, of every other model / calibration file in the package, and the
-    overrides)."""
+    (cached by the SHA-256 of the weights, of every other model / calibration file in the package, of the
+    package's source files (a changed default or rule re-assesses) and the overrides)."""
     config = config or {}
     from carcheck.pipeline.runner import file_sha256 as sha256
 
     import carcheck
 
     pkg = Path(carcheck.__file__).parent  # every other model / calibration file the assessment loads changes it too
-    others = sorted([*(pkg / "models" / "weights").glob("*.safetensors"), *(pkg / "pipeline").glob("*.json")])
+    others = sorted([*(pkg / "models" / "weights").glob("*.safetensors"), *(pkg / "pipeline").glob("*.json"),
+                     *pkg.rglob("*.py"), *pkg.rglob("*.yaml")])
     key = hashlib.sha256(("".join(sha256(w) for w in [*weights, *others])
                           + json.dumps(config, sort_keys=True)).encode()).hexdigest()[:12]
     folder = CACHE / f"{name}-{key}"
