@@ -27,6 +27,7 @@ from .image_heads import ImageHeads, PhotoHeadOutputs, head_result
 from .instances import photo_instances
 from .part_ends import consistent_ends
 from .plausibility import apply_plausibility
+from .review import second_look_reason
 from .size import region_size_cm, scale_area, scale_bbox, size_class
 
 __all__ = ["photo_regions", "fusion_detections", "PhotoDetections", "photo_detections", "image_level"]
@@ -131,9 +132,8 @@ def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_name
             area_fraction_of_part=round(frac_part, 4), area_fraction_of_image=round(r.area / (nh * nw), 5),
             size_class=size_class(frac_part, fc, closeup), c_base=round(r.c_base, 4),
             bbox_xywh=scale_bbox(r.bbox, sx, sy), reassigned_from=r.reassigned_from,
-            review_reasons=list(r.review_reasons) + ([f"found at P(damage) >= {fc.missed_damage_min_probability:g} "
-                                                      f"(not the map's argmax) because the damage filter says damaged "
-                                                      f"(P={p_damaged:.2f})"] if second else []),
+            review_reasons=list(r.review_reasons) + ([second_look_reason(fc.missed_damage_min_probability, p_damaged)]
+                                                     if second else []),
             size_cm=region_size_cm(r.mask, part_label, list(part_names), r.part, cfg.size)))
         agg = per_key.setdefault((r.part, r.damage), [0.0, 0.0])
         agg[0] = max(agg[0], r.c_base)

@@ -50,7 +50,8 @@ from .checks import FLAGGED_VERDICTS
 from .photo_type import EXTERIOR_TYPES
 
 __all__ = ["UNASSIGNED", "finding_review", "damage_filter_reason", "different_vehicle_reason", "implausible_reason",
-           "reassigned_note", "image_level_reasons", "photo_review_reasons", "quality_reasons", "photo_type_reason", "reused_photo_reason", "claims_reasons"]
+           "reassigned_note", "image_level_reasons", "photo_review_reasons", "quality_reasons", "photo_type_reason", "reused_photo_reason", "claims_reasons",
+           "second_look_reason"]
 
 UNASSIGNED = "unassigned"
 
@@ -145,6 +146,14 @@ def different_vehicle_reason(distance: float, threshold: float, reference: str) 
 def implausible_reason(part: str, damage: str) -> str:
     """Why a region whose damage type cannot occur on its part (and has no plausible neighbour) needs review."""
     return f"implausible: {damage} on {part} (no plausible part touches the region)"
+
+
+def second_look_reason(min_probability: float, p_damaged: float) -> str:
+    """Why a region found by the second look (the damage map read at P(any damage) >= ``min_probability`` because
+    the damage filter gave the photo P(damaged) ``p_damaged``; :func:`carcheck.pipeline.photo.photo_detections`)
+    needs a person."""
+    return (f"found at P(damage) >= {min_probability:g} (not the map's argmax) because the damage filter says "
+            f"damaged (P={p_damaged:.2f})")
 
 
 def reassigned_note(damage: str, from_part: str, to_part: str) -> str:
