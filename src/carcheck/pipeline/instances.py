@@ -84,8 +84,15 @@ def split_at_necks(comp: np.ndarray, core_fraction: float | None, min_area: int 
         return [comp]
     from scipy import ndimage
 
-    m = comp.astype(np.uint8)
-    dist = cv2.distanceTransform(m, cv2.DIST_L2, 5)
+    ys, xs = np.nonzero(comp)
+    if not len(ys):
+        return [comp]
+    # the component's box and a 1-px ring of background (inside the frame): the same distances as on the whole map,
+    # on a window of the component's size
+    y0, x0 = max(0, ys.min() - 1), max(0, xs.min() - 1)
+    y1, x1 = min(comp.shape[0], ys.max() + 2), min(comp.shape[1], xs.max() + 2)
+    win = comp[y0:y1, x0:x1]
+    dist = cv2.distanceTransform(win.astype(np.uint8), cv2.DIST_L2, 5)
     peak = float(dist.max())
     if peak < 2.0:  # too thin to have a neck
         return [comp]
@@ -94,13 +101,19 @@ def split_at_necks(comp: np.ndarray, core_fraction: float | None, min_area: int 
     keep = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= min_area]
     if len(keep) < 2:
         return [comp]
-    seeds = np.zeros(comp.shape, np.int32)
+    seeds = np.zeros(win.shape, np.int32)
     for j, k in enumerate(keep, 1):
         seeds[cores == k] = j
     _, (iy, ix) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
     owner = seeds[iy, ix]
-    pieces = [comp & (owner == j) for j in range(1, len(keep) + 1)]
-    return [p for p in pieces if np.count_nonzero(p) >= min_area] or [comp]
+    pieces = []
+    for j in range(1, len(keep) + 1):
+        piece = win & (owner == j)
+        if np.count_nonzero(piece) >= min_area:
+            full = np.zeros(comp.shape, bool)
+            full[y0:y1, x0:x1] = piece
+            pieces.append(full)
+    return pieces or [comp]
 
 
 def photo_instances(photo: str, damage_label: np.ndarray, damage_prob: np.ndarray, part_label: np.ndarray,
