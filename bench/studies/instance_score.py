@@ -23,17 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/studies/: the cache reader
 from _common import RESULTS, ROOT, write_results  # noqa: E402
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from carcheck.evaluate.segmentation import coco_instance_ap, encode_mask  # noqa: E402
-from carcheck.pipeline.instances import split_at_necks  # noqa: E402
 from carcheck.schema import FusionConfig  # noqa: E402
 from instance_head import load_valid  # noqa: E402
+from instance_split import instances  # noqa: E402
 
-MIN_AREA = 16
 A0 = (100, 400, 1600)
 
 
@@ -54,22 +52,11 @@ def main() -> None:
     for i in range(n):
         logits = torch.from_numpy(lg[i].astype(np.float32))[None]
         probs = F.interpolate(logits, size=(640, 640), mode="bilinear", align_corners=False)[0].softmax(0).numpy()
-        label = probs.argmax(0)
         top2 = np.sort(probs, 0)[-2]  # the second-highest class probability per pixel
-        for c in range(1, probs.shape[0]):
-            m = (label == c).astype(np.uint8)
-            if not m.any():
-                continue
-            split = fc.instance_split_core_fraction if names[c - 1] in fc.instance_split_types else None
-            k_n, cc = cv2.connectedComponents(m, connectivity=8)
-            for k in range(1, k_n):
-                comp = cc == k
-                if comp.sum() < MIN_AREA:
-                    continue
-                for piece in split_at_necks(comp, split, MIN_AREA):
-                    p = probs[c][piece]
-                    found.append((i, c, encode_mask(piece), float(p.mean()), float(p.max()), int(piece.sum()),
-                                  float((p - top2[piece]).mean())))
+        for c, piece, _ in instances(probs, fc.instance_split_core_fraction, fc.instance_split_types, names):
+            p = probs[c][piece]
+            found.append((i, c, encode_mask(piece), float(p.mean()), float(p.max()), int(piece.sum()),
+                          float((p - top2[piece]).mean())))
         if (i + 1) % 200 == 0:
             print(f"  {i + 1}/{n}", flush=True)
     scores = {"mean": lambda f: f[3], "max": lambda f: f[4], "mean_x_margin": lambda f: f[6]}

@@ -22,39 +22,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/studies/: the cache reader
 from _common import RESULTS, ROOT, time_stats, timed_each, write_results  # noqa: E402
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from carcheck.evaluate.segmentation import coco_instance_ap, encode_mask  # noqa: E402
+from carcheck.evaluate.segmentation import coco_instance_ap, components_as_detections, encode_mask  # noqa: E402
 from carcheck.pipeline.instances import split_at_necks  # noqa: E402
 from instance_head import load_valid  # noqa: E402
 
-#: (core_fraction, classes split: "all" or one class name); (None, "all") = the plain components
-VARIANTS = ((None, "all"), (0.5, "all"), (0.6, "all"), (0.7, "all"), (0.5, "dent"), (0.6, "dent"), (0.7, "dent"))
+#: (core_fraction, classes split: "all" or a tuple of class names); (None, "all") = the plain components
+VARIANTS = ((None, "all"), (0.5, "all"), (0.6, "all"), (0.7, "all"), (0.5, ("dent",)), (0.6, ("dent",)), (0.7, ("dent",)))
 MIN_AREA = 16  # px at 640 x 640, as components_as_detections
 
 
-def instances(probs: np.ndarray, core_fraction: float | None, only: str = "all",
+def instances(probs: np.ndarray, core_fraction: float | None, only: str | tuple[str, ...] = "all",
               names: tuple[str, ...] = ()) -> list[tuple[int, np.ndarray, float]]:
-    """``[(class, mask, score)]``: the argmax's 8-connected components of each class (>= MIN_AREA px), each split
-    at its necks (None: not split; ``only``: split only that class, ``names`` the classes without background);
-    score = mean class probability over the piece."""
-    label = probs.argmax(0)
+    """``[(class, mask, score)]``: the damage map's components (:func:`components_as_detections`, >= MIN_AREA px),
+    each of a class in ``only`` (``"all"``, or class names; ``names`` the classes without background) split at its
+    necks (``core_fraction`` None: not split); score = mean class probability over the piece."""
     out = []
-    for c in range(1, probs.shape[0]):
-        m = (label == c).astype(np.uint8)
-        if not m.any():
-            continue
-        n, cc = cv2.connectedComponents(m, connectivity=8)
-        for k in range(1, n):
-            comp = cc == k
-            if comp.sum() < MIN_AREA:
-                continue
-            split = core_fraction if only == "all" or names[c - 1] == only else None
-            for piece in split_at_necks(comp, split, MIN_AREA):
-                out.append((c, piece, float(probs[c][piece].mean())))
+    for c, comp, score in components_as_detections(probs, MIN_AREA):
+        split = core_fraction if only == "all" or names[c - 1] in only else None
+        pieces = split_at_necks(comp, split, MIN_AREA)
+        out += [(c, comp, score)] if len(pieces) == 1 else [(c, p, float(probs[c][p].mean())) for p in pieces]
     return out
 
 
@@ -88,7 +78,7 @@ def main() -> None:
           f"{'crack':>6} {'ms':>6}")
     for f in VARIANTS:
         r = coco_instance_ap(gt, dets[f], tax.classes, sizes)
-        key = "components" if f[0] is None else f"split {f[1]} core_fraction={f[0]}"
+        key = "components" if f[0] is None else f"split {f[1] if f[1] == 'all' else '+'.join(f[1])} core_fraction={f[0]}"
         rows[key] = {"instances": counts[f], "segm": r["segm"], "bbox": r["bbox"],
                      "ms_per_photo_median": round(1000 * time_stats(secs[f])["median_s"], 2)}
         print(f"{key:32} {counts[f]:>6} {r['segm']['AP']:>8.4f} {r['bbox']['AP']:>7.4f} {r['segm']['AP_S']:>6.3f} "
