@@ -80,3 +80,69 @@ def test_the_assessment_applies_it_to_the_part_map(monkeypatch):
     Assessor(AssessConfig(gradcam=False, fusion=FusionConfig(end_dominance=None)), heads={}).assess(
         [photo], case_id="ends-off")
     assert seen == []
+
+
+def _columns(*blocks, rows=(20, 80)):
+    """A 100 x 100 label map with each (name, width) block side by side in rows 20-80 (name None: background)."""
+    m = np.zeros((100, 100), np.uint8)
+    col = 0
+    for name, width in blocks:
+        if name:
+            m[rows[0]:rows[1], col:col + width] = I[name]
+        col += width
+    return m
+
+
+def test_a_hood_next_to_the_back_door_is_the_trunk_and_one_next_to_the_front_door_stays():
+    from carcheck.pipeline.part_ends import door_anchored_ends
+
+    # a wreck's side view, nose to the left: hood | front door | back door | (quarter panel) | "hood" (the torn tailgate)
+    m = _columns(("hood", 15), ("front_left_door", 25), ("back_left_door", 25), (None, 5), ("hood", 12),
+                 ("front_bumper", 8))
+    out = door_anchored_ends(m, NAMES)
+    assert (out[20:80, :15] == I["hood"]).all()  # nearest door: the front door
+    assert (out[20:80, 70:82] == I["trunk"]).all() and (out[20:80, 82:90] == I["back_bumper"]).all()
+    assert (out == I["back_left_door"]).sum() == 25 * 60  # doors untouched
+    assert (m[20:80, 70:82] == I["hood"]).all()  # the input is not modified
+
+
+def test_a_rear_part_next_to_the_front_door_turns_front_only_where_back_doors_are_seen():
+    from carcheck.pipeline.part_ends import door_anchored_ends
+
+    m = _columns(("trunk", 15), ("front_left_door", 25), ("back_left_door", 25), (None, 5), ("tailgate", 12))
+    out = door_anchored_ends(m, NAMES)
+    assert (out[20:80, :15] == I["hood"]).all()  # the nose read as "trunk" beside the front door
+    assert (out[20:80, 70:82] == I["tailgate"]).all()
+    # a coupe (one door a side, labelled a front door) seen from the rear: no back door, nothing changes
+    coupe = _columns(("front_left_door", 40), (None, 5), ("trunk", 20), ("back_left_light", 10))
+    assert np.array_equal(door_anchored_ends(coupe, NAMES), coupe)
+    # a back door below the share the rule needs does not vote
+    sliver = _columns(("front_left_door", 40), ("back_left_door", 1), (None, 5), ("hood", 30))
+    assert np.array_equal(door_anchored_ends(sliver, NAMES, min_door_share=0.05), sliver)
+    assert (door_anchored_ends(sliver, NAMES, min_door_share=0.01) == I["trunk"]).sum() == 30 * 60
+    assert np.array_equal(door_anchored_ends(np.ones((4, 4), np.uint8), ["background", "door"]), np.ones((4, 4)))
+
+
+def test_the_panamera_crushed_rear_is_on_rear_parts():
+    """The demo case's photo 06 (rear quarter of the crushed Panamera, left side): the part model reads the torn
+    tailgate as hood / front bumper / headlamp; with the door-anchored ends no damage lands on a front part."""
+    from carcheck.models.inference import DEFAULT_SEGMENTERS
+    from conftest import data_path
+
+    if not all(p.exists() for p in DEFAULT_SEGMENTERS):
+        pytest.skip("shipped segmenter weights missing")
+    from carcheck.pipeline.assess import Assessor
+    from carcheck.schema import AssessConfig, FusionConfig
+
+    photo = data_path("cases/salvage_panamera_167111/167111-06.png")
+    front = {"hood", "front_bumper", "front_glass", "front_left_light", "front_right_light"}
+    rear = {"trunk", "tailgate", "back_bumper", "back_glass", "back_left_light", "back_right_light"}
+
+    def parts(**fusion):
+        report, _ = Assessor(AssessConfig(gradcam=False, fusion=FusionConfig(**fusion)), heads={}).assess(
+            [photo], case_id="ends")
+        return {d.part for d in report.photos[0].detections}
+
+    shipped, off = parts(), parts(door_end_min_share=None)
+    assert front & off, off  # without the rule the crushed rear is read as the front
+    assert not front & shipped and rear & shipped, shipped

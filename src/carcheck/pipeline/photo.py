@@ -1,8 +1,8 @@
 """One photo's model outputs -> its detections, pure (no models, no I/O): the rules of the assessment that
 run per photo, in one place.
 
-- :func:`photo_regions`: the part and damage maps -> damaged parts D_k: the one-end-of-the-car rule on the
-  part map (:mod:`.part_ends`), the fusion (:mod:`.fusion`), optionally the plausibility step
+- :func:`photo_regions`: the part and damage maps -> damaged parts D_k: the door-anchored ends and the
+  one-end-of-the-car rule on the part map (:mod:`.part_ends`), the fusion (:mod:`.fusion`), optionally the plausibility step
   (:mod:`.plausibility`).
 - :func:`fusion_detections`: the same regions as scored instances; what ``carcheck evaluate segmentation``
   scores (:func:`carcheck.evaluate.segmentation.evaluate_segmentation` is handed this function by its callers:
@@ -25,7 +25,7 @@ from .agreement import PhotoFindings
 from .fusion import Region, damaged_parts, low_threshold_label, visible_parts
 from .image_heads import ImageHeads, PhotoHeadOutputs, head_result
 from .instances import photo_instances
-from .part_ends import consistent_ends
+from .part_ends import consistent_ends, door_anchored_ends
 from .plausibility import apply_plausibility
 from .review import second_look_reason
 from .size import region_size_cm, scale_area, scale_bbox, size_class
@@ -41,13 +41,17 @@ def photo_regions(part_prob: np.ndarray, damage_prob: np.ndarray, part_names: Se
 
     Args:
         part_prob / damage_prob: softmax maps ``(P + 1, H, W)`` / ``(D + 1, H, W)`` (index 0 background).
-        cfg: the fusion config (``end_dominance``: the one-end rule, None off; ``plausibility`` mode).
+        cfg: the fusion config (``door_end_min_share``: door-anchored ends, ``end_dominance``: the one-end rule,
+            None off; ``plausibility`` mode).
         plausibility: the taxonomies' damage x part table (None: none declared, regions unchanged).
         with_plausibility: run the plausibility step at all (evaluation scores masks, not parts: False).
         label_dtype: dtype of the label maps (the assessment draws uint8 maps).
         damage_label: the damage label map to use instead of the argmax of ``damage_prob`` (the second look).
     """
     part_label = part_prob.argmax(0).astype(label_dtype)
+    if part_names and cfg.door_end_min_share is not None:  # each end as its nearest door says (a wreck's rear)
+        part_label = door_anchored_ends(part_label, ["background", *part_names], cfg.door_end_min_share,
+                                        cfg.door_end_max_distance)
     if part_names and cfg.end_dominance is not None:  # one end of the car per photo (a trunk read as a hood)
         part_label = consistent_ends(part_label, ["background", *part_names], cfg.end_dominance)
     damage_label = (damage_prob.argmax(0) if damage_label is None else damage_label).astype(label_dtype)

@@ -94,6 +94,14 @@ class FusionConfig(BaseModel):
                                         "their counterparts before the fusion; chosen on car_parts/trainingset "
                                         "(bench/calibration/part_ends.py: 5 for the frozen part model, 10 for the fine-tuned one "
                                         "shipped since). None: off.")
+    door_end_min_share: float | None = Field(0.05, gt=0, le=1, description="Door-anchored ends "
+                                             "(pipeline/part_ends.py door_anchored_ends), before the one-end rule: "
+                                             "a front-end region whose nearest door is mostly a back door becomes the "
+                                             "rear counterparts (a torn tailgate read as 'hood') and the reverse, when "
+                                             "back doors cover at least this fraction of the vehicle's pixels; chosen "
+                                             "on car_parts/trainingset (bench/studies/door_ends.py). None: off.")
+    door_end_max_distance: float = Field(0.35, gt=0, description="Door-anchored ends: only pixels within this "
+                                         "fraction of the map's longest side of a door vote on their region's end.")
     plausibility_dilation_px: int = Field(3, ge=0, description="Neighbouring parts are those within this many px "
                                           "(network resolution) of the region (dilation).")
     unassigned_min_part_probability: float | None = Field(
