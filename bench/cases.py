@@ -3,8 +3,10 @@ the cases' expectations files (:mod:`carcheck.evaluate.cases`).
 
 Cases: every folder of the built dev set (``data/cases_dev/<case>``, built by
 ``../shared/data/cases_dev/build_cases_dev.sh``; expectations in ``$CARCHECK_DATA/cases_dev/expectations``)
-and the demo case ``cases/salvage_panamera_167111`` (expectations written from its photos,
-``cases/expectations/salvage_panamera_167111.json``). A case without a built folder is skipped and counted.
+the demo case ``cases/salvage_panamera_167111`` (expectations written from its photos,
+``cases/expectations/salvage_panamera_167111.json``) and the extra damaged cases of ``bench/cases_extra`` (built
+into ``data/cases_extra`` by its build script; summed apart from the dev cases). A case without a built folder is
+skipped and counted.
 
 Model sets: ``shipped`` (the package's default weights) and, with ``--candidate NAME=DAMAGE.safetensors``
 (repeatable), the same assessment with another damage model; all in one run, so each change shows its
@@ -39,6 +41,9 @@ DEV_BUILT = Path(os.environ.get("CARCHECK_CASES_DEV", ROOT / "data" / "cases_dev
 DEV_EXP = DATA / "cases_dev" / "expectations"
 DEMO = DATA / "cases" / "salvage_panamera_167111"
 DEMO_EXP = DATA / "cases" / "expectations" / "salvage_panamera_167111.json"
+EXTRA_BUILT = Path(os.environ.get("CARCHECK_CASES_EXTRA", ROOT / "data" / "cases_extra"))
+EXTRA_EXP = ROOT / "bench" / "cases_extra" / "expectations"
+EXTRA = {p.stem for p in EXTRA_EXP.glob("*.json")}
 CACHE = RUNS / "cases_cache"
 
 #: Issue 26's targets on the dev cases.
@@ -50,8 +55,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 def case_list() -> tuple[list[tuple[str, list[Path], Path]], list[str]]:
     """``([(case, photos, expectations file)], [cases skipped: folder not built])``."""
     out, missing = [], []
-    for exp in sorted(DEV_EXP.glob("*.json")):
-        folder = DEV_BUILT / exp.stem
+    for exp in [*sorted(DEV_EXP.glob("*.json")), *sorted(EXTRA_EXP.glob("*.json"))]:
+        folder = (EXTRA_BUILT if exp.stem in EXTRA else DEV_BUILT) / exp.stem
         photos = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
         if photos:
             out.append((exp.stem, photos, exp))
@@ -105,9 +110,10 @@ def score_set(reports: dict[str, dict], cases) -> dict:
     per_case = {}
     for case, _, exp_path in cases:
         per_case[case] = score_case(reports[case], load_expectations(exp_path))
-    dev = [s for c, s in per_case.items() if c != DEMO.name]
-    return {"per_case": per_case, "dev": sum_scores(dev), "all": sum_scores(list(per_case.values())),
-            "demo": per_case.get(DEMO.name)}
+    dev = [s for c, s in per_case.items() if c != DEMO.name and c not in EXTRA]
+    extra = [s for c, s in per_case.items() if c in EXTRA]
+    return {"per_case": per_case, "dev": sum_scores(dev), "extra": sum_scores(extra) if extra else None,
+            "all": sum_scores(list(per_case.values())), "demo": per_case.get(DEMO.name)}
 
 
 def labelled_samples(reports: dict[str, dict], cases) -> list[tuple[str, str, dict, int]]:
@@ -181,14 +187,15 @@ def calibrate(reports: dict[str, dict], cases, precision: float) -> dict:
                 p_cv[i] = float(p_case[j])
         confident = {f["part"] for f, p in zip(parts, p_case) if p >= thr}
         per_case[case] = score_case(reports[case], load_expectations(exp_path), confident=confident)
-    dev = [s for c, s in per_case.items() if c != DEMO.name]
+    dev = [s for c, s in per_case.items() if c != DEMO.name and c not in EXTRA]
+    extra = [s for c, s in per_case.items() if c in EXTRA]
     full = fit_lr(X, y, FEATURES)
     thr_full = choose_threshold(predict(full, X), y, precision)
     rel = reliability(p_cv, y)
     c_ref = [min(1.0, s[2]["c_base"] * s[2]["k_agree"]) for s in samples]  # C_refined read as a probability
     sel = [i for i, p in enumerate(p_cv) if p >= thresholds[case_of[i]]]
-    return {"per_case": per_case, "dev": sum_scores(dev), "all": sum_scores(list(per_case.values())),
-            "demo": per_case.get(DEMO.name), "samples": len(y), "positives": int(sum(y)),
+    return {"per_case": per_case, "dev": sum_scores(dev), "extra": sum_scores(extra) if extra else None,
+            "all": sum_scores(list(per_case.values())), "demo": per_case.get(DEMO.name), "samples": len(y), "positives": int(sum(y)),
             "reliability": rel, "reliability_c_refined": reliability(c_ref, y), "thresholds": thresholds,
             "cv_precision_of_labelled": round(sum(y[i] for i in sel) / len(sel), 4) if sel else None,
             "model": {"features": list(FEATURES), "mean": [round(float(v), 6) for v in full[0]],
@@ -221,13 +228,18 @@ def print_tables(results: dict, cases) -> None:
             ("non-exterior photos searched for damage", "non_exterior_searched_rate", ""),
             ("odd-vehicle photos flagged", "odd_flagged", ""),
             ("photos of the case's car flagged", "false_flags", "")]
-    print(f"{'':<44}" + "".join(f"{n:>16}" for n in names) + f"{'target':>12}")
-    for label, key, target in rows:
-        print(f"{label:<44}" + "".join(f"{fmt(results[n]['dev'][key]):>16}" for n in names) + f"{target:>12}")
-    d0 = results[names[0]]["dev"]
-    print(f"  ({d0['groups']} damaged groups, {d0['confident_parts']} confident parts with {names[0]}, {d0['clean_parts']} "
-          f"clean parts, {d0['undamaged_cases']} undamaged cases, {d0['non_exterior_photos']} non-exterior photos, "
-          f"{d0['odd_photos']} odd photos)")
+    for part in ("dev", "extra"):
+        if results[names[0]].get(part) is None:
+            continue
+        if part == "extra":
+            print(f"\nSummed over the extra damaged cases (bench/cases_extra, {len(EXTRA)} cases), each model set:")
+        print(f"{'':<44}" + "".join(f"{n:>16}" for n in names) + f"{'target':>12}")
+        for label, key, target in rows:
+            print(f"{label:<44}" + "".join(f"{fmt(results[n][part][key]):>16}" for n in names) + f"{target:>12}")
+        d0 = results[names[0]][part]
+        print(f"  ({d0['groups']} damaged groups, {d0['confident_parts']} confident parts with {names[0]}, "
+              f"{d0['clean_parts']} clean parts, {d0['undamaged_cases']} undamaged cases, {d0['non_exterior_photos']} "
+              f"non-exterior photos, {d0['odd_photos']} odd photos)")
     for n in names:
         demo = results[n]["demo"]
         if demo:
