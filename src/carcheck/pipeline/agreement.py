@@ -19,7 +19,7 @@ decision is then made on it, :func:`~.review.part_review`) and a grade from :mod
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from .confidence import PartConfidence, PhotoEvidence, part_features
 from .review import UNASSIGNED, finding_review, part_review
@@ -32,13 +32,28 @@ __all__ = ["PhotoFindings", "CaseFinding", "PartCaseFinding", "view_relations", 
 @dataclass
 class PhotoFindings:
     """Per-photo input: its name, visible parts, (part, damage) -> (C_base, covered fraction, size
-    class), and (part, damage) -> review reasons of its regions (an implausible pair, :mod:`.plausibility`)."""
+    class), (part, damage) -> review reasons of its regions (an implausible pair, :mod:`.plausibility`), and,
+    when its findings come from the second look (:func:`~.photo.photo_detections`), why: a finding or part
+    that only such photos show goes to review."""
 
     name: str
     visible_parts: set[str]
     findings: dict[tuple[str, str], tuple[float, float, str]] = field(default_factory=dict)
     region_reasons: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     closeup: bool = False  # a close-up (few visible parts), not a full view
+    second_look: str | None = None
+
+
+def _first_look(showing: Sequence[PhotoFindings]) -> list[PhotoFindings]:
+    """The photos whose C_base counts: those found by the first look, or all when only second looks show it (a
+    second look adds views to K_agree, never a higher C_base to a part the first look found)."""
+    return [p for p in showing if not p.second_look] or list(showing)
+
+
+def _second_look_only(showing: Sequence[PhotoFindings]) -> list[str]:
+    """The second-look reasons (each once) when every photo showing a finding found it only in a second look."""
+    reasons = [p.second_look for p in showing]
+    return list(dict.fromkeys(reasons)) if reasons and all(reasons) else []
 
 
 @dataclass
@@ -93,13 +108,13 @@ def reconcile(photos: list[PhotoFindings], review_threshold: float = 0.5) -> lis
             visible = photos
         else:
             visible = [p for p in photos if part in p.visible_parts or (part, damage) in p.findings]
-        c_base = max(p.findings[(part, damage)][0] for p in showing)
+        c_base = max(p.findings[(part, damage)][0] for p in _first_look(showing))
         k_agree = len(showing) / max(1, len(visible))
         c_ref = c_base * k_agree
         frac = max(p.findings[(part, damage)][1] for p in showing)
         size = max((p.findings[(part, damage)][2] for p in showing), key=_SIZE_ORDER.__getitem__)
         missing = [p.name for p in visible if p not in showing]
-        region = [r for p in showing for r in p.region_reasons.get((part, damage), [])]
+        region = [r for p in showing for r in p.region_reasons.get((part, damage), [])] + _second_look_only(showing)
         needs, reasons = finding_review(part, c_ref, k_agree, len(missing), len(visible), review_threshold, region)
         out.append(CaseFinding(part, damage, c_base, k_agree, c_ref, frac, size, [p.name for p in showing],
                                needs_review=needs, review_reasons=reasons))
@@ -194,9 +209,10 @@ def reconcile_parts(photos: list[PhotoFindings], findings: list[CaseFinding],
         views_damaged = {view[p.name] for p in showing}
         views_visible = {view[p.name] for p in visible}
         k_agree = len(views_damaged) / max(1, len(views_visible))
-        c_base = max(p.findings[k][0] for p in showing for k in plausible if k in p.findings)
+        c_base = max(p.findings[k][0] for p in _first_look(showing) for k in plausible if k in p.findings)
         clean_full = [p.name for p in visible if p not in showing and not p.closeup and view[p.name] not in views_damaged]
         region = [r for p in photos for k in sorted(keys) for r in p.region_reasons.get(k, [])] if not keys - flagged else []
+        region += _second_look_only(showing)
         ev = [evidence.get(p.name, PhotoEvidence()) for p in showing]
         area = max(p.findings[k][1] for p in showing for k in plausible if k in p.findings)
         feats = part_features(c_base, k_agree, len(views_damaged), area, ev)

@@ -15,7 +15,7 @@ run per photo, in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -103,7 +103,8 @@ class PhotoDetections:
 
 def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_names: Sequence[str],
                      damage_names: Sequence[str], cfg: AssessConfig, plausibility, width: int, height: int,
-                     p_damaged: float | None = None) -> PhotoDetections:
+                     p_damaged: float | None = None,
+                     damage_second: Callable[[], np.ndarray] | None = None) -> PhotoDetections:
     """The detections of one assessed photo from its softmax maps.
 
     Areas and boxes are scaled from network resolution to the ``width`` x ``height`` array the models were
@@ -112,13 +113,24 @@ def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_name
     where the argmax finds no damage and it reaches ``fusion.missed_damage_filter_at_least``, the map is read again
     at ``fusion.missed_damage_min_probability`` (:func:`~.fusion.low_threshold_label`) and each region found so
     says why in its review reasons (its C_base, a class probability the argmax did not pick, stays <= 0.5, so the
-    paper's rule sends it to review).
+    paper's rule sends it to review). With ``damage_second`` (a function returning the softmax ``(D + 1, H, W)`` of
+    a second damage pass at ``fusion.missed_damage_longest_side``, brought to the part map's ``(H, W)``; called only
+    when the second look runs) that map's argmax is read first, and the map at ``missed_damage_min_probability``
+    only where it finds nothing. Regions of either second look say so in their review reasons and count as views
+    like any other, and the photo's findings are marked (``PhotoFindings.second_look``): a finding or part that
+    only second looks show goes to review whatever its C_refined.
     """
     fc = cfg.fusion
     part_label, damage_label, regions = photo_regions(parts, damage, part_names, damage_names, fc, plausibility)
     second = (not regions and p_damaged is not None and fc.missed_damage_filter_at_least is not None
               and p_damaged >= fc.missed_damage_filter_at_least)
-    if second:
+    hires = None
+    if second and damage_second is not None:
+        finer = damage_second()
+        part_label, damage_label, regions = photo_regions(parts, finer, part_names, damage_names, fc, plausibility)
+        if regions:
+            damage, hires = finer, fc.missed_damage_longest_side
+    if second and hires is None:
         part_label, damage_label, regions = photo_regions(
             parts, damage, part_names, damage_names, fc, plausibility,
             damage_label=low_threshold_label(damage, fc.missed_damage_min_probability))
@@ -136,8 +148,8 @@ def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_name
             area_fraction_of_part=round(frac_part, 4), area_fraction_of_image=round(r.area / (nh * nw), 5),
             size_class=size_class(frac_part, fc, closeup), c_base=round(r.c_base, 4),
             bbox_xywh=scale_bbox(r.bbox, sx, sy), reassigned_from=r.reassigned_from,
-            review_reasons=list(r.review_reasons) + ([second_look_reason(fc.missed_damage_min_probability, p_damaged)]
-                                                     if second else []),
+            review_reasons=list(r.review_reasons) + ([second_look_reason(fc.missed_damage_min_probability, p_damaged,
+                                                                         hires)] if second else []),
             size_cm=region_size_cm(r.mask, part_label, list(part_names), r.part, cfg.size)))
         agg = per_key.setdefault((r.part, r.damage), [0.0, 0.0])
         agg[0] = max(agg[0], r.c_base)
@@ -149,7 +161,9 @@ def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_name
                                 fc.min_region_fraction, width, height, cfg.size, fc.instance_split_core_fraction,
                                 fc.instance_split_types)
     return PhotoDetections(part_label, damage_label, vis, closeup, dets,
-                           PhotoFindings(name, set(vis), findings, region_reasons, closeup), instances)
+                           PhotoFindings(name, set(vis), findings, region_reasons, closeup,
+                                         second_look_reason(fc.missed_damage_min_probability, p_damaged, hires)
+                                         if second and regions else None), instances)
 
 
 def image_level(report: PhotoReport, outputs: PhotoHeadOutputs, heads: ImageHeads, cfg: AssessConfig,

@@ -148,12 +148,13 @@ def implausible_reason(part: str, damage: str) -> str:
     return f"implausible: {damage} on {part} (no plausible part touches the region)"
 
 
-def second_look_reason(min_probability: float, p_damaged: float) -> str:
-    """Why a region found by the second look (the damage map read at P(any damage) >= ``min_probability`` because
-    the damage filter gave the photo P(damaged) ``p_damaged``; :func:`carcheck.pipeline.photo.photo_detections`)
-    needs a person."""
-    return (f"found at P(damage) >= {min_probability:g} (not the map's argmax) because the damage filter says "
-            f"damaged (P={p_damaged:.2f})")
+def second_look_reason(min_probability: float, p_damaged: float, longest_side: int | None = None) -> str:
+    """Why a region found by the second look (the damage map read at P(any damage) >= ``min_probability``, or,
+    with ``longest_side``, the argmax of a second damage pass at that longer side in px, because the damage filter
+    gave the photo P(damaged) ``p_damaged``; :func:`carcheck.pipeline.photo.photo_detections`) needs a person."""
+    how = (f"in a second pass at {longest_side} px" if longest_side is not None
+           else f"at P(damage) >= {min_probability:g} (not the map's argmax)")
+    return f"found {how} because the damage filter says damaged (P={p_damaged:.2f})"
 
 
 def reassigned_note(damage: str, from_part: str, to_part: str) -> str:

@@ -208,6 +208,24 @@ class ModelRunner:
                                                        cfg.part_coverage_threshold)
         return Prediction(x, score, p_vehicle, heads, parts, damage, skip, private)
 
+    def damage_map_at(self, image: np.ndarray, longest: int, shape: tuple[int, int]) -> np.ndarray:
+        """The damage decoder's softmax ``(D + 1, H, W)`` float32 from a second backbone pass at longer side
+        ``longest`` px, area-averaged to ``shape`` = (H, W) (the part map's network resolution): the second
+        look's finer pass (``fusion.missed_damage_longest_side``)."""
+        x = to_input_tensor(image, longest)
+        with inference_context(self.bf16):
+            out = self.net.backbone(x)
+            logits = self.net.decode(out.features, tuple(x.shape[-2:]), ["damage"])["damage"]
+        prob = torch.nn.functional.interpolate(logits.float().softmax(1), size=tuple(shape), mode="area")
+        return prob[0].numpy()
+
+    def finer_damage(self, image: np.ndarray, pred: Prediction):
+        """The second look's finer pass for :func:`~.photo.photo_detections`: a function returning
+        :meth:`damage_map_at` the configured longer side (run only if the second look needs it), or None
+        when ``fusion.missed_damage_longest_side`` is off."""
+        side = self.config.fusion.missed_damage_longest_side
+        return None if side is None else (lambda: self.damage_map_at(image, side, tuple(pred.parts.shape[1:])))
+
     def _photo_type(self, heads: PhotoHeadOutputs):
         """The photo's :class:`~carcheck.schema.PhotoTypeDecision` from the photo-type head
         (:mod:`.photo_type`), or None when the head is not installed."""

@@ -127,6 +127,14 @@ class FusionConfig(BaseModel):
     missed_damage_min_probability: float = Field(0.3, gt=0, lt=1, description="The second look's threshold on "
                                                  "P(any damage) = 1 - P(no damage) per pixel (the argmax needs "
                                                  "P(no damage) below every damage class's).")
+    missed_damage_longest_side: int | None = Field(
+        1024, gt=0, description="The second look first runs the backbone and the damage decoder again at this longer "
+        "side, px (damage small in a full view is closer in scale to CarDD's close-ups), and reads that map's argmax "
+        "(brought to network resolution); only where it finds nothing is the map read at "
+        "missed_damage_min_probability. A part only second looks show goes to review, and a second look adds views to "
+        "K_agree but never a higher C_base (issue 26, bench/results/cases_second_look_hires_issue26.json: damaged "
+        "groups found at all, dev 1 -> 2 of 7, extra damaged cases 2 -> 6 of 17; clean parts for review 0.054 -> "
+        "0.061). None: off.")
 
 
 class AssessConfig(BaseModel):
