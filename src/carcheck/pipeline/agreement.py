@@ -12,6 +12,11 @@ relations above) and photos of the same perspective join each other, so a scratc
 close-up resolves is not outvoted by its own full view, and three shots from one spot are one
 view. K_agree = views showing plausible damage on the part / views showing the part.
 
+"Showing the part" means the photo is an exterior view (``PhotoFindings.exterior_view``): a photo searched
+although the photo-type head calls it something else (an interior, a cargo area, an unsure close-up) counts
+only where it shows damage on the part, and a finding only such photos show goes to review; likewise one only
+second looks show (:mod:`.photo`). A cargo-area photo whose part map "sees" the rear bumper is no clean view of it.
+
 Each part also gets P(part damaged) from :mod:`.confidence` (when a fitted model is given; the review
 decision is then made on it, :func:`~.review.part_review`) and a grade from :mod:`.severity`.
 """
@@ -42,6 +47,7 @@ class PhotoFindings:
     region_reasons: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     closeup: bool = False  # a close-up (few visible parts), not a full view
     second_look: str | None = None
+    exterior_view: bool = True  # False: searched although not typed an exterior view; counts only where it shows damage
 
 
 def _first_look(showing: Sequence[PhotoFindings]) -> list[PhotoFindings]:
@@ -51,9 +57,13 @@ def _first_look(showing: Sequence[PhotoFindings]) -> list[PhotoFindings]:
 
 
 def _second_look_only(showing: Sequence[PhotoFindings]) -> list[str]:
-    """The second-look reasons (each once) when every photo showing a finding found it only in a second look."""
+    """Review flags of a finding only weak photos show: the second-look reasons (each once) when every photo
+    showing it found it only in a second look, and a note when none of them is typed an exterior view."""
     reasons = [p.second_look for p in showing]
-    return list(dict.fromkeys(reasons)) if reasons and all(reasons) else []
+    out = list(dict.fromkeys(reasons)) if reasons and all(reasons) else []
+    if showing and not any(p.exterior_view for p in showing):
+        out.append("seen only in photos the photo-type head does not call exterior views")
+    return out
 
 
 @dataclass
@@ -107,7 +117,8 @@ def reconcile(photos: list[PhotoFindings], review_threshold: float = 0.5) -> lis
         if part == UNASSIGNED:
             visible = photos
         else:
-            visible = [p for p in photos if part in p.visible_parts or (part, damage) in p.findings]
+            visible = [p for p in photos
+                       if (part in p.visible_parts and p.exterior_view) or (part, damage) in p.findings]
         c_base = max(p.findings[(part, damage)][0] for p in _first_look(showing))
         k_agree = len(showing) / max(1, len(visible))
         c_ref = c_base * k_agree
@@ -205,7 +216,7 @@ def reconcile_parts(photos: list[PhotoFindings], findings: list[CaseFinding],
         flagged = {k for p in photos for k in keys if p.region_reasons.get(k)}
         plausible = keys - flagged or keys  # every region implausible: keep them, the part goes to review
         showing = [p for p in photos if any(k in p.findings for k in plausible)]
-        visible = [p for p in photos if part in p.visible_parts or p in showing]
+        visible = [p for p in photos if (part in p.visible_parts and p.exterior_view) or p in showing]
         views_damaged = {view[p.name] for p in showing}
         views_visible = {view[p.name] for p in visible}
         k_agree = len(views_damaged) / max(1, len(views_visible))

@@ -140,7 +140,7 @@ class Assessor(ModelRunner):
         exterior = ptype is None or ptype.type in EXTERIOR_TYPES  # the damage filter judges exterior photos only
         p_dmg = self.heads.probability(pred.heads, "damaged", "damaged") if exterior else None
         d = photo_detections(name, pred.parts, pred.damage, self.part_names, self.damage_names, self.config,
-                             self.plausibility, w, h, p_dmg, self.finer_damage(image, pred))
+                             self.plausibility, w, h, p_dmg, self.finer_damage(image, pred), exterior)
         report = PhotoReport(**seen, status="assessed", visible_parts=d.visible, detections=d.detections,
                              instances=d.instances, view_type="close-up" if d.closeup else "full view")
         kind = (ptype.type if ptype is not None and ptype.type in EXTERIOR_TYPES

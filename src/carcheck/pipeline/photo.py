@@ -104,7 +104,8 @@ class PhotoDetections:
 def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_names: Sequence[str],
                      damage_names: Sequence[str], cfg: AssessConfig, plausibility, width: int, height: int,
                      p_damaged: float | None = None,
-                     damage_second: Callable[[], np.ndarray] | None = None) -> PhotoDetections:
+                     damage_second: Callable[[], np.ndarray] | None = None,
+                     exterior_view: bool = True) -> PhotoDetections:
     """The detections of one assessed photo from its softmax maps.
 
     Areas and boxes are scaled from network resolution to the ``width`` x ``height`` array the models were
@@ -118,7 +119,8 @@ def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_name
     when the second look runs) that map's argmax is read first, and the map at ``missed_damage_min_probability``
     only where it finds nothing. Regions of either second look say so in their review reasons and count as views
     like any other, and the photo's findings are marked (``PhotoFindings.second_look``): a finding or part that
-    only second looks show goes to review whatever its C_refined.
+    only second looks show goes to review whatever its C_refined. ``exterior_view``: the photo-type head calls it an
+    exterior view (False: searched although typed otherwise; its part map then counts only where it shows damage).
     """
     fc = cfg.fusion
     part_label, damage_label, regions = photo_regions(parts, damage, part_names, damage_names, fc, plausibility)
@@ -163,7 +165,7 @@ def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_name
     return PhotoDetections(part_label, damage_label, vis, closeup, dets,
                            PhotoFindings(name, set(vis), findings, region_reasons, closeup,
                                          second_look_reason(fc.missed_damage_min_probability, p_damaged, hires)
-                                         if second and regions else None), instances)
+                                         if second and regions else None, exterior_view), instances)
 
 
 def image_level(report: PhotoReport, outputs: PhotoHeadOutputs, heads: ImageHeads, cfg: AssessConfig,
