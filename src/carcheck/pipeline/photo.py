@@ -2,8 +2,8 @@
 run per photo, in one place.
 
 - :func:`photo_regions`: the part and damage maps -> damaged parts D_k: the door-anchored ends and the
-  one-end-of-the-car rule on the part map (:mod:`.part_ends`), the fusion (:mod:`.fusion`), optionally the plausibility step
-  (:mod:`.plausibility`).
+  one-end-of-the-car rule on the part map (:mod:`.part_ends`), the fusion (:mod:`.fusion`), optionally the
+  plausibility step (:mod:`.plausibility`).
 - :func:`fusion_detections`: the same regions as scored instances; what ``carcheck evaluate segmentation``
   scores (:func:`carcheck.evaluate.segmentation.evaluate_segmentation` is handed this function by its callers:
   evaluate sits below the pipeline in the layers and imports none of it).
