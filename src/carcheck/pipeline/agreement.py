@@ -56,7 +56,7 @@ def _first_look(showing: Sequence[PhotoFindings]) -> list[PhotoFindings]:
     return [p for p in showing if not p.second_look] or list(showing)
 
 
-def _second_look_only(showing: Sequence[PhotoFindings]) -> list[str]:
+def _weak_photos_only(showing: Sequence[PhotoFindings]) -> list[str]:
     """Review flags of a finding only weak photos show: the second-look reasons (each once) when every photo
     showing it found it only in a second look, and a note when none of them is typed an exterior view."""
     reasons = [p.second_look for p in showing]
@@ -125,7 +125,7 @@ def reconcile(photos: list[PhotoFindings], review_threshold: float = 0.5) -> lis
         frac = max(p.findings[(part, damage)][1] for p in showing)
         size = max((p.findings[(part, damage)][2] for p in showing), key=_SIZE_ORDER.__getitem__)
         missing = [p.name for p in visible if p not in showing]
-        region = [r for p in showing for r in p.region_reasons.get((part, damage), [])] + _second_look_only(showing)
+        region = [r for p in showing for r in p.region_reasons.get((part, damage), [])] + _weak_photos_only(showing)
         needs, reasons = finding_review(part, c_ref, k_agree, len(missing), len(visible), review_threshold, region)
         out.append(CaseFinding(part, damage, c_base, k_agree, c_ref, frac, size, [p.name for p in showing],
                                needs_review=needs, review_reasons=reasons))
@@ -223,7 +223,7 @@ def reconcile_parts(photos: list[PhotoFindings], findings: list[CaseFinding],
         c_base = max(p.findings[k][0] for p in _first_look(showing) for k in plausible if k in p.findings)
         clean_full = [p.name for p in visible if p not in showing and not p.closeup and view[p.name] not in views_damaged]
         region = [r for p in photos for k in sorted(keys) for r in p.region_reasons.get(k, [])] if not keys - flagged else []
-        region += _second_look_only(showing)
+        region += _weak_photos_only(showing)
         ev = [evidence.get(p.name, PhotoEvidence()) for p in showing]
         area = max(p.findings[k][1] for p in showing for k in plausible if k in p.findings)
         feats = part_features(c_base, k_agree, len(views_damaged), area, ev)

@@ -35,8 +35,8 @@ __all__ = ["photo_regions", "fusion_detections", "PhotoDetections", "photo_detec
 
 def photo_regions(part_prob: np.ndarray, damage_prob: np.ndarray, part_names: Sequence[str],
                   damage_names: Sequence[str], cfg: FusionConfig, plausibility=None, with_plausibility: bool = True,
-                  label_dtype=np.uint8, damage_label: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, list[Region]]:
+                  label_dtype=np.uint8, damage_label: np.ndarray | None = None,
+                  part_label: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[Region]]:
     """(part label map, damage label map, damaged parts D_k) of one photo at network resolution.
 
     Args:
@@ -47,13 +47,16 @@ def photo_regions(part_prob: np.ndarray, damage_prob: np.ndarray, part_names: Se
         with_plausibility: run the plausibility step at all (evaluation scores masks, not parts: False).
         label_dtype: dtype of the label maps (the assessment draws uint8 maps).
         damage_label: the damage label map to use instead of the argmax of ``damage_prob`` (the second look).
+        part_label: the part label map of an earlier call on the same ``part_prob`` (the second look reads the
+            damage again, the parts are the same), None: computed here.
     """
-    part_label = part_prob.argmax(0).astype(label_dtype)
-    if part_names and cfg.door_end_min_share is not None:  # each end as its nearest door says (a wreck's rear)
-        part_label = door_anchored_ends(part_label, ["background", *part_names], cfg.door_end_min_share,
-                                        cfg.door_end_max_distance)
-    if part_names and cfg.end_dominance is not None:  # one end of the car per photo (a trunk read as a hood)
-        part_label = consistent_ends(part_label, ["background", *part_names], cfg.end_dominance)
+    if part_label is None:
+        part_label = part_prob.argmax(0).astype(label_dtype)
+        if part_names and cfg.door_end_min_share is not None:  # each end as its nearest door says (a wreck's rear)
+            part_label = door_anchored_ends(part_label, ["background", *part_names], cfg.door_end_min_share,
+                                            cfg.door_end_max_distance)
+        if part_names and cfg.end_dominance is not None:  # one end of the car per photo (a trunk read as a hood)
+            part_label = consistent_ends(part_label, ["background", *part_names], cfg.end_dominance)
     damage_label = (damage_prob.argmax(0) if damage_label is None else damage_label).astype(label_dtype)
     regions = damaged_parts(part_prob, damage_prob, list(part_names), list(damage_names), cfg, part_label, damage_label)
     if with_plausibility:
@@ -129,13 +132,15 @@ def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_name
     hires = None
     if second and damage_second is not None:
         finer = damage_second()
-        part_label, damage_label, regions = photo_regions(parts, finer, part_names, damage_names, fc, plausibility)
+        _, damage_label, regions = photo_regions(parts, finer, part_names, damage_names, fc, plausibility,
+                                                 part_label=part_label)
         if regions:
             damage, hires = finer, fc.missed_damage_longest_side
     if second and hires is None:
-        part_label, damage_label, regions = photo_regions(
-            parts, damage, part_names, damage_names, fc, plausibility,
+        _, damage_label, regions = photo_regions(
+            parts, damage, part_names, damage_names, fc, plausibility, part_label=part_label,
             damage_label=low_threshold_label(damage, fc.missed_damage_min_probability))
+    why = second_look_reason(fc.missed_damage_min_probability, p_damaged, hires) if second else None
     vis = visible_parts(part_label, list(part_names), fc)
     closeup = len(vis) <= fc.closeup_max_parts
     nh, nw = part_label.shape
@@ -150,8 +155,7 @@ def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_name
             area_fraction_of_part=round(frac_part, 4), area_fraction_of_image=round(r.area / (nh * nw), 5),
             size_class=size_class(frac_part, fc, closeup), c_base=round(r.c_base, 4),
             bbox_xywh=scale_bbox(r.bbox, sx, sy), reassigned_from=r.reassigned_from,
-            review_reasons=list(r.review_reasons) + ([second_look_reason(fc.missed_damage_min_probability, p_damaged,
-                                                                         hires)] if second else []),
+            review_reasons=list(r.review_reasons) + ([why] if why else []),
             size_cm=region_size_cm(r.mask, part_label, list(part_names), r.part, cfg.size)))
         agg = per_key.setdefault((r.part, r.damage), [0.0, 0.0])
         agg[0] = max(agg[0], r.c_base)
@@ -163,9 +167,8 @@ def photo_detections(name: str, parts: np.ndarray, damage: np.ndarray, part_name
                                 fc.min_region_fraction, width, height, cfg.size, fc.instance_split_core_fraction,
                                 fc.instance_split_types)
     return PhotoDetections(part_label, damage_label, vis, closeup, dets,
-                           PhotoFindings(name, set(vis), findings, region_reasons, closeup,
-                                         second_look_reason(fc.missed_damage_min_probability, p_damaged, hires)
-                                         if second and regions else None, exterior_view), instances)
+                           PhotoFindings(name, set(vis), findings, region_reasons, closeup, why if regions else None,
+                                         exterior_view), instances)
 
 
 def image_level(report: PhotoReport, outputs: PhotoHeadOutputs, heads: ImageHeads, cfg: AssessConfig,
