@@ -34,8 +34,9 @@ def lplenka_case(assessor):
 def test_lplenka_findings_match_ground_truth_damaged_parts(lplenka_case):
     val, report, _ = lplenka_case
     assert report.summary.photos == 9 and report.summary.failed == 0
-    from carcheck.models.runtime import resolve_precision
-    assert report.config.precision == resolve_precision("auto")  # the precision actually used is stated
+    from carcheck.models.runtime import resolve_runtime
+    # the precision and engine actually used are stated
+    assert (report.config.precision, report.config.engine) == resolve_runtime("auto", "auto")
     assert report.summary.assessed >= 8, [(p.path, p.reason) for p in report.photos]
     mapping = get_mapping("dsmlr_parts", "lplenka_parts")
     gt = damaged_parts_ground_truth(val / "COCO_merged_annos.json")

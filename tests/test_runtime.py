@@ -151,10 +151,30 @@ def test_environment_sets_what_auto_means(monkeypatch, native):
 
 
 def test_an_explicit_onnx_engine_makes_auto_precision_fp32(monkeypatch, native):
-    native(True)  # a CPU where auto alone would mean bf16 (and torch)
-    assert runtime.resolve_runtime("auto", "auto") == ("bf16", "torch")
+    native(True)  # a CPU where auto precision alone would mean bf16 (and torch)
+    with monkeypatch.context() as m:
+        m.setattr(runtime, "_have_onnxruntime", lambda: False)
+        assert runtime.resolve_runtime("auto", "auto") == ("bf16", "torch")  # without onnxruntime
     assert runtime.resolve_runtime("auto", "onnx") == ("fp32", "onnx")
     monkeypatch.setenv("CARCHECK_ENGINE", "onnx")
     assert runtime.resolve_runtime("auto", "auto") == ("fp32", "onnx")
     with pytest.raises(ValueError, match="fp32"):
         runtime.resolve_runtime("bf16", "onnx")
+
+
+def test_the_assessment_runs_onnx_fp32_by_default_wherever_onnxruntime_is_installed(monkeypatch, native):
+    """Measured never slower than torch bf16 (runtime.resolve_runtime's doc): auto / auto is fp32 on ONNX Runtime,
+    also on a CPU with native bf16; an explicit choice, an operator's override or CUDA keep torch."""
+    pytest.importorskip("onnxruntime")
+    for value in (True, False):
+        native(value)
+        assert runtime.resolve_runtime("auto", "auto") == ("fp32", "onnx")
+    native(True)
+    assert runtime.resolve_runtime("bf16", "auto") == ("bf16", "torch")
+    assert runtime.resolve_runtime("auto", "torch") == ("bf16", "torch")
+    assert runtime.resolve_runtime("auto", "auto", "cuda:0") == ("bf16", "torch")
+    monkeypatch.setenv("CARCHECK_ENGINE", "torch")
+    assert runtime.resolve_runtime("auto", "auto") == ("bf16", "torch")
+    monkeypatch.delenv("CARCHECK_ENGINE")
+    monkeypatch.setenv("CARCHECK_PRECISION", "bf16")
+    assert runtime.resolve_runtime("auto", "auto") == ("bf16", "torch")

@@ -4,7 +4,8 @@ Measured, each on this machine and in this process unless said otherwise:
 
 - ``per_photo``: the whole assessment of one photo (decode excluded; presence gate, backbone, both
   decoders, every image-level head, the two identity passes, fusion; what ``PhotoReport.seconds``
-  counts), median over 20 held-out photos (DSMLR part testset), models loaded once, 2 threads:
+  counts), median over 20 held-out photos (DSMLR part testset) in 2 interleaved turns per configuration
+  (``--rounds``), models loaded once, 2 threads:
   eager torch fp32, eager torch bf16 autocast (native only where the CPU has AVX512-BF16/AMX:
   the JSON says which), ONNX Runtime fp32 (and int8 where shipped).
 - ``reference``: the end-to-end paper's architecture (Ma et al. 2023: a MobileNet presence
@@ -77,27 +78,42 @@ def _carcheck_exe() -> str:
     return str(beside) if beside.is_file() else (shutil.which("carcheck") or "carcheck")
 
 
-def per_photo(engine: str, precision: str, photos: list[Path], report: bool = False) -> dict:
-    """Median whole-assessment seconds per photo for one engine / precision."""
+def per_photo(configs: dict[str, tuple[str, str]], photos: list[Path], rounds: int = 2,
+              report: str | None = "default") -> dict:
+    """Median whole-assessment seconds per photo of each ``name -> (engine, precision)``, models loaded once.
+
+    The configurations are timed in turns, ``rounds`` times over the same photos (each turn after 3 untimed
+    warm-up photos), and each one's statistics pool its turns: a configuration measured once and last (or
+    first) also measured the machine's drift (one run had two identical configurations 0.02 s apart).
+    ``report``: the configuration whose report writing is timed too."""
     from carcheck.pipeline.assess import Assessor
     from carcheck.schema import AssessConfig
 
-    a = Assessor(AssessConfig(engine=engine, precision=precision, threads=2))
-    images = [(p, a.read_photo(p)) for p in photos]
-    outs, ts = timed_each(lambda pi: a.assess_photo(*pi), images, warmup=3)  # warm-up: the first 3 photos
-    for (p, _), (rep, _, _) in zip(images, outs):
-        assert rep.status == "assessed", (p, rep.reason)
-    st = time_stats(ts, warmup=3)
-    out = {"engine": a.engine, "precision": a.precision, "median_s": st["median_s"], "p95_s": st["p95_s"],
-           "max_s": st["max_s"], "photos": len(ts)}
-    if report:  # report writing (privacy blur, overlays, Grad-CAM maps of flagged photos, HTML) per photo
+    assessors = {n: Assessor(AssessConfig(engine=e, precision=p, threads=2)) for n, (e, p) in configs.items()}
+    images = {n: [(p, a.read_photo(p)) for p in photos] for n, a in assessors.items()}
+    times: dict[str, list[float]] = {n: [] for n in configs}
+    for _ in range(rounds):
+        for n, a in assessors.items():
+            outs, ts = timed_each(lambda pi: a.assess_photo(*pi), images[n], warmup=3)  # warm-up: the first 3
+            for (p, _), (rep, _, _) in zip(images[n], outs):
+                assert rep.status == "assessed", (p, rep.reason)
+            times[n] += ts
+    res = {}
+    for n, a in assessors.items():
+        st = time_stats(times[n], warmup=3)
+        res[n] = {"engine": a.engine, "precision": a.precision, "median_s": st["median_s"], "p95_s": st["p95_s"],
+                  "max_s": st["max_s"], "photos": len(photos), "rounds": rounds,
+                  "round_medians_s": [statistics.median(times[n][i * len(photos):(i + 1) * len(photos)])
+                                      for i in range(rounds)]}
+    if report in assessors:  # report writing (privacy blur, overlays, Grad-CAM of flagged photos, HTML) per photo
         from carcheck.report.html import write_report
 
+        a = assessors[report]
         with tempfile.TemporaryDirectory() as tmp:
             rep, visuals = a.assess(photos[:10], "speed")
             _, write_s = clock(write_report, rep, visuals, tmp, a.part_names, a.damage_names)
-            out["report_writing_s_per_photo"] = write_s / len(rep.photos)
-    return out
+            res[report]["report_writing_s_per_photo"] = write_s / len(rep.photos)
+    return res
 
 
 def reference(photos: list[Path]) -> dict:
@@ -182,6 +198,7 @@ def batch(workdir: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="skip the batch and reference rows")
+    ap.add_argument("--rounds", type=int, default=2, help="turns over the photos per configuration, interleaved")
     ap.add_argument("--out", default=str(REPO / "bench/results/speed.json"))
     args = ap.parse_args()
     import torch
@@ -193,13 +210,14 @@ def main() -> None:
     photos = _photos()
     res: dict = {"machine": cpu_info(), "date": time.strftime("%Y-%m-%d"), "targets": TARGETS, "per_photo": {},
                  "load_average_at_start": os.getloadavg()}
-    for name, engine, precision in (("torch_fp32", "torch", "fp32"), ("torch_bf16", "torch", "bf16"),
-                                    ("onnx_fp32", "onnx", "fp32"), ("default", "auto", "auto")):
-        if name == "torch_bf16" and not bf16_native():
-            res["per_photo"][name] = {"skipped": "this CPU has no native bf16; bf16 autocast measured 8-18x slower "
-                                                 "than fp32 on such a CPU (issue 13)"}
-            continue
-        res["per_photo"][name] = per_photo(engine, precision, photos, report=name == "default")
+    configs = {"torch_fp32": ("torch", "fp32"), "torch_bf16": ("torch", "bf16"), "onnx_fp32": ("onnx", "fp32"),
+               "default": ("auto", "auto")}
+    if not bf16_native():
+        del configs["torch_bf16"]
+        res["per_photo"]["torch_bf16"] = {"skipped": "this CPU has no native bf16; bf16 autocast measured 8-18x "
+                                                     "slower than fp32 on such a CPU (issue 13)"}
+    res["per_photo"].update(per_photo(configs, photos, rounds=args.rounds))
+    for name in configs:
         print(name, res["per_photo"][name], flush=True)
     default_s = res["per_photo"]["default"]["median_s"]
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,8 +29,8 @@ def assess_command(
     json_out: bool = typer.Option(False, "--json", help="Also print the report JSON on stdout."),
     precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
     threads: Optional[int] = typer.Option(None, help="Torch threads (default: every core)."),
-    engine: str = typer.Option("auto", help="auto (ONNX Runtime where the networks run in fp32, eager torch where "
-                                            "bf16 runs natively), torch or onnx."),
+    engine: str = typer.Option("auto", help="auto (ONNX Runtime in fp32 where onnxruntime is installed, measured "
+                                            "never slower than torch bf16; else eager torch), torch or onnx."),
     cost_table: Optional[Path] = typer.Option(None, "--cost-table", help="Repair cost table (YAML) replacing the "
                                               "shipped one (format: carcheck/pipeline/cost_table.yaml)."),
     index: Optional[Path] = typer.Option(None, "--index", help="Reused-photo index (SQLite file, created if missing): "

@@ -5,7 +5,8 @@ measured on an AVX2-only AMD EPYC, the Lite0 backbone took 2.3 s per 512 px phot
 autocast against 0.13 s in fp32 (issue 13), while on an AVX512-BF16 CPU the whole assessment ran 1.3x faster in bf16 than
 in fp32 (0.122 vs 0.159 s per photo, bench/speed/speed.py). ``auto``, the default everywhere, therefore asks torch what the CPU can
 do (``torch.cpu._is_avx512_bf16_supported`` / ``_is_amx_tile_supported``) and uses bf16 only there
-or on CUDA, else fp32.
+or on CUDA, else fp32 (training, feature caches). The assessment resolves precision and engine together
+(:func:`resolve_runtime`): fp32 on ONNX Runtime wherever it is installed, faster still than eager bf16.
 """
 
 from __future__ import annotations
@@ -67,11 +68,10 @@ ENGINES = ("auto", "torch", "onnx")
 def resolve_engine(engine: str = "auto", precision: str = "fp32") -> Literal["torch", "onnx"]:
     """The engine actually used for the shared pass, the decoders and the identity models.
 
-    ``auto``: ONNX Runtime where the networks run in fp32 (0.106 vs 0.159 s per photo for eager torch
-    fp32, bench/speed/speed.py), eager torch where bf16 runs natively (ONNX Runtime runs these graphs in
-    fp32 only; on the AVX512-BF16 CPU measured, eager bf16 took 0.103-0.122 s and ONNX Runtime fp32
-    0.106 s in the same run, within noise, and torch needs no export); torch when onnxruntime is not
-    installed.
+    ``auto``, given an already resolved precision: ONNX Runtime for fp32 (0.106 vs 0.159 s per photo for
+    eager torch fp32, bench/speed/speed.py), eager torch for bf16 (ONNX Runtime runs these graphs in fp32
+    only); torch when onnxruntime is not installed. The assessment resolves both together with
+    :func:`resolve_runtime`, whose ``auto`` / ``auto`` is fp32 on ONNX Runtime wherever it is installed.
 
     Args:
         engine: ``auto`` | ``torch`` | ``onnx`` (``CARCHECK_ENGINE=torch|onnx`` sets what ``auto`` resolves to).
@@ -81,12 +81,7 @@ def resolve_engine(engine: str = "auto", precision: str = "fp32") -> Literal["to
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-    try:
-        import onnxruntime  # noqa: F401
-
-        have_ort = True
-    except ImportError:
-        have_ort = False
+    have_ort = _have_onnxruntime()
     if engine == "onnx":
         if precision == "bf16":
             raise ValueError("the onnx engine computes in fp32: use --precision fp32 (or auto) with it")
@@ -102,18 +97,37 @@ def resolve_engine(engine: str = "auto", precision: str = "fp32") -> Literal["to
 
 
 def resolve_runtime(precision: str = "auto", engine: str = "auto", device: str = "cpu") -> tuple[str, str]:
-    """``(precision, engine)`` actually used, resolved together: an explicitly requested ONNX
-    Runtime engine (``engine="onnx"`` or ``CARCHECK_ENGINE=onnx`` with ``engine="auto"``) makes
-    ``precision="auto"`` mean fp32, the only precision it runs in.
+    """``(precision, engine)`` the assessment actually uses, resolved together.
+
+    On a CPU, ``auto`` / ``auto`` means ONNX Runtime in fp32 wherever onnxruntime is installed: measured
+    with ``bench/speed/speed.py`` it was never slower than eager torch in bf16 (AMD EPYC with AVX512-BF16:
+    0.141 vs 0.174 s per photo in the last run, within noise in an earlier one; Intel Xeon with AMX-bf16,
+    four runs: 0.237-0.254 vs 0.274-0.303 s) and far faster than bf16 autocast on CPUs without native bf16; its findings on the real
+    cases matched torch bf16's (``bench/cases.py --set engine='"onnx"'``). An explicitly requested ONNX
+    engine (``engine="onnx"`` or ``CARCHECK_ENGINE=onnx``) also makes ``precision="auto"`` mean fp32, the
+    only precision it runs in. Explicit ``bf16``, ``CARCHECK_PRECISION``, ``CARCHECK_ENGINE=torch``, a CUDA
+    device or a missing onnxruntime keep torch (:func:`resolve_precision`, :func:`resolve_engine`).
 
     Raises:
         ValueError: as :func:`resolve_precision` / :func:`resolve_engine` (e.g. ``onnx`` with ``bf16``).
     """
-    wants_onnx = engine == "onnx" or (engine == "auto" and os.environ.get("CARCHECK_ENGINE") == "onnx")
-    if wants_onnx and precision == "auto":
+    forced_engine = os.environ.get("CARCHECK_ENGINE", "")
+    wants_onnx = engine == "onnx" or (engine == "auto" and forced_engine == "onnx")
+    auto_onnx = (engine == "auto" and precision == "auto" and forced_engine not in ("torch", "onnx")
+                 and not os.environ.get("CARCHECK_PRECISION") and not str(device).startswith("cuda")
+                 and _have_onnxruntime())
+    if (wants_onnx or auto_onnx) and precision == "auto":
         precision = "fp32"
     resolved = resolve_precision(precision, device)
     return resolved, resolve_engine(engine, resolved)
+
+
+def _have_onnxruntime() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def available_cores() -> int:

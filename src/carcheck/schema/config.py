@@ -173,8 +173,9 @@ class AssessConfig(BaseModel):
                                         "within this many bits (distinct photos measured >= 19, re-encodes <= 5).")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 only on CUDA or a CPU with "
                                                        "native bf16, else fp32; a report states the one used.")
-    engine: Literal["auto", "torch", "onnx"] = Field("auto", description="auto: ONNX Runtime where the networks run "
-                                                     "in fp32, eager torch where bf16 runs natively.")
+    engine: Literal["auto", "torch", "onnx"] = Field("auto", description="auto: ONNX Runtime in fp32 where "
+                                                     "onnxruntime is installed (measured never slower than torch "
+                                                     "bf16), else eager torch.")
     threads: int | None = Field(None, ge=1, description="Torch threads (None: every core); a report states the "
                                 "number used.")
     presence_threshold: float = Field(0.5, ge=0, le=1, description="P(vehicle) of the presence head below which a "
