@@ -27,7 +27,9 @@ def assess_command(
     review_threshold: float = typer.Option(0.5, help="Findings with C_refined below this are flagged for review."),
     min_region: float = typer.Option(0.0005, help="Drop damaged regions smaller than this fraction of the photo."),
     json_out: bool = typer.Option(False, "--json", help="Also print the report JSON on stdout."),
-    precision: str = typer.Option("auto", callback=check_precision, help=PRECISION_HELP),
+    precision: str = typer.Option("auto", callback=check_precision,
+                                  help=PRECISION_HELP + " With --engine auto and onnxruntime installed (the default), "
+                                  "auto is fp32 on ONNX Runtime."),
     threads: Optional[int] = typer.Option(None, help="Torch threads (default: every core)."),
     engine: str = typer.Option("auto", help="auto (ONNX Runtime in fp32 where onnxruntime is installed, measured "
                                             "never slower than torch bf16; else eager torch), torch or onnx."),

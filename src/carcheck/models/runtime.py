@@ -102,8 +102,9 @@ def resolve_runtime(precision: str = "auto", engine: str = "auto", device: str =
     On a CPU, ``auto`` / ``auto`` means ONNX Runtime in fp32 wherever onnxruntime is installed: measured
     with ``bench/speed/speed.py`` it was never slower than eager torch in bf16 (AMD EPYC with AVX512-BF16:
     0.141 vs 0.174 s per photo in the last run, within noise in an earlier one; Intel Xeon with AMX-bf16,
-    four runs: 0.237-0.254 vs 0.274-0.303 s) and far faster than bf16 autocast on CPUs without native bf16; its findings on the real
-    cases matched torch bf16's (``bench/cases.py --set engine='"onnx"'``). An explicitly requested ONNX
+    eight runs: 0.237-0.264 vs 0.274-0.303 s) and far faster than bf16 autocast on CPUs without native
+    bf16; its findings on the real cases matched torch bf16's (``bench/cases.py --set engine='"onnx"'``,
+    issue 26). An explicitly requested ONNX
     engine (``engine="onnx"`` or ``CARCHECK_ENGINE=onnx``) also makes ``precision="auto"`` mean fp32, the
     only precision it runs in. Explicit ``bf16``, ``CARCHECK_PRECISION``, ``CARCHECK_ENGINE=torch``, a CUDA
     device or a missing onnxruntime keep torch (:func:`resolve_precision`, :func:`resolve_engine`).

@@ -171,8 +171,10 @@ class AssessConfig(BaseModel):
                                    "many levels (real photos >= 74).")
     duplicate_max_distance: int = Field(8, ge=0, le=64, description="Near duplicates: both 64-bit pHash and dHash "
                                         "within this many bits (distinct photos measured >= 19, re-encodes <= 5).")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 only on CUDA or a CPU with "
-                                                       "native bf16, else fp32; a report states the one used.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: fp32 when the engine resolves to "
+                                                       "ONNX Runtime (engine auto, onnxruntime installed), else bf16 "
+                                                       "only on CUDA or a CPU with native bf16, else fp32; a report "
+                                                       "states the one used.")
     engine: Literal["auto", "torch", "onnx"] = Field("auto", description="auto: ONNX Runtime in fp32 where "
                                                      "onnxruntime is installed (measured never slower than torch "
                                                      "bf16), else eager torch.")
