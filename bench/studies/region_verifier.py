@@ -12,12 +12,13 @@ Stages (each writes under ``runs/region_verifier/``):
 
 - ``extract``: crops and their labels. Proposals are the shipped damage map's connected components
   (argmax not background, at network resolution) on CarDD train/valid/test, lensor train/val/test (photos
-  with damage; a component is positive when >= 30% of its pixels lie on annotated damage (dilated 5 px), a
-  hard negative when none does, else left out) and on clean cars (DSMLR car_parts and Stanford196 photos:
-  every component a hard negative); plus every annotated damage instance as a positive. Real cases (dev,
-  extra, demo) give the regions of their cached reports (``bench/cases.py`` first), labelled by their part
-  (1: in a damaged group, 0: seen clean). Features: the pooled 1280-d EfficientNet-Lite0 ImageNet features
-  of the 224 px crop, the region's C_base (mean max damage probability) and sqrt of its area fraction.
+  with damage; a component is positive when >= 30% of its pixels lie on annotated damage, dilated by 2 px
+  at network resolution, a hard negative when none does, else left out) and on clean cars (DSMLR car_parts
+  and Stanford196 photos: every component a hard negative); plus every annotated damage instance as a
+  positive. Real cases (dev, extra, demo) give the regions of their cached reports (``bench/cases.py``
+  first), labelled by their part (1: in a damaged group, 0: seen clean). Features: the pooled 1280-d
+  EfficientNet-Lite0 ImageNet features of the 224 px crop; the region's C_base (mean max damage probability)
+  and area fraction are kept beside them for comparison.
 - ``fit``: logistic regression on the fit split (C chosen on val by AUC), AUC on the test split and, per
   judged part of the real cases, AUC of the verifier's P (max over the part's regions) beside C_base's.
 
@@ -65,6 +66,8 @@ def square_crop(img: np.ndarray, bbox) -> np.ndarray:
 
 
 class Extractor:
+    """The shipped assessment's models (for proposals) and a frozen ImageNet Lite0 (for crop features), 2 threads."""
+
     def __init__(self) -> None:
         import torch
 
@@ -99,6 +102,7 @@ class Extractor:
         return out
 
     def features(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Pooled features ``(N, 1280)`` float32 of ``N`` crops ``(224, 224, 3)`` uint8, in batches of 32."""
         torch = self.torch
         from carcheck.models.backbone import inference_context
 
@@ -112,7 +116,7 @@ class Extractor:
 
 
 def damaged_sources():
-    """``[(name, coco json, max photos)]`` of the damage sets with masks."""
+    """``[(name, coco json, max photos)]`` of the damage sets with masks (CarDD's COCO files written from its YOLO labels)."""
     from carcheck.data.yolo import coco_file_for_yolo
 
     cardd = ROOT / "data" / "cardd" / "data.yaml"
@@ -126,6 +130,7 @@ def damaged_sources():
 
 
 def clean_photos() -> list[Path]:
+    """Every DSMLR car_parts photo and 700 seeded Stanford196 photos (clean cars)."""
     parts = sorted((DATA / "car_parts").glob("*/JPEGImages/*"))
     stan = sorted((ROOT / "data" / "car_models" / "stanford196").glob("*/*.jpg"))
     rng = np.random.default_rng(0)
@@ -133,6 +138,7 @@ def clean_photos() -> list[Path]:
 
 
 def extract(args) -> None:
+    """Crops, labels and features of every source not yet extracted (module doc), under ``runs/region_verifier/``."""
     from PIL import Image
     from pycocotools import mask as mask_utils
     from scipy import ndimage
@@ -228,12 +234,14 @@ def cases_crops(cache: Path | None = None):
 
 
 def auc(y, s) -> float | None:
+    """ROC AUC rounded to 4 places, None when ``y`` holds one class only."""
     from sklearn.metrics import roc_auc_score
 
     return round(float(roc_auc_score(y, s)), 4) if len(set(y)) == 2 else None
 
 
 def fit(args) -> None:
+    """The verifier fitted and scored (module doc); writes ``--out``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
