@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from carcheck.data.images import load_image
@@ -62,3 +63,30 @@ def test_folding_batchnorm_keeps_outputs():
     composed = load_segmenters(DEFAULT_SEGMENTERS)
     assert all(m.backbone is composed.backbone for m in composed.models)  # one backbone, built once
     assert set(composed.taxonomies) == {"parts", "damage"}
+
+
+def test_a_segmenter_file_names_its_backbone_variant_and_loads_on_it(tmp_path):
+    """Issue 26 item 2 (backbone chosen by measurement): a model trained with --backbone lite2 states it in its
+    file and loads on Lite2; it cannot be composed on the shared Lite0 pass; old files (no key) mean lite0."""
+    from safetensors.torch import save_file
+
+    from carcheck.models.backbone import EfficientNetLiteBackbone
+    from carcheck.models.inference import load_segmenter
+    from carcheck.models.segmentation import CarSegmenter
+
+    torch.manual_seed(0)
+    m = CarSegmenter({"damage": 7}, backbone=EfficientNetLiteBackbone("lite2", pretrained=False), channels=16)
+    meta = {"heads": '{"damage": 7}', "channels": "16", "decoder": "fpn", "unfreeze": "0", "backbone": "lite2",
+            "taxonomies": '{"damage": "cardd_damage"}'}
+    f = tmp_path / "lite2.safetensors"
+    save_file({k: v.detach().contiguous() for k, v in m.trainable_state_dict().items()}, str(f), metadata=meta)
+    loaded = load_segmenter(f, fuse=False)
+    assert loaded.backbone.variant == "lite2" and loaded.backbone.channels == m.backbone.channels
+    with pytest.raises(ValueError, match="lite2"):
+        load_segmenter(f, backbone=EfficientNetLiteBackbone("lite0", pretrained=False))
+    # a file of the lite0 design without the key still loads on lite0 (every shipped file)
+    m0 = CarSegmenter({"damage": 7}, backbone=EfficientNetLiteBackbone("lite0", pretrained=False), channels=16)
+    f0 = tmp_path / "lite0.safetensors"
+    save_file({k: v.detach().contiguous() for k, v in m0.trainable_state_dict().items()}, str(f0),
+              metadata={k: v for k, v in meta.items() if k != "backbone"})
+    assert load_segmenter(f0, fuse=False).backbone.variant == "lite0"

@@ -88,15 +88,19 @@ def segmentation(
     backbone_lr_mult: float = typer.Option(0.1, help="Learning-rate factor of the fine-tuned stages."),
     init: Optional[Path] = typer.Option(None, help="Warm start: a .safetensors file of a trained model of the same "
                                         "design (e.g. a shipped weight file)."),
+    backbone: str = typer.Option("lite0", help="ImageNet EfficientNet-Lite variant under the decoder: lite0 (the "
+                                 "assessment's shared pass), lite1 or lite2 (a model of its own, for comparison)."),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ) -> None:
-    """Train a segmentation model (frozen EfficientNet-Lite0 backbone, optionally its last stages fine-tuned as the
+    """Train a segmentation model (frozen EfficientNet-Lite0 backbone by default, optionally its last stages fine-tuned as the
     model's own copy with --unfreeze; FPN or ASPP decoder, one head per task).
     Annotations: COCO JSON files or YOLO-seg folders (e.g. CarDD: ``damage:cardd_damage:data/cardd:data/cardd``)."""
     from ..train.segmentation import SegTrainConfig, train_segmentation
 
     if loss not in SEG_LOSSES:
         raise typer.BadParameter(f"--loss must be one of {SEG_LOSSES}")
+    if backbone not in ("lite0", "lite1", "lite2"):
+        raise typer.BadParameter(f"--backbone {backbone!r}: choose lite0, lite1 or lite2")
     try:
         lo, hi = (float(v) for v in scale.split(","))
     except ValueError:
@@ -111,7 +115,7 @@ def segmentation(
                          decoder=decoder, device=device, workers=workers, channels=channels, load_size=load_size,
                          val_size=val_size, scale=(lo, hi), max_steps_per_epoch=max_steps_per_epoch,
                          unfreeze=unfreeze, backbone_lr_mult=backbone_lr_mult,
-                         init=str(init) if init else None)
+                         init=str(init) if init else None, backbone=backbone)
     _run_trainer(train_segmentation, cfg, "weights", resume)
 
 

@@ -92,13 +92,14 @@ def load_segmenter(path: str | Path = DEFAULT_SEGMENTER, backbone: EfficientNetL
 
     The file's metadata holds ``heads`` (task -> classes incl. background), ``channels``,
     ``decoder`` (``fpn`` when absent), ``unfreeze`` (stages of its own fine-tuned backbone copy,
-    0 when absent) and ``taxonomies`` (task -> taxonomy name); the latter is stored on the model as ``.taxonomies``;
+    0 when absent), ``backbone`` (the EfficientNet-Lite variant it was trained on, ``lite0`` when absent) and
+    ``taxonomies`` (task -> taxonomy name); the latter is stored on the model as ``.taxonomies``;
     optionally ``logit_bias`` (task -> per-class logit offsets, :attr:`CarSegmenter.logit_bias`).
     With ``fuse`` (default) BatchNorm is folded into the convolutions: an inference-only model.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file lacks carcheck metadata.
+        ValueError: if the file lacks carcheck metadata, or ``backbone`` is another variant than the file's.
     """
     path = Path(path)
     if not path.is_file():
@@ -107,6 +108,11 @@ def load_segmenter(path: str | Path = DEFAULT_SEGMENTER, backbone: EfficientNetL
         meta = f.metadata() or {}
     if "heads" not in meta:
         raise ValueError(f"{path}: not a carcheck segmenter (no 'heads' metadata)")
+    variant = meta.get("backbone", "lite0")
+    if backbone is None:
+        backbone = EfficientNetLiteBackbone(variant)
+    elif getattr(backbone, "variant", variant) != variant:
+        raise ValueError(f"{path}: trained on EfficientNet-{variant}, cannot share a {backbone.variant} backbone pass")
     model = CarSegmenter(json.loads(meta["heads"]), backbone=backbone, channels=int(meta.get("channels", 96)),
                          decoder=meta.get("decoder", "fpn"), unfreeze=int(meta.get("unfreeze", 0)))
     state = {k: v.float() for k, v in load_file(str(path)).items()}

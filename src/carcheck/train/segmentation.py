@@ -31,6 +31,7 @@ from ..data.labels import LabelRow, assign_splits
 from ..data.taxonomy import get_taxonomy
 from ..evaluate.metrics import confusion_matrix, miou
 from ..models.runtime import use_bf16
+from ..models.backbone import EfficientNetLiteBackbone
 from ..models.segmentation import CarSegmenter
 from .engine import MAY_DIFFER, fit, start_run
 from .losses import segmentation_loss
@@ -81,6 +82,9 @@ class SegTrainConfig:
             model's own copy (:class:`~carcheck.models.segmentation.BackboneTail`).
         backbone_lr_mult: learning-rate factor of those fine-tuned stages (pretrained weights move
             slower than the new decoder).
+        backbone: the ImageNet-pretrained EfficientNet-Lite variant under the decoder (``lite0``, the shared
+            pass of the assessment, or ``lite1`` / ``lite2``: issue 26's backbone choice by measurement; a
+            model on another variant than the shared pass cannot share its features).
         init: a ``.safetensors`` file of a trained model of the same design (decoder, heads, fine-tuned
             stages; e.g. a shipped weight file) to start from instead of random decoder weights (a
             warm start; loaded once at the start of a run, never on resume, which continues ``last.pt``).
@@ -112,6 +116,7 @@ class SegTrainConfig:
     unfreeze: int = 0
     backbone_lr_mult: float = 0.1
     init: str | None = None
+    backbone: str = "lite0"
 
 
 def paper_augmentations(size: int, scale: tuple[float, float] = (0.75, 1.25)) -> A.Compose:
@@ -328,8 +333,8 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
         log(f"task {t.name}: {len(tr)} train / {len(va)} val images, {heads[t.name]} classes")
 
     dev = torch.device(cfg.device)
-    model = CarSegmenter(heads, channels=cfg.channels, decoder=cfg.decoder,
-                         unfreeze=cfg.unfreeze).to(dev, memory_format=torch.channels_last)
+    model = CarSegmenter(heads, backbone=EfficientNetLiteBackbone(cfg.backbone), channels=cfg.channels,
+                         decoder=cfg.decoder, unfreeze=cfg.unfreeze).to(dev, memory_format=torch.channels_last)
     if cfg.init and not resume:
         warm_start(model, cfg.init)
         log(f"warm start from {cfg.init}")
@@ -379,7 +384,7 @@ def train_segmentation(cfg: SegTrainConfig, track: Callable = lambda it, **k: it
         save_file({k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()},
                   str(out / "best.safetensors"),
                   metadata={"heads": json.dumps(heads), "channels": str(cfg.channels), "decoder": cfg.decoder,
-                            "unfreeze": str(cfg.unfreeze),
+                            "unfreeze": str(cfg.unfreeze), "backbone": cfg.backbone,
                             "taxonomies": json.dumps({t.name: t.taxonomy for t in cfg.tasks})})
         (out / "best.json").write_text(json.dumps(rec, indent=2))
 
