@@ -69,7 +69,7 @@ def resolve_engine(engine: str = "auto", precision: str = "fp32") -> Literal["to
     """The engine actually used for the shared pass, the decoders and the identity models.
 
     ``auto``, given an already resolved precision: ONNX Runtime for fp32 (0.106 vs 0.159 s per photo for
-    eager torch fp32, bench/speed/speed.py), eager torch for bf16 (ONNX Runtime runs these graphs in fp32
+    eager torch fp32, bench/speed/speed.py on the AMD EPYC of an earlier session), eager torch for bf16 (ONNX Runtime runs these graphs in fp32
     only); torch when onnxruntime is not installed. The assessment resolves both together with
     :func:`resolve_runtime`, whose ``auto`` / ``auto`` is fp32 on ONNX Runtime wherever it is installed.
 
